@@ -1,0 +1,147 @@
+"""Sans-IO frame decoder (PROTOCOL.md section 1).
+
+Feed bytes with :meth:`FrameDecoder.receive_data` (``b""`` means end of input),
+then call :meth:`FrameDecoder.next_frame` until it returns :data:`NEED_DATA` or
+:data:`CLOSED`. No socket, no asyncio: the caller owns the I/O (h11's shape).
+
+The length is checked from the 5 header bytes, before any payload is buffered,
+so a header claiming 4 GiB costs nothing. The buffer never holds more than one
+header plus one maximal payload plus whatever one ``receive_data`` call added.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+from typing import Any
+
+from protocol.errors import ErrorCode, ProtocolError, bad_frame
+from protocol.frames import (
+    CLIENT_TYPES,
+    CONTROL_TYPES,
+    HEADER,
+    HEADER_SIZE,
+    MAX_CONTROL,
+    SERVER_TYPES,
+    SHA1_HEX_SIZE,
+    SHA1_SIZE,
+    Frame,
+    FrameType,
+)
+
+
+class Sentinel(enum.Enum):
+    #: More bytes are needed before the next frame is complete.
+    NEED_DATA = "NEED_DATA"
+    #: The peer ended its input on a frame boundary.
+    CLOSED = "CLOSED"
+
+
+NEED_DATA = Sentinel.NEED_DATA
+CLOSED = Sentinel.CLOSED
+
+
+class FrameDecoder:
+    """Splits a byte stream into frames of the types ``accept`` allows.
+
+    ``max_data`` bounds DATA payloads (the server's ``max_frame``). Control
+    payloads are bounded by 64 KiB and END by the two digest spellings.
+    """
+
+    def __init__(self, *, max_data: int, accept: frozenset[FrameType] = CLIENT_TYPES) -> None:
+        self._max_data = max_data
+        self._accept = accept
+        self._buffer = bytearray()
+        self._eof = False
+        # Header of the frame whose payload we are waiting for, once validated.
+        self._pending: tuple[FrameType, int] | None = None
+
+    @property
+    def buffered(self) -> int:
+        """Bytes received but not yet handed out as frames."""
+        return len(self._buffer)
+
+    @property
+    def in_frame(self) -> bool:
+        """True while part of a frame has arrived (used for the frame deadline)."""
+        return self._pending is not None or bool(self._buffer)
+
+    def receive_data(self, data: bytes) -> None:
+        if self._eof:
+            raise RuntimeError("receive_data after end of input")
+        if data:
+            self._buffer += data
+        else:
+            self._eof = True
+
+    def next_frame(self) -> Frame | Sentinel:
+        if self._pending is None:
+            if len(self._buffer) < HEADER_SIZE:
+                return self._starved()
+            type_byte, length = HEADER.unpack_from(self._buffer)
+            self._pending = (self._check_header(type_byte, length), length)
+            del self._buffer[:HEADER_SIZE]
+        frame_type, length = self._pending
+        if len(self._buffer) < length:
+            return self._starved()
+        payload = bytes(self._buffer[:length])
+        del self._buffer[:length]
+        self._pending = None
+        return Frame(frame_type, payload)
+
+    def _starved(self) -> Sentinel:
+        if not self._eof:
+            return NEED_DATA
+        if self._buffer or self._pending is not None:
+            raise bad_frame("connection closed in the middle of a frame")
+        return CLOSED
+
+    def _check_header(self, type_byte: int, length: int) -> FrameType:
+        try:
+            frame_type = FrameType(type_byte)
+        except ValueError:
+            raise bad_frame(f"unknown frame type 0x{type_byte:02x}") from None
+        if frame_type not in self._accept:
+            raise bad_frame(f"frame type {frame_type.name} is not allowed in this direction")
+        limit = self._max_data if frame_type is FrameType.DATA else MAX_CONTROL
+        if frame_type is FrameType.END:
+            if length not in (SHA1_SIZE, SHA1_HEX_SIZE):
+                raise bad_frame(f"END payload must be 20 or 40 bytes, not {length}")
+        elif length > limit:
+            raise bad_frame(f"{frame_type.name} payload of {length} bytes exceeds {limit}")
+        return frame_type
+
+
+def server_decoder(max_data: int) -> FrameDecoder:
+    """A decoder for what a server sends (clients and tests use it)."""
+    return FrameDecoder(max_data=max_data, accept=SERVER_TYPES)
+
+
+def decode_control(frame: Frame) -> dict[str, Any]:
+    """The JSON object of a control frame; an empty payload means ``{}``."""
+    if frame.type not in CONTROL_TYPES:
+        raise bad_frame(f"{frame.type.name} is not a control frame")
+    if not frame.payload:
+        return {}
+    try:
+        obj = json.loads(frame.payload.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError):
+        raise bad_frame(f"{frame.type.name} payload is not UTF-8 JSON") from None
+    if not isinstance(obj, dict):
+        raise bad_frame(f"{frame.type.name} payload is not a JSON object")
+    return obj
+
+
+def decode_digest(payload: bytes) -> bytes:
+    """END payload to 20 raw bytes: raw, or 40 hex characters in either case."""
+    if len(payload) == SHA1_SIZE:
+        return payload
+    if len(payload) == SHA1_HEX_SIZE:
+        try:
+            digest = bytes.fromhex(payload.decode("ascii"))
+        except (UnicodeDecodeError, ValueError):
+            digest = b""
+        # fromhex skips whitespace, so a spaced spelling decodes short: reject it.
+        if len(digest) == SHA1_SIZE:
+            return digest
+    raise ProtocolError(ErrorCode.BAD_FRAME, "END payload is not a SHA-1 digest", fatal=True)

@@ -1,0 +1,164 @@
+"""Typed client requests, validated from their JSON payloads (PROTOCOL.md sections 2-3).
+
+Validation raises :class:`ProtocolError` with the code the spec names. Whether
+an error is fatal depends on the request: HELLO and PUT errors are fatal (a PUT
+client may already be streaming DATA), the others are not. ``null`` in an
+optional field means the field is absent.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from protocol.errors import ErrorCode, ProtocolError
+
+MAX_KEY_BYTES = 1024
+#: LIST page size when the client gives none, and the most it may ask for.
+DEFAULT_LIST_LIMIT = 100
+MAX_LIST_LIMIT = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class Hello:
+    version: int
+    token: str | None
+    client: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Put:
+    key: str
+    size: int | None
+    ttl: int | None
+    content_type: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Get:
+    key: str
+    offset: int | None
+    length: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class Stat:
+    key: str
+
+
+@dataclass(frozen=True, slots=True)
+class Delete:
+    key: str
+
+
+@dataclass(frozen=True, slots=True)
+class List:
+    prefix: str
+    cursor: str | None
+    limit: int
+
+
+@dataclass(frozen=True, slots=True)
+class Ping:
+    payload: dict[str, Any]
+
+
+Request = Hello | Put | Get | Stat | Delete | List | Ping
+
+
+class _Fields:
+    """Typed access to a request's JSON object; errors carry the request's fatality."""
+
+    def __init__(self, obj: dict[str, Any], *, fatal: bool) -> None:
+        self._obj = obj
+        self._fatal = fatal
+
+    def error(self, code: ErrorCode, message: str) -> ProtocolError:
+        return ProtocolError(code, message, fatal=self._fatal)
+
+    def optional_str(self, name: str) -> str | None:
+        value = self._obj.get(name)
+        if value is not None and not isinstance(value, str):
+            raise self.error(ErrorCode.BAD_REQUEST, f"field {name!r} must be a string")
+        return value
+
+    def optional_int(self, name: str, *, minimum: int = 0) -> int | None:
+        value = self._obj.get(name)
+        if value is None:
+            return None
+        # bool is an int subclass in Python; JSON true is not an integer.
+        if type(value) is not int:
+            raise self.error(ErrorCode.BAD_REQUEST, f"field {name!r} must be an integer")
+        if value < minimum:
+            raise self.error(ErrorCode.BAD_REQUEST, f"field {name!r} must be >= {minimum}")
+        return value
+
+    def key(self, name: str = "key") -> str:
+        value = self._obj.get(name)
+        if value is None:
+            raise self.error(ErrorCode.BAD_REQUEST, f"missing field {name!r}")
+        if not isinstance(value, str):
+            raise self.error(ErrorCode.BAD_REQUEST, f"field {name!r} must be a string")
+        check_key(value, fatal=self._fatal)
+        return value
+
+
+def check_key(key: str, *, fatal: bool) -> None:
+    """PROTOCOL.md section 3: 1..1024 UTF-8 bytes, no control characters."""
+    try:
+        size = len(key.encode("utf-8"))
+    except UnicodeEncodeError:
+        # JSON can spell a lone surrogate ("\ud800"); it has no UTF-8 form.
+        raise ProtocolError(ErrorCode.BAD_KEY, "key is not valid UTF-8", fatal=fatal) from None
+    if not 1 <= size <= MAX_KEY_BYTES:
+        raise ProtocolError(
+            ErrorCode.BAD_KEY, f"key must be 1 to {MAX_KEY_BYTES} bytes, not {size}", fatal=fatal
+        )
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in key):
+        raise ProtocolError(ErrorCode.BAD_KEY, "key contains a control character", fatal=fatal)
+
+
+def parse_hello(obj: dict[str, Any]) -> Hello:
+    fields = _Fields(obj, fatal=True)
+    version = obj.get("version")
+    if type(version) is not int:
+        raise fields.error(ErrorCode.BAD_REQUEST, "HELLO needs an integer 'version'")
+    return Hello(version, fields.optional_str("token"), fields.optional_str("client"))
+
+
+def parse_put(obj: dict[str, Any], *, max_file_size: int, max_ttl: int) -> Put:
+    fields = _Fields(obj, fatal=True)
+    key = fields.key()
+    size = fields.optional_int("size")
+    ttl = fields.optional_int("ttl", minimum=1)
+    content_type = fields.optional_str("content_type")
+    if ttl is not None and ttl > max_ttl:
+        raise fields.error(ErrorCode.BAD_REQUEST, f"ttl must be 1..{max_ttl} seconds")
+    if size is not None and size > max_file_size:
+        raise fields.error(
+            ErrorCode.TOO_LARGE, f"size {size} exceeds max_file_size {max_file_size}"
+        )
+    return Put(key, size, ttl, content_type)
+
+
+def parse_get(obj: dict[str, Any]) -> Get:
+    fields = _Fields(obj, fatal=False)
+    return Get(fields.key(), fields.optional_int("offset"), fields.optional_int("length"))
+
+
+def parse_stat(obj: dict[str, Any]) -> Stat:
+    return Stat(_Fields(obj, fatal=False).key())
+
+
+def parse_delete(obj: dict[str, Any]) -> Delete:
+    return Delete(_Fields(obj, fatal=False).key())
+
+
+def parse_list(obj: dict[str, Any]) -> List:
+    fields = _Fields(obj, fatal=False)
+    limit = fields.optional_int("limit", minimum=1)
+    return List(
+        prefix=fields.optional_str("prefix") or "",
+        cursor=fields.optional_str("cursor"),
+        limit=min(limit or DEFAULT_LIST_LIMIT, MAX_LIST_LIMIT),
+    )

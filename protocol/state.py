@@ -1,0 +1,236 @@
+"""Per-connection request state machine (PROTOCOL.md sections 1-2), sans-IO.
+
+The whole table in one place:
+
+=========  ===========================  ===============================
+state      frame                        result
+=========  ===========================  ===============================
+HANDSHAKE  HELLO                        Hello, -> IDLE
+HANDSHAKE  anything else                unauthorized, fatal
+IDLE       HELLO/GET/STAT/DELETE/...    the request, stays IDLE
+IDLE       PUT                          Put, -> UPLOADING
+IDLE       DATA/END/ABORT               bad_frame, fatal
+UPLOADING  DATA                         Data (counted, hashed)
+UPLOADING  END                          UploadEnd if digest and size
+                                        match, else a non-fatal error;
+                                        -> IDLE either way
+UPLOADING  ABORT                        Abort, -> IDLE
+UPLOADING  any request                  bad_frame, fatal
+any        after a fatal error          nothing more is decoded
+=========  ===========================  ===============================
+
+HANDSHAKE is the start state only when tokens are configured; otherwise the
+connection starts IDLE and HELLO is optional.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from protocol import requests
+from protocol.decoder import (
+    CLOSED,
+    NEED_DATA,
+    FrameDecoder,
+    Sentinel,
+    decode_control,
+    decode_digest,
+)
+from protocol.errors import ErrorCode, ProtocolError, bad_frame
+from protocol.frames import Frame, FrameType
+
+
+class State(enum.Enum):
+    HANDSHAKE = "handshake"
+    IDLE = "idle"
+    UPLOADING = "uploading"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True, slots=True)
+class Data:
+    """A DATA frame's bytes inside an upload."""
+
+    payload: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class UploadEnd:
+    """END with a digest and size that match what was received."""
+
+    size: int
+    sha1: str
+
+
+@dataclass(frozen=True, slots=True)
+class Abort:
+    pass
+
+
+Event = requests.Request | Data | UploadEnd | Abort
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    max_frame: int
+    max_file_size: int
+    max_ttl: int
+
+
+class _Upload:
+    """Running count and SHA-1 of the upload in progress."""
+
+    __slots__ = ("declared", "hasher", "received")
+
+    def __init__(self, declared: int | None) -> None:
+        self.declared = declared
+        self.received = 0
+        self.hasher = hashlib.sha1(usedforsecurity=False)
+
+
+_PARSERS: dict[FrameType, Callable[[dict[str, Any]], requests.Request]] = {
+    FrameType.HELLO: requests.parse_hello,
+    FrameType.GET: requests.parse_get,
+    FrameType.STAT: requests.parse_stat,
+    FrameType.DELETE: requests.parse_delete,
+    FrameType.LIST: requests.parse_list,
+    FrameType.PING: requests.Ping,
+}
+
+
+class ServerConnection:
+    """Bytes from a client in, validated events out.
+
+    ``next_event`` returns an event, NEED_DATA or CLOSED, or raises
+    :class:`ProtocolError`. After a fatal error the connection is FAILED and
+    decodes nothing more; after a non-fatal one it goes on.
+    """
+
+    def __init__(self, limits: Limits, *, hello_required: bool = False) -> None:
+        self.limits = limits
+        self.state = State.HANDSHAKE if hello_required else State.IDLE
+        self._decoder = FrameDecoder(max_data=limits.max_frame)
+        self._upload: _Upload | None = None
+
+    @property
+    def in_frame(self) -> bool:
+        return self._decoder.in_frame
+
+    @property
+    def uploading(self) -> bool:
+        return self.state is State.UPLOADING
+
+    @property
+    def upload_received(self) -> int:
+        return self._upload.received if self._upload else 0
+
+    def receive_data(self, data: bytes) -> None:
+        self._decoder.receive_data(data)
+
+    def next_event(self) -> Event | Sentinel:
+        if self.state is State.FAILED:
+            return NEED_DATA
+        try:
+            frame = self._decoder.next_frame()
+            if isinstance(frame, Sentinel):
+                return frame
+            return self._handle(frame)
+        except ProtocolError as exc:
+            if exc.fatal:
+                self.state = State.FAILED
+                self._upload = None
+            raise
+
+    def fail(self) -> None:
+        """The server gave up on this connection (timeout, storage fault)."""
+        self.state = State.FAILED
+        self._upload = None
+
+    def _handle(self, frame: Frame) -> Event:
+        if self.state is State.UPLOADING:
+            return self._handle_upload(frame)
+        if frame.type in (FrameType.DATA, FrameType.END, FrameType.ABORT):
+            raise bad_frame(f"{frame.type.name} outside an upload")
+        obj = decode_control(frame)
+        if self.state is State.HANDSHAKE and frame.type is not FrameType.HELLO:
+            raise ProtocolError(
+                ErrorCode.UNAUTHORIZED, "this server requires HELLO with a token first", fatal=True
+            )
+        if frame.type is FrameType.PUT:
+            put = requests.parse_put(
+                obj, max_file_size=self.limits.max_file_size, max_ttl=self.limits.max_ttl
+            )
+            self._upload = _Upload(put.size)
+            self.state = State.UPLOADING
+            return put
+        request = _PARSERS[frame.type](obj)
+        if isinstance(request, requests.Hello):
+            if request.version != 1:
+                raise ProtocolError(
+                    ErrorCode.BAD_VERSION,
+                    f"protocol version {request.version} is not supported; this server speaks 1",
+                    fatal=True,
+                )
+            if self.state is State.HANDSHAKE:
+                self.state = State.IDLE
+        return request
+
+    def _handle_upload(self, frame: Frame) -> Event:
+        upload = self._upload
+        assert upload is not None
+        if frame.type is FrameType.DATA:
+            upload.received += len(frame.payload)
+            limit = self.limits.max_file_size if upload.declared is None else upload.declared
+            if upload.received > limit:
+                what = "declared size" if upload.declared is not None else "max_file_size"
+                raise ProtocolError(
+                    ErrorCode.TOO_LARGE, f"upload exceeds its {what} of {limit} bytes", fatal=True
+                )
+            upload.hasher.update(frame.payload)
+            return Data(frame.payload)
+        if frame.type is FrameType.ABORT:
+            decode_control(frame)
+            self._finish_upload()
+            return Abort()
+        if frame.type is FrameType.END:
+            digest = decode_digest(frame.payload)
+            self._finish_upload()
+            if upload.declared is not None and upload.declared != upload.received:
+                raise ProtocolError(
+                    ErrorCode.SIZE_MISMATCH,
+                    f"received {upload.received} bytes, PUT declared {upload.declared}",
+                    fatal=False,
+                )
+            actual = upload.hasher.hexdigest()
+            if digest.hex() != actual:
+                raise ProtocolError(
+                    ErrorCode.CHECKSUM_MISMATCH,
+                    "SHA-1 of the bytes received does not match END",
+                    fatal=False,
+                    expected=digest.hex(),
+                    actual=actual,
+                )
+            return UploadEnd(upload.received, actual)
+        raise bad_frame(
+            f"{frame.type.name} inside an upload; only DATA, END or ABORT may follow PUT"
+        )
+
+    def _finish_upload(self) -> None:
+        self.state = State.IDLE
+        self._upload = None
+
+
+__all__ = [
+    "CLOSED",
+    "NEED_DATA",
+    "Abort",
+    "Data",
+    "Limits",
+    "ServerConnection",
+    "State",
+    "UploadEnd",
+]
