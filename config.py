@@ -1,0 +1,105 @@
+"""Server settings: command-line flags, each also read from ``VALISE_<NAME>``."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from protocol.frames import DEFAULT_MAX_FRAME, MIN_MAX_FRAME
+
+_UNITS = {"": 1, "b": 1, "k": 1024, "kib": 1024, "m": 1024**2, "mib": 1024**2, "g": 1024**3}
+_UNITS |= {"gib": 1024**3, "t": 1024**4, "tib": 1024**4}
+_SIZE = re.compile(r"^\s*(\d+)\s*([a-zA-Z]*)\s*$")
+
+
+def parse_size(text: str) -> int:
+    """``1048576``, ``1MiB``, ``64GiB``: plain bytes or a binary suffix."""
+    match = _SIZE.match(text)
+    unit = match.group(2).lower() if match else ""
+    if match is None or unit not in _UNITS:
+        raise argparse.ArgumentTypeError(f"not a size: {text!r} (try 8MiB or 1048576)")
+    return int(match.group(1)) * _UNITS[unit]
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    host: str
+    port: int
+    valkey_url: str | None
+    valkey_maxmemory: int | None
+    chunk_size: int
+    max_frame: int
+    max_file_size: int
+    default_ttl: int
+    max_ttl: int
+    staging_ttl: int
+    grace: int
+    idle_timeout: float
+    storage_timeout: float
+    valkey_connections: int
+    max_connections: int
+    shutdown_grace: float
+    allow_persistence: bool
+    log_level: str
+
+
+def _flag(
+    parser: argparse.ArgumentParser,
+    name: str,
+    kind: Callable[[str], Any],
+    default: Any,
+    help: str,
+) -> None:
+    env = "VALISE_" + name.upper().replace("-", "_")
+    raw = os.environ.get(env)
+    value = kind(raw) if raw is not None else default
+    parser.add_argument(f"--{name}", type=kind, default=value, help=f"{help} (env {env})")
+
+
+def parse_args(argv: Sequence[str] | None = None) -> Config:
+    p = argparse.ArgumentParser(prog="server.py", description="Valise file server")
+    _flag(p, "host", str, "127.0.0.1", "address to listen on")
+    _flag(p, "port", int, 7070, "TCP port; 0 picks a free one")
+    _flag(p, "valkey-url", str, None, "Valkey to use; default: start a private one")
+    _flag(p, "valkey-maxmemory", parse_size, None, "private Valkey's maxmemory (default: RAM/2)")
+    _flag(p, "chunk-size", parse_size, 8 * 1024**2, "bytes per Valkey chunk")
+    _flag(p, "max-frame", parse_size, DEFAULT_MAX_FRAME, "largest DATA payload")
+    _flag(p, "max-file-size", parse_size, 64 * 1024**3, "largest file")
+    _flag(p, "default-ttl", int, 3600, "seconds a file lives when PUT gives no ttl")
+    _flag(p, "max-ttl", int, 86400, "largest ttl a PUT may ask for")
+    _flag(p, "staging-ttl", int, 120, "seconds an abandoned upload's chunks survive")
+    _flag(p, "grace", int, 60, "seconds a replaced or deleted version stays readable")
+    _flag(p, "idle-timeout", float, 60.0, "seconds a connection may wait silent")
+    _flag(p, "storage-timeout", float, 30.0, "seconds to wait for Valkey")
+    _flag(p, "valkey-connections", int, 64, "Valkey connection pool size")
+    _flag(p, "max-connections", int, 1024, "client connections served at once")
+    _flag(p, "shutdown-grace", float, 30.0, "seconds transfers may finish after SIGTERM")
+    _flag(p, "log-level", str, "info", "debug, info, warning or error")
+    persistence = os.environ.get("VALISE_ALLOW_PERSISTENCE", "") not in ("", "0", "false")
+    p.add_argument(
+        "--allow-persistence",
+        action="store_true",
+        default=persistence,
+        help="accept a Valkey with RDB/AOF on (env VALISE_ALLOW_PERSISTENCE)",
+    )
+    ns = p.parse_args(argv)
+    config = Config(**{k: v for k, v in vars(ns).items()})
+    _validate(p, config)
+    return config
+
+
+def _validate(p: argparse.ArgumentParser, c: Config) -> None:
+    if c.max_frame < MIN_MAX_FRAME or c.max_frame >= 2**32:
+        p.error(f"--max-frame must be between {MIN_MAX_FRAME} and 4 GiB")
+    if not 1 <= c.chunk_size <= 512 * 1024**2:
+        p.error("--chunk-size must be between 1 byte and 512 MiB (Valkey's value limit)")
+    if not 1 <= c.default_ttl <= c.max_ttl:
+        p.error("--default-ttl must be between 1 and --max-ttl")
+    if c.staging_ttl < 3 or c.grace < 0 or c.idle_timeout <= 0 or c.storage_timeout <= 0:
+        p.error("--staging-ttl must be >= 3 s, --grace >= 0, timeouts > 0")
+    if c.max_connections < 1 or c.valkey_connections < 1:
+        p.error("--max-connections and --valkey-connections must be >= 1")

@@ -1,0 +1,60 @@
+"""Where Valise keeps things in Valkey (docs/decisions/0001-valkey-key-layout.md).
+
+Per namespace, under one hash tag so the commit is one atomic step in one slot:
+
+- ``valise:{ns=NS}:m:KEY``  hash: ``info`` (file info JSON), ``vid``, ``prev``
+- ``valise:{ns=NS}:ix``     sorted set, all scores 0: keys in byte order for LIST
+- ``valise:{ns=NS}:ex``     sorted set: key -> expiry (ms), to prune ``ix``
+
+Per stored version (a random ``vid``), with no hash tag, so the chunks of one
+file spread over a cluster's shards:
+
+- ``valise:c:VID:I``  chunk I, exactly those file bytes
+- ``valise:s:VID``    the chunks' SHA-1 digests, 20 raw bytes each, in order
+
+The file key follows a fixed prefix and Valkey keys are binary-safe, so two
+different file keys never share a storage key whatever characters they hold.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+PREFIX = "valise"
+
+
+def _escape_namespace(namespace: str) -> str:
+    # Injective, and never lets the namespace close the hash tag early.
+    return namespace.replace("%", "%25").replace("{", "%7B").replace("}", "%7D")
+
+
+@dataclass(frozen=True, slots=True)
+class NamespaceKeys:
+    namespace: str
+
+    @property
+    def tag(self) -> str:
+        return f"{PREFIX}:{{ns={_escape_namespace(self.namespace)}}}"
+
+    @property
+    def meta_prefix(self) -> bytes:
+        return f"{self.tag}:m:".encode()
+
+    def meta(self, key: str) -> bytes:
+        return self.meta_prefix + key.encode()
+
+    @property
+    def index(self) -> str:
+        return f"{self.tag}:ix"
+
+    @property
+    def expiry_index(self) -> str:
+        return f"{self.tag}:ex"
+
+
+def chunk_key(vid: str, index: int) -> str:
+    return f"{PREFIX}:c:{vid}:{index}"
+
+
+def digests_key(vid: str) -> str:
+    return f"{PREFIX}:s:{vid}"

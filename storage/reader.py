@@ -1,0 +1,111 @@
+"""The async chunk reader: a stored version's bytes, verified chunk by chunk.
+
+A download pins the version (vid) it starts on and reads only that version's
+chunks, so it never mixes two versions. Every chunk is checked against the
+SHA-1 recorded at upload before any of its bytes are handed out; the next
+chunk is fetched while the current one is sent (two chunks in memory at most).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from collections.abc import AsyncIterator
+from typing import NoReturn
+
+from storage import keys
+from storage.errors import BadRange, Corrupt, FileNotFound
+from storage.info import FileInfo
+from storage.store import Store, call, sha1_digest
+
+
+class Download:
+    """One GET: the range it covers, its bytes as an async iterator, its END digest."""
+
+    def __init__(
+        self, store: Store, namespace: str, info: FileInfo, offset: int, length: int
+    ) -> None:
+        self.store = store
+        self.namespace = namespace
+        self.info = info
+        self.offset = offset
+        self.length = length
+        self.whole = offset == 0 and length == info.size
+        self._hasher = None if self.whole else hashlib.sha1(usedforsecurity=False)
+
+    @property
+    def sha1(self) -> str:
+        """The END digest; for a range, valid once every piece has been read."""
+        if self._hasher is None:
+            return self.info.sha1
+        return self._hasher.hexdigest()
+
+    async def pieces(self) -> AsyncIterator[memoryview]:
+        """The range's bytes, one verified slice of a chunk at a time."""
+        if self.length == 0:
+            return
+        size = self.info.chunk_size
+        first = self.offset // size
+        last = (self.offset + self.length - 1) // size
+        digests = await self._digests(first, last)
+        end = self.offset + self.length
+        upcoming = asyncio.create_task(self._fetch(first, digests[0:20]))
+        try:
+            for index in range(first, last + 1):
+                chunk = await upcoming
+                if index < last:
+                    at = (index + 1 - first) * 20
+                    upcoming = asyncio.create_task(self._fetch(index + 1, digests[at : at + 20]))
+                start = max(self.offset - index * size, 0)
+                stop = min(end - index * size, len(chunk))
+                piece = memoryview(chunk)[start:stop]
+                if self._hasher is not None:
+                    self._hasher.update(piece)
+                yield piece
+        finally:
+            if not upcoming.done():
+                upcoming.cancel()
+            await asyncio.gather(upcoming, return_exceptions=True)
+
+    async def _digests(self, first: int, last: int) -> bytes:
+        name = keys.digests_key(self.info.vid)
+        raw: bytes = await call(
+            lambda: self.store.client.getrange(name, first * 20, (last + 1) * 20 - 1),
+            idempotent=True,
+        )
+        if len(raw) != (last - first + 1) * 20:
+            await self._lost("chunk checksums")
+        return raw
+
+    async def _fetch(self, index: int, digest: bytes) -> bytes:
+        name = keys.chunk_key(self.info.vid, index)
+        chunk: bytes | None = await call(lambda: self.store.client.get(name), idempotent=True)
+        if chunk is None:
+            await self._lost(f"chunk {index}")
+        expected = min(self.info.chunk_size, self.info.size - index * self.info.chunk_size)
+        if (
+            len(chunk) != expected
+            or await asyncio.to_thread(sha1_digest, memoryview(chunk)) != digest
+        ):
+            raise Corrupt(f"chunk {index} does not match its recorded checksum")
+        return chunk
+
+    async def _lost(self, what: str) -> NoReturn:
+        """Missing data: gone with its version (not_found) or damaged (corrupt)."""
+        current = await self.store.current_vid(self.namespace, self.info.key)
+        if current != self.info.vid:
+            raise FileNotFound("the file expired or was deleted while being read")
+        raise Corrupt(f"{what} missing from storage")
+
+
+async def open_download(
+    store: Store, namespace: str, key: str, offset: int | None, length: int | None
+) -> Download:
+    info = await store.stat(namespace, key)
+    start = offset or 0
+    if start > info.size:
+        raise BadRange(f"offset {start} is beyond the file's {info.size} bytes")
+    available = info.size - start
+    return Download(
+        store, namespace, info, start, available if length is None else min(length, available)
+    )

@@ -1,0 +1,287 @@
+"""The storage boundary: the only module family that talks to Valkey.
+
+:class:`Store` owns the connection pool and the metadata operations (STAT,
+DELETE, LIST, the commit); :mod:`storage.writer` and :mod:`storage.reader`
+move the chunks. valkey-py's defaults are not ours: the pool is bounded and
+blocks (up to the storage timeout) instead of raising, the socket timeout fits
+a full chunk, and retries are ours, applied only to idempotent commands.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import secrets
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import valkey.asyncio as valkey_async
+import valkey.exceptions as valkey_exc
+from valkey.asyncio.retry import Retry
+from valkey.backoff import NoBackoff
+
+from storage import keys, scripts
+from storage.errors import (
+    FileNotFound,
+    MisconfiguredValkey,
+    StorageError,
+    StorageFull,
+    StorageUnavailable,
+)
+from storage.info import FileInfo
+
+log = logging.getLogger("valise.storage")
+
+T = TypeVar("T")
+
+#: Attempts for an idempotent command (a chunk SET, a read, the commit).
+ATTEMPTS = 3
+#: Keys per PEXPIRE/UNLINK batch.
+BATCH = 512
+
+
+@dataclass(frozen=True, slots=True)
+class StorageConfig:
+    url: str
+    chunk_size: int
+    staging_ttl: int
+    grace: int
+    timeout: float = 30.0
+    max_connections: int = 64
+    allow_persistence: bool = False
+
+
+def translate(exc: Exception) -> StorageError:
+    """A valkey-py exception as one of ours (PHI: no payload is ever echoed)."""
+    if isinstance(exc, StorageError):
+        return exc
+    if isinstance(exc, valkey_exc.ResponseError) and str(exc).startswith("OOM"):
+        return StorageFull("Valkey is out of memory")
+    if isinstance(exc, valkey_exc.ConnectionError | valkey_exc.TimeoutError | OSError):
+        return StorageUnavailable("Valkey is unreachable or too slow")
+    if isinstance(exc, asyncio.TimeoutError):
+        return StorageUnavailable("Valkey did not answer in time")
+    return StorageError(f"Valkey error: {type(exc).__name__}")
+
+
+_TRANSIENT = (valkey_exc.ConnectionError, valkey_exc.TimeoutError, ConnectionError)
+
+
+async def call(op: Callable[[], Awaitable[T]], *, idempotent: bool) -> T:
+    """Run one Valkey operation, retrying it only when it is safe to run twice."""
+    attempts = ATTEMPTS if idempotent else 1
+    for attempt in range(1, attempts + 1):
+        try:
+            return await op()
+        except _TRANSIENT as exc:
+            if attempt == attempts:
+                raise translate(exc) from exc
+            await asyncio.sleep(0.05 * attempt)
+        except (valkey_exc.ValkeyError, OSError) as exc:
+            raise translate(exc) from exc
+    raise AssertionError("unreachable")
+
+
+class Store:
+    def __init__(self, config: StorageConfig) -> None:
+        self.config = config
+        pool = valkey_async.BlockingConnectionPool.from_url(
+            config.url,
+            max_connections=config.max_connections,
+            timeout=config.timeout,
+            socket_timeout=config.timeout,
+            socket_connect_timeout=min(config.timeout, 5.0),
+            retry=Retry(NoBackoff(), 0),
+            health_check_interval=30,
+        )
+        # valkey-py's annotations mix its sync and async return types and refuse
+        # bytes keys; typed as Any here, and only here, behind our own methods.
+        self.client: Any = valkey_async.Valkey(connection_pool=pool)
+        self._commit = self.client.register_script(scripts.COMMIT)
+        self._delete = self.client.register_script(scripts.DELETE)
+        self._list = self.client.register_script(scripts.LIST)
+
+    async def close(self) -> None:
+        await self.client.aclose()
+
+    # -- start-up -------------------------------------------------------
+
+    async def check_server(self) -> None:
+        """Refuse a Valkey that would evict chunks or write scans to disk."""
+        try:
+            config: dict[str, str] = {}
+            for name in ("maxmemory-policy", "save", "appendonly", "proto-max-bulk-len"):
+                config.update(_decode_map(await self.client.config_get(name)))
+        except valkey_exc.ResponseError as exc:
+            log.warning("cannot read Valkey CONFIG (%s); skipping safety checks", exc)
+            return
+        except (valkey_exc.ValkeyError, OSError) as exc:
+            raise translate(exc) from exc
+        policy = config.get("maxmemory-policy", "noeviction")
+        if policy != "noeviction":
+            raise MisconfiguredValkey(
+                f"Valkey maxmemory-policy is {policy!r}: eviction would silently delete chunks "
+                "of stored files. Set it to 'noeviction'."
+            )
+        persistent = config.get("save", "") != "" or config.get("appendonly", "no") == "yes"
+        if persistent and not self.config.allow_persistence:
+            raise MisconfiguredValkey(
+                "Valkey persistence is on (save or appendonly): scans would be written to disk. "
+                "Turn it off, or pass --allow-persistence."
+            )
+        max_bulk = int(config.get("proto-max-bulk-len", str(512 * 1024 * 1024)))
+        if self.config.chunk_size > max_bulk:
+            raise MisconfiguredValkey(
+                f"--chunk-size {self.config.chunk_size} exceeds "
+                f"Valkey proto-max-bulk-len {max_bulk}"
+            )
+
+    async def check_writable(self, size: int | None) -> None:
+        """Before accepting a PUT: Valkey answers and has room for a declared size."""
+
+        async def memory() -> dict[str, Any]:
+            info: dict[str, Any] = await self.client.info("memory")
+            return info
+
+        info = await call(memory, idempotent=True)
+        maxmemory = int(info.get("maxmemory", 0))
+        used = int(info.get("used_memory", 0))
+        if maxmemory and used + (size or 0) >= maxmemory:
+            raise StorageFull("Valkey has no room for this upload")
+
+    # -- metadata -------------------------------------------------------
+
+    async def stat(self, namespace: str, key: str) -> FileInfo:
+        meta = keys.NamespaceKeys(namespace).meta(key)
+        raw = await call(lambda: self.client.hget(meta, "info"), idempotent=True)
+        if raw is None:
+            raise FileNotFound("no such file")
+        return FileInfo.loads(raw)
+
+    async def current_vid(self, namespace: str, key: str) -> str | None:
+        meta = keys.NamespaceKeys(namespace).meta(key)
+        vid = await call(lambda: self.client.hget(meta, "vid"), idempotent=True)
+        return vid.decode() if vid is not None else None
+
+    async def commit(self, namespace: str, info: FileInfo, ttl: int) -> None:
+        """Make ``info`` the visible version of its key, atomically; free the one it replaces."""
+        ns = keys.NamespaceKeys(namespace)
+        now_ms = int(time.time() * 1000)
+        args: list[str | bytes | int] = [
+            info.dumps(),
+            info.vid,
+            ttl * 1000,
+            info.key.encode(),
+            int(info.expires_at * 1000),
+            now_ms,
+            ns.meta_prefix,
+        ]
+        previous = await call(
+            lambda: self._commit(keys=[ns.meta(info.key), ns.index, ns.expiry_index], args=args),
+            idempotent=True,  # COMMIT is idempotent by vid; see scripts.py
+        )
+        if previous:
+            await self.release(FileInfo.loads(previous))
+
+    async def delete(self, namespace: str, key: str) -> bool:
+        ns = keys.NamespaceKeys(namespace)
+        raw = await call(
+            lambda: self._delete(
+                keys=[ns.meta(key), ns.index, ns.expiry_index], args=[key.encode()]
+            ),
+            idempotent=False,
+        )
+        if not raw:
+            return False
+        await self.release(FileInfo.loads(raw))
+        return True
+
+    async def list(
+        self, namespace: str, prefix: str, cursor: str | None, limit: int
+    ) -> tuple[list[FileInfo], str | None]:
+        """One page of live files whose key starts with ``prefix``, in byte order."""
+        ns = keys.NamespaceKeys(namespace)
+        low = prefix.encode()
+        if cursor is not None and cursor.encode() >= low:
+            start = b"(" + cursor.encode()
+        else:
+            start = b"[" + low
+        # UTF-8 never contains 0xFF, so prefix + 0xFF bounds every key that extends it.
+        stop = b"(" + low + b"\xff" if low else b"+"
+        reply = await call(
+            lambda: self._list(keys=[ns.index], args=[start, stop, limit, ns.meta_prefix]),
+            idempotent=True,
+        )
+        last, scanned, *infos = reply
+        files = [FileInfo.loads(raw) for raw in infos]
+        more = last is not None and int(scanned) >= limit
+        return files, last.decode() if more else None
+
+    async def release(self, info: FileInfo) -> None:
+        """Shorten a replaced or deleted version's TTL to ``grace`` (reads in flight finish)."""
+        grace_ms = max(1, self.config.grace * 1000)
+        names = [keys.chunk_key(info.vid, i) for i in range(info.chunks)]
+        names.append(keys.digests_key(info.vid))
+        try:
+            await self.expire_many(names, grace_ms, "LT")
+        except StorageError:
+            log.warning("could not shorten the TTL of a replaced version; it expires on its own")
+
+    # -- bulk helpers ---------------------------------------------------
+
+    async def expire_many(self, names: Iterable[str], ttl_ms: int, mode: str | None) -> None:
+        """PEXPIRE every key in ``names`` (idempotent, batched, pipelined)."""
+        for batch in _batches(names):
+
+            async def run(batch: list[str] = batch) -> None:
+                async with self.client.pipeline(transaction=False) as pipe:
+                    for name in batch:
+                        if mode == "LT":
+                            pipe.pexpire(name, ttl_ms, lt=True)
+                        elif mode == "GT":
+                            pipe.pexpire(name, ttl_ms, gt=True)
+                        else:
+                            pipe.pexpire(name, ttl_ms)
+                    await pipe.execute()
+
+            await call(run, idempotent=True)
+
+    async def unlink_many(self, names: Iterable[str]) -> None:
+        for batch in _batches(names):
+
+            async def run(batch: list[str] = batch) -> None:
+                await self.client.unlink(*batch)
+
+            await call(run, idempotent=True)
+
+
+def sha1_digest(data: memoryview) -> bytes:
+    """SHA-1 of a chunk; hashlib releases the GIL, so this runs well in a thread."""
+    return hashlib.sha1(data, usedforsecurity=False).digest()
+
+
+def new_vid() -> str:
+    return secrets.token_hex(16)
+
+
+def _batches(names: Iterable[str]) -> Iterable[list[str]]:
+    batch: list[str] = []
+    for name in names:
+        batch.append(name)
+        if len(batch) == BATCH:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def _decode_map(raw: dict[Any, Any]) -> dict[str, str]:
+    return {
+        (k.decode() if isinstance(k, bytes) else str(k)): (
+            v.decode() if isinstance(v, bytes) else str(v)
+        )
+        for k, v in raw.items()
+    }

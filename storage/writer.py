@@ -1,0 +1,193 @@
+"""The async chunk writer: an upload's bytes into fixed-size Valkey chunks.
+
+DATA frames of any size are copied into a chunk buffer; each full buffer is
+written as one ``SET valise:c:VID:I`` with the short staging TTL while the next
+buffer fills (two buffers, one SET in flight: memory per upload is bounded by
+two chunks whatever the file size). Each chunk's SHA-1 is computed in a worker
+thread alongside its SET. Nothing is visible until :meth:`ChunkWriter.commit`.
+
+While the upload lives, a keeper task pushes the staging TTL forward (``GT``:
+it never shortens a TTL) so a stalled but connected client keeps its chunks;
+a vanished client or killed server leaves keys that expire within the staging
+TTL, with no sweeper (docs/decisions/0003-ttls-and-staging.md).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+from storage import keys
+from storage.errors import StorageError, StorageUnavailable
+from storage.info import FileInfo
+from storage.store import Store, call, new_vid, sha1_digest
+
+log = logging.getLogger("valise.storage")
+
+
+class ChunkWriter:
+    def __init__(
+        self, store: Store, namespace: str, key: str, *, ttl: int, content_type: str | None
+    ) -> None:
+        self.store = store
+        self.namespace = namespace
+        self.key = key
+        self.ttl = ttl
+        self.content_type = content_type
+        self.vid = new_vid()
+        self.chunk_size = store.config.chunk_size
+        self._buffers = [bytearray(self.chunk_size), bytearray(0)]
+        self._fill = 0
+        self._digests: list[bytes] = []
+        self._inflight: asyncio.Task[bytes] | None = None
+        self._keeper: asyncio.Task[None] | None = None
+        self._lock = asyncio.Lock()
+        self._closed = False
+        self._done = False
+        self.size = 0
+
+    @property
+    def chunks_written(self) -> int:
+        return len(self._digests) + (1 if self._inflight is not None else 0)
+
+    async def write(self, data: bytes | memoryview) -> None:
+        view = memoryview(data)
+        while view:
+            buffer = self._buffers[0]
+            take = min(len(view), self.chunk_size - self._fill)
+            buffer[self._fill : self._fill + take] = view[:take]
+            self._fill += take
+            self.size += take
+            view = view[take:]
+            if self._fill == self.chunk_size:
+                await self._flush()
+
+    async def _flush(self) -> None:
+        """Start the SET of the filled buffer; wait for the previous one first."""
+        await self._settle()
+        index = len(self._digests)
+        chunk = memoryview(self._buffers[0])[: self._fill]
+        self._inflight = asyncio.create_task(self._store_chunk(index, chunk))
+        # Swap: fill the other buffer while this one is on its way.
+        spare = self._buffers[1]
+        if len(spare) != self.chunk_size:
+            spare = bytearray(self.chunk_size)
+        self._buffers = [spare, self._buffers[0]]
+        self._fill = 0
+        if self._keeper is None:
+            self._keeper = asyncio.create_task(self._keep_alive())
+
+    async def _settle(self) -> None:
+        if self._inflight is not None:
+            task, self._inflight = self._inflight, None
+            self._digests.append(await task)
+
+    async def _store_chunk(self, index: int, chunk: memoryview) -> bytes:
+        name = keys.chunk_key(self.vid, index)
+        staging_ms = self.store.config.staging_ttl * 1000
+        digest = asyncio.create_task(asyncio.to_thread(sha1_digest, chunk))
+        try:
+            await call(lambda: self.store.client.set(name, chunk, px=staging_ms), idempotent=True)
+        finally:
+            sha = await digest
+        return sha
+
+    async def _keep_alive(self) -> None:
+        period = max(1.0, self.store.config.staging_ttl / 3)
+        staging_ms = self.store.config.staging_ttl * 1000
+        while True:
+            await asyncio.sleep(period)
+            async with self._lock:
+                if self._closed:
+                    return
+                names = [keys.chunk_key(self.vid, i) for i in range(self.chunks_written)]
+                try:
+                    await self.store.expire_many(names, staging_ms, "GT")
+                except StorageError:
+                    log.warning("could not refresh the staging TTL of an upload in progress")
+
+    async def _stop_keeper(self) -> None:
+        async with self._lock:
+            self._closed = True
+        if self._keeper is not None:
+            self._keeper.cancel()
+            await asyncio.gather(self._keeper, return_exceptions=True)
+            self._keeper = None
+
+    async def commit(self, size: int, sha1: str) -> FileInfo:
+        """Store the tail, extend every chunk to its final TTL, then commit atomically."""
+        if size != self.size:
+            raise AssertionError("writer and protocol disagree on the upload size")
+        try:
+            if self._fill:
+                await self._flush()
+            await self._settle()
+            await self._stop_keeper()
+            now = time.time()
+            info = FileInfo(
+                key=self.key,
+                size=size,
+                sha1=sha1,
+                content_type=self.content_type,
+                chunk_size=self.chunk_size,
+                chunks=len(self._digests),
+                created_at=now,
+                expires_at=now + self.ttl,
+                vid=self.vid,
+            )
+            final_ms = (self.ttl + self.store.config.grace) * 1000
+            if self._digests:
+                digests = b"".join(self._digests)
+                name = keys.digests_key(self.vid)
+                await call(
+                    lambda: self.store.client.set(name, digests, px=final_ms), idempotent=True
+                )
+                await self.store.expire_many(self._chunk_names(), final_ms, None)
+        except BaseException:
+            await self.abort()
+            raise
+        try:
+            await self.store.commit(self.namespace, info, self.ttl)
+        except StorageUnavailable:
+            # The script may have run and only its reply been lost: never remove
+            # chunks that may be visible. Ask; if Valkey cannot say, the chunks
+            # expire with the file's own TTL.
+            self._done = True
+            if await self._committed():
+                return info
+            raise
+        except BaseException:
+            await self.abort()
+            raise
+        self._done = True
+        self._buffers = []
+        return info
+
+    async def _committed(self) -> bool:
+        try:
+            return await self.store.current_vid(self.namespace, self.key) == self.vid
+        except StorageError:
+            return False
+
+    def _chunk_names(self) -> list[str]:
+        return [keys.chunk_key(self.vid, i) for i in range(len(self._digests))]
+
+    async def abort(self) -> None:
+        """Discard the upload: remove what was written (or let the staging TTL do it)."""
+        if self._done:
+            return
+        self._done = True
+        await self._stop_keeper()
+        if self._inflight is not None:
+            task, self._inflight = self._inflight, None
+            await asyncio.gather(task, return_exceptions=True)
+            # The in-flight SET may have landed; count it so it is removed too.
+            self._digests.append(b"")
+        names = [*self._chunk_names(), keys.digests_key(self.vid)]
+        self._digests = []
+        self._buffers = []
+        try:
+            await self.store.unlink_many(names)
+        except StorageError:
+            log.warning("could not remove an aborted upload's chunks; they expire on their own")
