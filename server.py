@@ -299,7 +299,7 @@ class Server:
                 await asyncio.wait(late, timeout=LINGER_SECONDS + 1)
 
 
-async def serve(config: Config, url: str, ready: asyncio.Event | None = None) -> None:
+async def serve(config: Config, url: str) -> None:
     store = Store(
         StorageConfig(
             url=url,
@@ -312,16 +312,14 @@ async def serve(config: Config, url: str, ready: asyncio.Event | None = None) ->
         )
     )
     try:
-        await store.check_server()
-        server = Server(config, store)
-        host, port = await server.start()
-        print(f"valise listening on {host}:{port}", flush=True)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        if ready is not None:
-            ready.set()
+        await store.check_server()
+        server = Server(config, store)
+        host, port = await server.start()
+        print(f"valise listening on {host}:{port}", flush=True)
         await stop.wait()
         log.info("shutting down")
         await server.shutdown()

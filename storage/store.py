@@ -58,7 +58,9 @@ def translate(exc: Exception) -> StorageError:
     """A valkey-py exception as one of ours (PHI: no payload is ever echoed)."""
     if isinstance(exc, StorageError):
         return exc
-    if isinstance(exc, valkey_exc.ResponseError) and str(exc).startswith("OOM"):
+    # valkey-py turns an "OOM ..." reply into OutOfMemoryError; inside a script
+    # the prefix may survive in the message instead.
+    if isinstance(exc, valkey_exc.OutOfMemoryError) or "OOM" in str(exc)[:40]:
         return StorageFull("Valkey is out of memory")
     if isinstance(exc, valkey_exc.ConnectionError | valkey_exc.TimeoutError | OSError):
         return StorageUnavailable("Valkey is unreachable or too slow")
@@ -106,6 +108,8 @@ class Store:
 
     async def close(self) -> None:
         await self.client.aclose()
+        # A pool passed in explicitly is not closed by the client.
+        await self.client.connection_pool.disconnect()
 
     # -- start-up -------------------------------------------------------
 
