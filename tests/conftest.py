@@ -1,0 +1,109 @@
+"""Shared fixtures: one real valkey-server per session, a real server per test."""
+
+from __future__ import annotations
+
+import dataclasses
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import pytest
+import pytest_asyncio
+import valkey
+
+from config import Config, parse_args
+from server import Server
+from storage.embedded import EmbeddedValkey
+from storage.store import StorageConfig, Store
+from tests.wire import WireClient
+
+#: Small chunks keep multi-chunk cases fast; the logic does not depend on size.
+CHUNK = 64 * 1024
+
+
+@pytest.fixture(scope="session")
+def valkey_server() -> Iterator[EmbeddedValkey]:
+    with EmbeddedValkey(maxmemory=2 * 1024**3) as server:
+        yield server
+
+
+def sync_valkey(url: str) -> Any:
+    """A plain synchronous client (typed Any: valkey-py's stubs mix sync and async)."""
+    return valkey.Valkey.from_url(url)
+
+
+@pytest.fixture
+def vk(valkey_server: EmbeddedValkey) -> Iterator[Any]:
+    """A plain synchronous client, to look at (and damage) what Valkey holds."""
+    client = sync_valkey(valkey_server.url)
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def prefix() -> str:
+    """A unique key prefix per test, instead of FLUSHDB."""
+    return f"t-{uuid.uuid4().hex[:10]}/"
+
+
+def make_config(**overrides: Any) -> Config:
+    base = parse_args(
+        ["--port", "0", "--chunk-size", str(CHUNK), "--max-frame", "64KiB", "--shutdown-grace", "1"]
+    )
+    return dataclasses.replace(base, **overrides)
+
+
+class Running:
+    def __init__(self, server: Server, host: str, port: int) -> None:
+        self.server = server
+        self.host = host
+        self.port = port
+        self.config = server.config
+        self.store = server.store
+
+    async def client(self) -> WireClient:
+        return await WireClient.connect(self.host, self.port)
+
+
+async def start_server(url: str, config: Config) -> Running:
+    store = Store(
+        StorageConfig(
+            url=url,
+            chunk_size=config.chunk_size,
+            staging_ttl=config.staging_ttl,
+            grace=config.grace,
+            timeout=config.storage_timeout,
+            max_connections=config.valkey_connections,
+        )
+    )
+    await store.check_server()
+    server = Server(config, store)
+    host, port = await server.start()
+    return Running(server, host, port)
+
+
+async def stop_server(running: Running) -> None:
+    await running.server.shutdown()
+    await running.store.close()
+
+
+@pytest_asyncio.fixture
+async def server(
+    valkey_server: EmbeddedValkey, request: pytest.FixtureRequest
+) -> AsyncIterator[Running]:
+    marker = request.node.get_closest_marker("config")
+    overrides: dict[str, Any] = dict(marker.kwargs) if marker else {}
+    running = await start_server(valkey_server.url, make_config(**overrides))
+    yield running
+    await stop_server(running)
+
+
+@pytest_asyncio.fixture
+async def client(server: Running) -> AsyncIterator[WireClient]:
+    wire = await server.client()
+    yield wire
+    await wire.close()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "config(**overrides): server settings for this test")

@@ -1,0 +1,278 @@
+"""TTLs, dropped clients, killed servers, misconfigured or full Valkey."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from protocol.frames import FrameType
+from storage.embedded import EmbeddedValkey
+from tests.conftest import CHUNK, Running, make_config, start_server, sync_valkey
+from tests.wire import WireClient, control, frame
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def keys_of(vk: Any, vid: str) -> list[bytes]:
+    return list(vk.scan_iter(match=f"valise:*{vid}*"))
+
+
+@pytest.mark.asyncio
+async def test_every_key_has_a_ttl(client: WireClient, prefix: str, vk: Any) -> None:
+    assert (await client.put(prefix + "a", b"x" * (3 * CHUNK), ttl=50)).ok
+    assert (await client.put(prefix + "a", b"y" * CHUNK, ttl=50)).ok
+    assert (await client.put(prefix + "b", b"")).ok
+    await client.send(control(FrameType.PUT, {"key": prefix + "c"}))
+    await client.send(frame(FrameType.DATA, b"z" * 65536) * 3)
+    assert (await client.reply()).ok
+    assert (await client.request(FrameType.PING, {})).code == "bad_frame"  # ends the upload
+    names = list(vk.scan_iter(match="valise:*"))
+    assert names
+    for name in names:
+        assert vk.pttl(name) > 0, name
+
+
+@pytest.mark.asyncio
+async def test_committed_ttls(client: WireClient, prefix: str, vk: Any) -> None:
+    from storage import keys
+
+    assert (await client.put(prefix + "a", b"x" * (2 * CHUNK), ttl=500)).ok
+    meta = keys.NamespaceKeys("").meta(prefix + "a")
+    vid = vk.hget(meta, "vid").decode()
+    assert 490_000 < vk.pttl(meta) <= 500_000
+    # Chunks outlive the file by the grace period, for downloads in flight.
+    for name in keys_of(vk, vid):
+        assert 550_000 < vk.pttl(name) <= 560_000
+
+
+@pytest.mark.asyncio
+async def test_dropped_client_mid_upload_leaves_nothing(
+    server: Running, prefix: str, vk: Any
+) -> None:
+    client = await server.client()
+    await client.send(control(FrameType.PUT, {"key": prefix + "k"}))
+    vid = (await client.reply()).body["upload_id"]
+    await client.send(frame(FrameType.DATA, b"q" * 65536) * (3 * CHUNK // 65536))
+    await asyncio.sleep(0.2)
+    assert keys_of(vk, vid), "chunks were being written"
+    client.writer.transport.abort()
+    for _ in range(100):
+        if not keys_of(vk, vid):
+            break
+        await asyncio.sleep(0.05)
+    assert keys_of(vk, vid) == []
+    probe = await server.client()
+    assert (await probe.request(FrameType.STAT, {"key": prefix + "k"})).code == "not_found"
+    await probe.close()
+
+
+@pytest.mark.asyncio
+@pytest.mark.config(staging_ttl=3, idle_timeout=30)
+async def test_stalled_upload_keeps_its_chunks(server: Running, prefix: str, vk: Any) -> None:
+    client = await server.client()
+    data = b"s" * (2 * CHUNK)
+    await client.send(control(FrameType.PUT, {"key": prefix + "k"}))
+    vid = (await client.reply()).body["upload_id"]
+    await client.send(frame(FrameType.DATA, data[:65536]) * 2)
+    await asyncio.sleep(4.5)  # longer than the staging TTL: the keeper refreshed it
+    assert len(keys_of(vk, vid)) == 2
+    await client.send(frame(FrameType.END, hashlib.sha1(data).digest()))
+    assert (await client.reply()).ok
+    assert (await client.get(prefix + "k")).data == data
+    await client.close()
+
+
+def start_process(valkey_url: str, *args: str) -> tuple[subprocess.Popen[str], int]:
+    proc = subprocess.Popen(
+        [sys.executable, "server.py", "--port", "0", "--valkey-url", valkey_url, *args],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    assert line.startswith("valise listening on "), line + proc.stderr.read()  # type: ignore[union-attr]
+    return proc, int(line.rsplit(":", 1)[1])
+
+
+def reap(proc: subprocess.Popen[str], timeout: float = 15) -> int:
+    """Wait for the process and close its pipes; its exit code."""
+    proc.communicate(timeout=timeout)
+    return proc.returncode
+
+
+@pytest.fixture
+def own_valkey() -> Iterator[EmbeddedValkey]:
+    with EmbeddedValkey(maxmemory=512 * 1024**2) as server:
+        yield server
+
+
+@pytest.mark.asyncio
+async def test_server_killed_mid_upload_leaves_nothing_after_staging_ttl(
+    own_valkey: EmbeddedValkey,
+) -> None:
+    proc, port = start_process(own_valkey.url, "--staging-ttl", "3", "--chunk-size", "64KiB")
+    client = await WireClient.connect("127.0.0.1", port)
+    await client.send(control(FrameType.PUT, {"key": "k"}))
+    assert (await client.reply()).ok
+    await client.send(frame(FrameType.DATA, b"k" * 65536) * 5)
+    vk = sync_valkey(own_valkey.url)
+    for _ in range(100):
+        if len(list(vk.scan_iter(match="valise:c:*"))) >= 4:
+            break
+        await asyncio.sleep(0.05)
+    proc.kill()
+    reap(proc)
+    await client.close()
+    names = list(vk.scan_iter(match="valise:*"))
+    assert names and all(0 < vk.pttl(n) <= 3000 for n in names)
+    assert not list(vk.scan_iter(match="valise:*:m:*")), "nothing is visible"
+    await asyncio.sleep(3.5)
+    assert list(vk.scan_iter(match="valise:*")) == []
+    vk.close()
+
+
+def test_server_process_prints_address_and_stops_on_sigterm(own_valkey: EmbeddedValkey) -> None:
+    proc, port = start_process(own_valkey.url)
+    assert port > 0
+    proc.send_signal(signal.SIGTERM)
+    assert reap(proc) == 0
+
+
+def test_embedded_valkey_dies_with_a_killed_server() -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "server.py", "--port", "0", "--valkey-maxmemory", "64MiB"],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None
+    assert proc.stdout.readline().startswith("valise listening on ")
+    children = subprocess.run(
+        ["pgrep", "-P", str(proc.pid)], capture_output=True, text=True, check=False
+    ).stdout.split()
+    assert len(children) == 1
+    child = int(children[0])
+    proc.kill()
+    reap(proc)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            os.kill(child, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.05)
+    else:
+        pytest.fail("valkey-server outlived a SIGKILLed server")
+
+
+@pytest.mark.parametrize(
+    ("setting", "value", "message"),
+    [
+        ("maxmemory-policy", "allkeys-lru", "noeviction"),
+        ("appendonly", "yes", "persistence"),
+        ("save", "3600 1", "persistence"),
+    ],
+)
+def test_refuses_unsafe_valkey(
+    own_valkey: EmbeddedValkey, setting: str, value: str, message: str
+) -> None:
+    vk = sync_valkey(own_valkey.url)
+    vk.config_set(setting, value)
+    try:
+        result = subprocess.run(
+            [sys.executable, "server.py", "--port", "0", "--valkey-url", own_valkey.url],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+    finally:
+        vk.config_set("appendonly", "no")
+        vk.config_set("save", "")
+        vk.config_set("maxmemory-policy", "noeviction")
+        vk.close()
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert own_valkey.password not in result.stderr + result.stdout
+
+
+@pytest.mark.asyncio
+async def test_storage_full(own_valkey: EmbeddedValkey) -> None:
+    running = await start_server(own_valkey.url, make_config())
+    vk = sync_valkey(own_valkey.url)
+    client = await running.client()
+    try:
+        assert (await client.put("kept", b"k" * CHUNK)).ok
+        used = int(vk.info("memory")["used_memory"])
+        vk.config_set("maxmemory", used + 4 * CHUNK)
+        # Declared too big for what is left: refused before any byte is sent.
+        reply = await client.request(FrameType.PUT, {"key": "big", "size": 10 * CHUNK})
+        assert reply.code == "storage_full" and reply.body["fatal"] is True
+        await client.close()
+        # Undeclared: fails while streaming; the partial upload is removed.
+        client = await running.client()
+        await client.send(control(FrameType.PUT, {"key": "big"}))
+        vid = (await client.reply()).body["upload_id"]
+        await client.send(frame(FrameType.DATA, b"b" * 65536) * (40 * CHUNK // 65536))
+        reply = await client.reply()
+        assert reply.code == "storage_full" and reply.body["fatal"] is True
+        assert keys_of(vk, vid) == []
+        vk.config_set("maxmemory", 512 * 1024**2)
+        await client.close()
+        client = await running.client()
+        assert (await client.get("kept")).data == b"k" * CHUNK
+        assert (await client.put("after", b"a")).ok
+    finally:
+        vk.config_set("maxmemory", 512 * 1024**2)
+        await client.close()
+        await running.server.shutdown()
+        await running.store.close()
+        vk.close()
+
+
+@pytest.mark.asyncio
+async def test_valkey_down_is_unavailable_then_recovers() -> None:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    first = EmbeddedValkey(tcp_port=port, maxmemory=256 * 1024**2)
+    first.start()
+    running = await start_server(first.url, make_config(storage_timeout=2.0))
+    client = await running.client()
+    try:
+        assert (await client.put("k", b"v")).ok
+        first.kill()
+        reply = await client.request(FrameType.STAT, {"key": "k"})
+        assert reply.code == "unavailable" and reply.body["fatal"] is False
+        reply = await client.request(FrameType.PUT, {"key": "k2"})
+        assert reply.code == "unavailable" and reply.body["fatal"] is True
+        second = EmbeddedValkey(tcp_port=port, maxmemory=256 * 1024**2)
+        second.password = first.password
+        second.start()
+        try:
+            await client.close()
+            client = await running.client()
+            assert (await client.put("k3", b"back")).ok
+            assert (await client.get("k3")).data == b"back"
+        finally:
+            second.stop()
+    finally:
+        await client.close()
+        await running.server.shutdown()
+        await running.store.close()
+        first.stop()
