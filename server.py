@@ -69,26 +69,37 @@ class Connection:
         self.busy = False
 
     async def run(self, refuse: ProtocolError | None = None) -> None:
-        error = refuse
         try:
-            if error is None:
-                await self._serve()
-        except Closing as exc:
-            error = exc.error
+            error = refuse or await self._serve_until_error()
+            if error is not None:
+                await self._linger(error)
         except asyncio.CancelledError:
-            error = _fatal(ErrorCode.SHUTTING_DOWN, "server is shutting down")
+            pass  # shutdown gave up waiting; the socket is closed below
+        finally:
+            self.writer.close()
+        with contextlib.suppress(Exception):
+            await self.writer.wait_closed()
+
+    async def _serve_until_error(self) -> ProtocolError | None:
+        """Serve requests; the fatal ERROR to end with, or None for a quiet close."""
+        try:
+            await self._serve()
+        except Closing as exc:
+            return exc.error
+        except asyncio.CancelledError:
+            # Cancelled by shutdown while idle: say so, then close like any fatal error.
+            task = asyncio.current_task()
+            if task is not None:
+                task.uncancel()
+            return _fatal(ErrorCode.SHUTTING_DOWN, "server is shutting down")
         except (ConnectionError, OSError):
             log.debug("connection lost")
         except Exception:
             log.exception("internal error")
-            error = _fatal(ErrorCode.INTERNAL, "internal server error")
+            return _fatal(ErrorCode.INTERNAL, "internal server error")
         finally:
             await self._drop_upload()
-        if error is not None:
-            await self._linger(error)
-        self.writer.close()
-        with contextlib.suppress(Exception):
-            await self.writer.wait_closed()
+        return None
 
     async def _serve(self) -> None:
         while True:
@@ -133,13 +144,21 @@ class Connection:
 
     # -- replies ----------------------------------------------------------
 
+    async def _drain(self) -> None:
+        """Wait for the client to take what we wrote; a reader that stops is cut off."""
+        try:
+            async with asyncio.timeout(self.config.idle_timeout):
+                await self.writer.drain()
+        except TimeoutError:
+            raise Closing(_fatal(ErrorCode.TIMEOUT, "client stopped reading")) from None
+
     async def _ok(self, obj: dict[str, Any]) -> None:
         self.writer.write(encode_control(FrameType.OK, obj))
-        await self.writer.drain()
+        await self._drain()
 
     async def _error(self, error: ProtocolError) -> None:
         self.writer.write(encode_control(FrameType.ERROR, error.payload()))
-        await self.writer.drain()
+        await self._drain()
 
     async def _linger(self, error: ProtocolError) -> None:
         """Send the fatal ERROR, half-close, drain the client's input for a bounded while."""
@@ -207,19 +226,20 @@ class Connection:
         )
         step = self.config.max_frame
         try:
-            async for piece in download.pieces():
-                for at in range(0, len(piece), step):
-                    frame = piece[at : at + step]
-                    self.writer.write(HEADER.pack(FrameType.DATA, len(frame)))
-                    self.writer.write(frame)
-                    await self.writer.drain()
+            async with contextlib.aclosing(download.pieces()) as pieces:
+                async for piece in pieces:
+                    for at in range(0, len(piece), step):
+                        frame = piece[at : at + step]
+                        self.writer.write(HEADER.pack(FrameType.DATA, len(frame)))
+                        self.writer.write(frame)
+                        await self._drain()
         except StorageError as exc:
             # The stream ends at a frame boundary: not fatal (PROTOCOL.md, GET).
             await self._error(ProtocolError(exc.code, exc.message, fatal=False))
             return
         digest = bytes.fromhex(download.sha1)
         self.writer.write(HEADER.pack(FrameType.END, len(digest)) + digest)
-        await self.writer.drain()
+        await self._drain()
 
     async def _list(self, request: requests.List) -> None:
         files, cursor = await self.store.list(

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import NoReturn
 
 from storage import keys
@@ -40,7 +40,7 @@ class Download:
             return self.info.sha1
         return self._hasher.hexdigest()
 
-    async def pieces(self) -> AsyncIterator[memoryview]:
+    async def pieces(self) -> AsyncGenerator[memoryview, None]:
         """The range's bytes, one verified slice of a chunk at a time."""
         if self.length == 0:
             return

@@ -6,6 +6,7 @@ import asyncio
 import hashlib
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -276,3 +277,57 @@ async def test_valkey_down_is_unavailable_then_recovers() -> None:
         await running.server.shutdown()
         await running.store.close()
         first.stop()
+
+
+@pytest.mark.asyncio
+@pytest.mark.config(idle_timeout=0.5)
+async def test_reader_that_stops_reading_is_cut_off(server: Running, prefix: str) -> None:
+    writer = await server.client()
+    data = b"r" * (160 * CHUNK)  # 10 MiB: more than loopback socket buffers absorb
+    assert (await writer.put(prefix + "big", data)).ok
+    # A reader with a tiny receive window asks for it all and reads nothing.
+    stalled = await server.client()
+    sock = stalled.writer.get_extra_info("socket")
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    await stalled.send(control(FrameType.GET, {"key": prefix + "big"}))
+    await asyncio.sleep(2.0)
+    # The server was not blocked: others are served, and the stalled stream ended early.
+    await writer.close()
+    writer = await server.client()
+    assert (await writer.get(prefix + "big")).data == data
+    received = 0
+    while (got := await stalled.frame()) is not None and got.type is FrameType.DATA:
+        received += len(got.payload)
+    assert received < len(data)
+    await writer.close()
+    await stalled.close()
+
+
+@pytest.mark.asyncio
+async def test_shutdown_lets_uploads_finish_then_says_shutting_down(
+    valkey_server: EmbeddedValkey, prefix: str
+) -> None:
+    running = await start_server(valkey_server.url, make_config(shutdown_grace=5.0))
+    uploader, idle = await running.client(), await running.client()
+    assert (await idle.request(FrameType.PING, {})).ok
+    await uploader.send(control(FrameType.PUT, {"key": prefix + "k"}))
+    assert (await uploader.reply()).ok
+    data = b"u" * (2 * CHUNK)
+    await uploader.send(frame(FrameType.DATA, data[:65536]))
+    stopping = asyncio.create_task(running.server.shutdown())
+    # The idle connection is told at once; the upload may still finish.
+    reply = await idle.reply()
+    assert reply.code == "shutting_down"
+    assert reply.body["fatal"] is True
+    await uploader.send(frame(FrameType.DATA, data[65536:]))
+    await uploader.send(frame(FrameType.END, hashlib.sha1(data).digest()))
+    done = await uploader.reply()
+    assert done.ok
+    assert done.body["size"] == len(data)
+    assert (await uploader.reply()).code == "shutting_down"
+    await stopping
+    with pytest.raises(ConnectionError):
+        await WireClient.connect(running.host, running.port)
+    await running.store.close()
+    await uploader.close()
+    await idle.close()
