@@ -39,6 +39,9 @@ class Config:
     staging_ttl: int
     grace: int
     idle_timeout: float
+    frame_timeout: float
+    min_rate: int
+    min_rate_window: float
     storage_timeout: float
     valkey_connections: int
     max_connections: int
@@ -74,6 +77,9 @@ def parse_args(argv: Sequence[str] | None = None) -> Config:
     _flag(p, "staging-ttl", int, 120, "seconds an abandoned upload's chunks survive")
     _flag(p, "grace", int, 60, "seconds a replaced or deleted version stays readable")
     _flag(p, "idle-timeout", float, 60.0, "seconds a connection may wait silent")
+    _flag(p, "frame-timeout", float, 30.0, "seconds a started frame may take to arrive")
+    _flag(p, "min-rate", parse_size, 1024, "slowest upload accepted, bytes/s (0: off)")
+    _flag(p, "min-rate-window", float, 30.0, "seconds of waiting the upload rate is averaged over")
     _flag(p, "storage-timeout", float, 30.0, "seconds to wait for Valkey")
     _flag(p, "valkey-connections", int, 64, "Valkey connection pool size")
     _flag(p, "max-connections", int, 1024, "client connections served at once")
@@ -101,5 +107,7 @@ def _validate(p: argparse.ArgumentParser, c: Config) -> None:
         p.error("--default-ttl must be between 1 and --max-ttl")
     if c.staging_ttl < 3 or c.grace < 0 or c.idle_timeout <= 0 or c.storage_timeout <= 0:
         p.error("--staging-ttl must be >= 3 s, --grace >= 0, timeouts > 0")
+    if c.frame_timeout <= 0 or c.min_rate_window <= 0:
+        p.error("--frame-timeout and --min-rate-window must be > 0")
     if c.max_connections < 1 or c.valkey_connections < 1:
         p.error("--max-connections and --valkey-connections must be >= 1")

@@ -13,6 +13,7 @@ import contextlib
 import logging
 import signal
 import sys
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -44,6 +45,35 @@ def _fatal(code: ErrorCode, message: str) -> ProtocolError:
     return ProtocolError(code, message, fatal=True)
 
 
+def _now() -> float:
+    return time.monotonic()
+
+
+class RateFloor:
+    """Minimum average rate of an upload, over windows of time spent waiting on the client.
+
+    Only time spent waiting for the client's bytes counts, so a slow Valkey
+    (we stop reading while a chunk is written) never trips it. Like Apache's
+    mod_reqtimeout MinRate and Kestrel's MinRequestBodyDataRate.
+    """
+
+    def __init__(self, min_rate: int, window: float) -> None:
+        self.min_rate = min_rate
+        self.window = window
+        self._bytes = 0
+        self._waited = 0.0
+
+    def add(self, received: int, waited: float) -> bool:
+        """Count a read; False when a full window averaged under the floor."""
+        self._bytes += received
+        self._waited += waited
+        if self._waited < self.window:
+            return True
+        ok = self._bytes >= self.min_rate * self._waited
+        self._bytes, self._waited = 0, 0.0
+        return ok
+
+
 class Closing(Exception):
     """The connection ends; ``error`` (if any) is the last frame it gets."""
 
@@ -65,6 +95,8 @@ class Connection:
             Limits(self.config.max_frame, self.config.max_file_size, self.config.max_ttl)
         )
         self.upload: ChunkWriter | None = None
+        self._frame_deadline = _now() + self.config.frame_timeout
+        self._rate = RateFloor(self.config.min_rate, self.config.min_rate_window)
         #: True while a request or upload is in progress (shutdown waits for it).
         self.busy = False
 
@@ -72,6 +104,8 @@ class Connection:
         try:
             error = refuse or await self._serve_until_error()
             if error is not None:
+                # A lingering close no longer counts against --max-connections.
+                self.server.forget(self)
                 await self._linger(error)
         except asyncio.CancelledError:
             pass  # shutdown gave up waiting; the socket is closed below
@@ -112,6 +146,7 @@ class Connection:
                     continue
                 self.busy = True
                 await self._handle(event)
+                self._frame_deadline = _now() + self.config.frame_timeout
             except ProtocolError as exc:
                 await self._drop_upload(unless_uploading=not exc.fatal)
                 if exc.fatal:
@@ -130,11 +165,21 @@ class Connection:
                 raise Closing(_fatal(ErrorCode.SHUTTING_DOWN, "server is shutting down"))
 
     async def _receive(self) -> None:
+        """Read more input within the idle timeout, the frame deadline and the upload rate."""
+        now = _now()
+        if not self.proto.in_frame:
+            self._frame_deadline = now + self.config.frame_timeout
+        # Slowloris: a frame that has started must be complete by its deadline.
+        timeout = min(self.config.idle_timeout, self._frame_deadline - now)
         try:
-            async with asyncio.timeout(self.config.idle_timeout):
+            async with asyncio.timeout(max(timeout, 0.0)):
                 data = await self.reader.read(READ_SIZE)
         except TimeoutError:
+            if self.proto.in_frame:
+                raise Closing(_fatal(ErrorCode.TIMEOUT, "frame not completed in time")) from None
             raise Closing(_fatal(ErrorCode.TIMEOUT, "connection idle for too long")) from None
+        if self.proto.uploading and not self._rate.add(len(data), _now() - now):
+            raise Closing(_fatal(ErrorCode.TIMEOUT, "upload slower than the server's minimum rate"))
         self.proto.receive_data(data)
 
     async def _drop_upload(self, *, unless_uploading: bool = False) -> None:
@@ -301,6 +346,11 @@ class Server:
             await connection.run(refuse)
         finally:
             self.connections.pop(task, None)
+
+    def forget(self, connection: Connection) -> None:
+        for task, known in list(self.connections.items()):
+            if known is connection:
+                del self.connections[task]
 
     async def shutdown(self) -> None:
         """Stop accepting, let transfers finish within the grace, end the rest."""

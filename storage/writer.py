@@ -37,7 +37,8 @@ class ChunkWriter:
         self.content_type = content_type
         self.vid = new_vid()
         self.chunk_size = store.config.chunk_size
-        self._buffers = [bytearray(self.chunk_size), bytearray(0)]
+        # Allocated when bytes arrive: a PUT that stalls before DATA costs nothing.
+        self._buffers = [bytearray(0), bytearray(0)]
         self._fill = 0
         self._digests: list[bytes] = []
         self._inflight: asyncio.Task[bytes] | None = None
@@ -55,6 +56,8 @@ class ChunkWriter:
         view = memoryview(data)
         while view:
             buffer = self._buffers[0]
+            if len(buffer) != self.chunk_size:
+                buffer = self._buffers[0] = bytearray(self.chunk_size)
             take = min(len(view), self.chunk_size - self._fill)
             buffer[self._fill : self._fill + take] = view[:take]
             self._fill += take

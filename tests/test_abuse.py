@@ -1,0 +1,132 @@
+"""Slow, stalled and stubborn clients: cut off with a clear ERROR, others unharmed."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import struct
+import time
+
+import pytest
+
+from protocol.frames import FrameType
+from tests.conftest import Running
+from tests.wire import WireClient, control, frame
+
+pytestmark = pytest.mark.asyncio
+
+
+@pytest.mark.config(min_rate=1024, min_rate_window=1.0, idle_timeout=5.0)
+async def test_dripping_upload_is_cut_off(server: Running, prefix: str) -> None:
+    client = await server.client()
+    await client.send(control(FrameType.PUT, {"key": prefix + "drip"}))
+    assert (await client.reply()).ok
+    # One byte every 0.3 s: never idle long enough for the idle timeout.
+    for _ in range(6):
+        await client.send(frame(FrameType.DATA, b"x"))
+        await asyncio.sleep(0.3)
+    reply = await client.reply()
+    assert reply.code == "timeout"
+    assert reply.body["fatal"] is True
+    assert "rate" in reply.body["message"]
+    await client.close()
+
+
+@pytest.mark.config(frame_timeout=0.5, idle_timeout=5.0)
+async def test_frame_must_complete_by_its_deadline(server: Running) -> None:
+    client = await server.client()
+    payload = b'{"pad": "' + b"x" * 100 + b'"}'
+    await client.send(struct.pack("!BI", FrameType.PING, len(payload)) + payload[:10])
+    for byte in payload[10:20]:
+        await client.send(bytes([byte]))
+        await asyncio.sleep(0.1)
+    reply = await client.reply()
+    assert reply.code == "timeout"
+    assert "frame" in reply.body["message"]
+    await client.close()
+
+
+@pytest.mark.config(frame_timeout=0.5)
+async def test_steady_stream_of_frames_is_not_cut_off(server: Running, prefix: str) -> None:
+    # Longer than the frame deadline in total, but every frame completes quickly.
+    client = await server.client()
+    data = b"s" * 65536
+    await client.send(control(FrameType.PUT, {"key": prefix + "k"}))
+    assert (await client.reply()).ok
+    for _ in range(8):
+        await client.send(frame(FrameType.DATA, data[:40000]))
+        await asyncio.sleep(0.05)
+        await client.send(frame(FrameType.DATA, data[:40000]))
+        await asyncio.sleep(0.1)
+    await client.send(frame(FrameType.ABORT, b"{}"))
+    assert (await client.reply()).body == {"aborted": True}
+    await client.close()
+
+
+def stream_after_rejection(port: int, total: int, delay: float) -> tuple[int, bytes]:
+    """Blocking client: a PUT the server rejects, then DATA regardless. Bytes sent, reply."""
+    sock = socket.create_connection(("127.0.0.1", port))
+    sock.sendall(control(FrameType.PUT, {"key": ""}))
+    sent = 0
+    block = frame(FrameType.DATA, b"\0" * 65531)
+    try:
+        while sent < total:
+            sock.sendall(block)
+            sent += len(block)
+            if delay:
+                time.sleep(delay)
+    except (ConnectionResetError, BrokenPipeError):
+        pass
+    sock.settimeout(5)
+    reply = b""
+    try:
+        while len(reply) < 5 or len(reply) < 5 + struct.unpack("!BI", reply[:5])[1]:
+            data = sock.recv(4096)
+            if not data:
+                break
+            reply += data
+    except (ConnectionResetError, TimeoutError):
+        pass
+    sock.close()
+    return sent, reply
+
+
+@pytest.mark.parametrize("delay", [0.0, 0.001])
+async def test_client_streaming_after_rejection_reads_the_error(
+    server: Running, delay: float
+) -> None:
+    sent, reply = await asyncio.to_thread(stream_after_rejection, server.port, 2 * 1024**2, delay)
+    assert sent >= 2 * 1024**2, "reset before 2 MiB were sent"
+    assert reply[:1] == bytes([FrameType.ERROR])
+    assert b'"code":"bad_key"' in reply
+    assert b'"fatal":true' in reply
+
+
+@pytest.mark.config(max_connections=2)
+async def test_lingering_connections_do_not_count(server: Running) -> None:
+    lingering = []
+    for _ in range(3):
+        client = await server.client()
+        await client.send(struct.pack("!BI", 0x42, 0))
+        assert (await client.reply()).code == "bad_frame"
+        lingering.append(client)  # still open: the server is lingering
+    fresh = await server.client()
+    assert (await fresh.request(FrameType.PING, {"ok": 1})).body == {"ok": 1}
+    for client in [*lingering, fresh]:
+        await client.close()
+
+
+async def test_stalled_headers_do_not_hold_memory_or_block_others(
+    server: Running, prefix: str
+) -> None:
+    stalled: list[WireClient] = []
+    for _ in range(50):
+        client = await server.client()
+        # A DATA-sized header for a PUT that never sends its payload.
+        await client.send(struct.pack("!BI", FrameType.PUT, 60000))
+        stalled.append(client)
+    good = await server.client()
+    assert (await good.put(prefix + "k", b"fine")).ok
+    assert (await good.get(prefix + "k")).data == b"fine"
+    for client in [*stalled, good]:
+        await client.close()
