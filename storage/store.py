@@ -69,7 +69,9 @@ def translate(exc: Exception) -> StorageError:
     return StorageError(f"Valkey error: {type(exc).__name__}")
 
 
-_TRANSIENT = (valkey_exc.ConnectionError, valkey_exc.TimeoutError, ConnectionError)
+# A dropped connection is worth another try; a timeout is not: Valkey is slow,
+# and a retry would multiply the wait past --storage-timeout.
+_TRANSIENT = (valkey_exc.ConnectionError, ConnectionError)
 
 
 async def call(op: Callable[[], Awaitable[T]], *, idempotent: bool) -> T:
