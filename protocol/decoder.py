@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import enum
 import json
+from collections.abc import Callable
 from typing import Any
 
 from protocol.errors import ErrorCode, ProtocolError, bad_frame
@@ -48,9 +49,19 @@ class FrameDecoder:
     payloads are bounded by 64 KiB and END by the two digest spellings.
     """
 
-    def __init__(self, *, max_data: int, accept: frozenset[FrameType] = CLIENT_TYPES) -> None:
+    def __init__(
+        self,
+        *,
+        max_data: int,
+        accept: frozenset[FrameType] = CLIENT_TYPES,
+        check: Callable[[FrameType], None] | None = None,
+    ) -> None:
         self._max_data = max_data
         self._accept = accept
+        #: Called with each frame's type as soon as its header arrives, so the
+        #: caller can refuse a frame the current state forbids before its
+        #: payload is buffered.
+        self._check = check
         self._buffer = bytearray()
         self._eof = False
         # Header of the frame whose payload we are waiting for, once validated.
@@ -109,6 +120,8 @@ class FrameDecoder:
                 raise bad_frame(f"END payload must be 20 or 40 bytes, not {length}")
         elif length > limit:
             raise bad_frame(f"{frame_type.name} payload of {length} bytes exceeds {limit}")
+        if self._check is not None:
+            self._check(frame_type)
         return frame_type
 
 
@@ -125,7 +138,8 @@ def decode_control(frame: Frame) -> dict[str, Any]:
         return {}
     try:
         obj = json.loads(frame.payload.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError):
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        # RecursionError: 64 KiB of "[[[[..." nests deeper than the parser goes.
         raise bad_frame(f"{frame.type.name} payload is not UTF-8 JSON") from None
     if not isinstance(obj, dict):
         raise bad_frame(f"{frame.type.name} payload is not a JSON object")

@@ -113,7 +113,7 @@ class ServerConnection:
     def __init__(self, limits: Limits, *, hello_required: bool = False) -> None:
         self.limits = limits
         self.state = State.HANDSHAKE if hello_required else State.IDLE
-        self._decoder = FrameDecoder(max_data=limits.max_frame)
+        self._decoder = FrameDecoder(max_data=limits.max_frame, check=self._check_type)
         self._upload: _Upload | None = None
 
     @property
@@ -150,11 +150,19 @@ class ServerConnection:
         self.state = State.FAILED
         self._upload = None
 
+    def _check_type(self, frame_type: FrameType) -> None:
+        """Refuse, from the header alone, a frame type the current state forbids."""
+        upload_frame = frame_type in (FrameType.DATA, FrameType.END, FrameType.ABORT)
+        if self.state is State.UPLOADING and not upload_frame:
+            raise bad_frame(
+                f"{frame_type.name} inside an upload; only DATA, END or ABORT may follow PUT"
+            )
+        if self.state is not State.UPLOADING and upload_frame:
+            raise bad_frame(f"{frame_type.name} outside an upload")
+
     def _handle(self, frame: Frame) -> Event:
         if self.state is State.UPLOADING:
             return self._handle_upload(frame)
-        if frame.type in (FrameType.DATA, FrameType.END, FrameType.ABORT):
-            raise bad_frame(f"{frame.type.name} outside an upload")
         obj = decode_control(frame)
         if self.state is State.HANDSHAKE and frame.type is not FrameType.HELLO:
             raise ProtocolError(
@@ -215,9 +223,7 @@ class ServerConnection:
                     actual=actual,
                 )
             return UploadEnd(upload.received, actual)
-        raise bad_frame(
-            f"{frame.type.name} inside an upload; only DATA, END or ABORT may follow PUT"
-        )
+        raise AssertionError(f"{frame.type.name} passed the header check inside an upload")
 
     def _finish_upload(self) -> None:
         self.state = State.IDLE

@@ -37,8 +37,8 @@ class ChunkWriter:
         self.content_type = content_type
         self.vid = new_vid()
         self.chunk_size = store.config.chunk_size
-        # Allocated when bytes arrive: a PUT that stalls before DATA costs nothing.
-        self._buffers = [bytearray(0), bytearray(0)]
+        # Grown as bytes arrive; full-size buffers only once a chunk has filled.
+        self._buffers = [bytearray(), bytearray()]
         self._fill = 0
         self._digests: list[bytes] = []
         self._inflight: asyncio.Task[bytes] | None = None
@@ -56,10 +56,13 @@ class ChunkWriter:
         view = memoryview(data)
         while view:
             buffer = self._buffers[0]
-            if len(buffer) != self.chunk_size:
-                buffer = self._buffers[0] = bytearray(self.chunk_size)
             take = min(len(view), self.chunk_size - self._fill)
-            buffer[self._fill : self._fill + take] = view[:take]
+            if len(buffer) == self._fill:
+                # The first chunk grows with the bytes received: a client that
+                # drips costs what it sent, not a whole chunk.
+                buffer += view[:take]
+            else:
+                buffer[self._fill : self._fill + take] = view[:take]
             self._fill += take
             self.size += take
             view = view[take:]
