@@ -247,7 +247,8 @@ class Connection:
             case requests.List():
                 await self._list(event)
             case requests.Ping(payload):
-                await self._ok(payload)
+                self.writer.write(HEADER.pack(FrameType.OK, len(payload)) + payload)
+                await self._drain()
             case requests.Hello():
                 await self._ok(self.server.hello())
 

@@ -92,7 +92,7 @@ def encode_frame(
 
 def encode_control(frame_type: FrameType, obj: dict[str, Any]) -> bytes:
     """A control frame as one small bytes object (payload capped at 64 KiB)."""
-    payload = json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()
+    payload = _json(obj)
     if len(payload) > MAX_CONTROL:
         raise ValueError(f"control payload of {len(payload)} bytes exceeds {MAX_CONTROL}")
     return HEADER.pack(frame_type, len(payload)) + payload
@@ -100,4 +100,13 @@ def encode_control(frame_type: FrameType, obj: dict[str, Any]) -> bytes:
 
 def control_size(obj: dict[str, Any]) -> int:
     """Encoded payload size of ``obj``, for callers that must stay under MAX_CONTROL."""
-    return len(json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode())
+    return len(_json(obj))
+
+
+def _json(obj: dict[str, Any]) -> bytes:
+    text = json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
+    try:
+        return text.encode()
+    except UnicodeEncodeError:
+        # A lone surrogate has no UTF-8 form; JSON's \u escapes spell it.
+        return json.dumps(obj, separators=(",", ":")).encode()

@@ -60,7 +60,9 @@ class List:
 
 @dataclass(frozen=True, slots=True)
 class Ping:
-    payload: dict[str, Any]
+    """PING: echoed back byte for byte (re-encoding could grow it past 64 KiB)."""
+
+    payload: bytes
 
 
 Request = Hello | Put | Get | Stat | Delete | List | Ping
@@ -80,6 +82,9 @@ class _Fields:
         value = self._obj.get(name)
         if value is not None and not isinstance(value, str):
             raise self.error(ErrorCode.BAD_REQUEST, f"field {name!r} must be a string")
+        if value is not None and not _is_utf8(value):
+            # JSON can spell a lone surrogate ("\ud800"); it has no UTF-8 form.
+            raise self.error(ErrorCode.BAD_REQUEST, f"field {name!r} is not valid UTF-8")
         return value
 
     def optional_int(self, name: str, *, minimum: int = 0) -> int | None:
@@ -101,6 +106,14 @@ class _Fields:
             raise self.error(ErrorCode.BAD_REQUEST, f"field {name!r} must be a string")
         check_key(value, fatal=self._fatal)
         return value
+
+
+def _is_utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def check_key(key: str, *, fatal: bool) -> None:

@@ -98,7 +98,6 @@ _PARSERS: dict[FrameType, Callable[[dict[str, Any]], requests.Request]] = {
     FrameType.STAT: requests.parse_stat,
     FrameType.DELETE: requests.parse_delete,
     FrameType.LIST: requests.parse_list,
-    FrameType.PING: requests.Ping,
 }
 
 
@@ -152,6 +151,10 @@ class ServerConnection:
 
     def _check_type(self, frame_type: FrameType) -> None:
         """Refuse, from the header alone, a frame type the current state forbids."""
+        if self.state is State.HANDSHAKE and frame_type is not FrameType.HELLO:
+            raise ProtocolError(
+                ErrorCode.UNAUTHORIZED, "this server requires HELLO with a token first", fatal=True
+            )
         upload_frame = frame_type in (FrameType.DATA, FrameType.END, FrameType.ABORT)
         if self.state is State.UPLOADING and not upload_frame:
             raise bad_frame(
@@ -164,10 +167,8 @@ class ServerConnection:
         if self.state is State.UPLOADING:
             return self._handle_upload(frame)
         obj = decode_control(frame)
-        if self.state is State.HANDSHAKE and frame.type is not FrameType.HELLO:
-            raise ProtocolError(
-                ErrorCode.UNAUTHORIZED, "this server requires HELLO with a token first", fatal=True
-            )
+        if frame.type is FrameType.PING:
+            return requests.Ping(frame.payload or b"{}")
         if frame.type is FrameType.PUT:
             put = requests.parse_put(
                 obj, max_file_size=self.limits.max_file_size, max_ttl=self.limits.max_ttl
