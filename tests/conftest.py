@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
+import subprocess
+import sys
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,6 +19,8 @@ from server import Server
 from storage.embedded import EmbeddedValkey
 from storage.store import StorageConfig, Store
 from tests.wire import WireClient
+
+ROOT = Path(__file__).resolve().parent.parent
 
 #: Small chunks keep multi-chunk cases fast; the logic does not depend on size.
 CHUNK = 64 * 1024
@@ -103,6 +108,26 @@ async def client(server: Running) -> AsyncIterator[WireClient]:
     wire = await server.client()
     yield wire
     await wire.close()
+
+
+def start_process(valkey_url: str, *args: str) -> tuple[subprocess.Popen[str], int]:
+    proc = subprocess.Popen(
+        [sys.executable, "server.py", "--port", "0", "--valkey-url", valkey_url, *args],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    assert line.startswith("valise listening on "), line + proc.stderr.read()  # type: ignore[union-attr]
+    return proc, int(line.rsplit(":", 1)[1])
+
+
+def reap(proc: subprocess.Popen[str], timeout: float = 15) -> int:
+    """Wait for the process and close its pipes; its exit code."""
+    proc.communicate(timeout=timeout)
+    return proc.returncode
 
 
 def pytest_configure(config: pytest.Config) -> None:

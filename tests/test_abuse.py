@@ -10,7 +10,8 @@ import time
 import pytest
 
 from protocol.frames import FrameType
-from tests.conftest import Running
+from storage.embedded import EmbeddedValkey
+from tests.conftest import Running, reap, start_process
 from tests.wire import WireClient, control, frame
 
 pytestmark = pytest.mark.asyncio
@@ -130,3 +131,61 @@ async def test_stalled_headers_do_not_hold_memory_or_block_others(
     assert (await good.get(prefix + "k")).data == b"fine"
     for client in [*stalled, good]:
         await client.close()
+
+
+def rss_mib(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    raise AssertionError("no VmRSS")
+
+
+async def test_memory_ceiling_under_500_stalled_uploads(
+    valkey_server: EmbeddedValkey, prefix: str
+) -> None:
+    proc, port = start_process(
+        valkey_server.url,
+        "--frame-timeout",
+        "3",
+        "--idle-timeout",
+        "4",
+        "--max-connections",
+        "1000",
+    )
+    try:
+        before = rss_mib(proc.pid)
+        stalled: list[WireClient] = []
+        for i in range(500):
+            client = await WireClient.connect("127.0.0.1", port)
+            # An upload whose DATA frame announces 1 MiB and delivers 100 bytes.
+            await client.send(
+                control(FrameType.PUT, {"key": f"{prefix}{i}"})
+                + struct.pack("!BI", FrameType.DATA, 1024 * 1024)
+                + b"x" * 100
+            )
+            stalled.append(client)
+        for _ in range(100):
+            client = await WireClient.connect("127.0.0.1", port)
+            await client.send(struct.pack("!BI", FrameType.DATA, 0xFFFFFFFF))
+            stalled.append(client)
+        await asyncio.sleep(0.5)
+        during = rss_mib(proc.pid)
+        good = await WireClient.connect("127.0.0.1", port)
+        assert (await good.put(prefix + "good", b"served")).ok
+        assert (await good.get(prefix + "good")).data == b"served"
+        await good.close()
+        # 600 hostile connections cost a few MiB, not 500 x 1 MiB or 4 GiB.
+        assert during - before < 64, (before, during)
+        codes = []
+        for i, client in enumerate(stalled):
+            if i < 500:
+                assert (await client.reply()).ok  # the PUT was accepted
+            reply = await client.reply()
+            codes.append(reply.code)
+            await client.close()
+        assert codes.count("timeout") == 500
+        assert codes.count("bad_frame") == 100
+    finally:
+        proc.terminate()
+        reap(proc)

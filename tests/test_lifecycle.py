@@ -18,7 +18,15 @@ import pytest
 
 from protocol.frames import FrameType
 from storage.embedded import EmbeddedValkey
-from tests.conftest import CHUNK, Running, make_config, start_server, sync_valkey
+from tests.conftest import (
+    CHUNK,
+    Running,
+    make_config,
+    reap,
+    start_process,
+    start_server,
+    sync_valkey,
+)
 from tests.wire import WireClient, control, frame
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -91,26 +99,6 @@ async def test_stalled_upload_keeps_its_chunks(server: Running, prefix: str, vk:
     assert (await client.reply()).ok
     assert (await client.get(prefix + "k")).data == data
     await client.close()
-
-
-def start_process(valkey_url: str, *args: str) -> tuple[subprocess.Popen[str], int]:
-    proc = subprocess.Popen(
-        [sys.executable, "server.py", "--port", "0", "--valkey-url", valkey_url, *args],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    assert proc.stdout is not None
-    line = proc.stdout.readline()
-    assert line.startswith("valise listening on "), line + proc.stderr.read()  # type: ignore[union-attr]
-    return proc, int(line.rsplit(":", 1)[1])
-
-
-def reap(proc: subprocess.Popen[str], timeout: float = 15) -> int:
-    """Wait for the process and close its pipes; its exit code."""
-    proc.communicate(timeout=timeout)
-    return proc.returncode
 
 
 @pytest.fixture
