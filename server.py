@@ -33,10 +33,11 @@ VERSION = "0.1.0"
 NAMESPACE = ""  # one key space until tokens and namespaces arrive
 READ_SIZE = 256 * 1024
 #: Lingering close (PROTOCOL.md section 2): after a fatal ERROR, read and
-#: discard at most this much for at most this long, so a client still
-#: streaming reads the ERROR instead of a reset.
-LINGER_BYTES = 16 * 1024 * 1024
-LINGER_SECONDS = 2.0
+#: discard what the client still sends, within these bounds, so a client
+#: still streaming reads the ERROR instead of a reset.
+LINGER_BYTES = 32 * 1024 * 1024
+LINGER_IDLE = 6.0
+LINGER_TOTAL = 10.0
 
 log = logging.getLogger("valise")
 
@@ -206,16 +207,23 @@ class Connection:
         await self._drain()
 
     async def _linger(self, error: ProtocolError) -> None:
-        """Send the fatal ERROR, half-close, drain the client's input for a bounded while."""
+        """Send the fatal ERROR, half-close, drain the client's input for a bounded while.
+
+        A client still streaming DATA then reads the ERROR instead of a reset
+        (PROTOCOL.md section 2, PUT). It ends at the client's EOF, after
+        LINGER_BYTES, after LINGER_IDLE seconds without input (a client may
+        pause before it streams on), or LINGER_TOTAL seconds in all.
+        """
         with contextlib.suppress(TimeoutError, ConnectionError, OSError, RuntimeError):
-            async with asyncio.timeout(LINGER_SECONDS):
+            async with asyncio.timeout(LINGER_TOTAL):
                 self.writer.write(encode_control(FrameType.ERROR, error.payload()))
                 await self.writer.drain()
                 if self.writer.can_write_eof():
                     self.writer.write_eof()
                 discarded = 0
                 while discarded < LINGER_BYTES:
-                    data = await self.reader.read(READ_SIZE)
+                    async with asyncio.timeout(LINGER_IDLE):
+                        data = await self.reader.read(READ_SIZE)
                     if not data:
                         break
                     discarded += len(data)
@@ -367,7 +375,7 @@ class Server:
             for task in late:
                 task.cancel()
             if late:
-                await asyncio.wait(late, timeout=LINGER_SECONDS + 1)
+                await asyncio.wait(late, timeout=LINGER_TOTAL + 1)
 
 
 async def serve(config: Config, url: str) -> None:

@@ -64,10 +64,14 @@ async def test_steady_stream_of_frames_is_not_cut_off(server: Running, prefix: s
     await client.close()
 
 
-def stream_after_rejection(port: int, total: int, delay: float) -> tuple[int, bytes]:
-    """Blocking client: a PUT the server rejects, then DATA regardless. Bytes sent, reply."""
+def stream_after_rejection(port: int, total: int, delay: float, pause: float) -> tuple[int, bytes]:
+    """Blocking client: a PUT the server rejects, a pause, then DATA regardless.
+
+    Returns the bytes it managed to send before any reset, and what it read.
+    """
     sock = socket.create_connection(("127.0.0.1", port))
     sock.sendall(control(FrameType.PUT, {"key": ""}))
+    time.sleep(pause)
     sent = 0
     block = frame(FrameType.DATA, b"\0" * 65531)
     try:
@@ -92,11 +96,17 @@ def stream_after_rejection(port: int, total: int, delay: float) -> tuple[int, by
     return sent, reply
 
 
-@pytest.mark.parametrize("delay", [0.0, 0.001])
+@pytest.mark.parametrize(
+    ("delay", "pause"),
+    [(0.0, 0.0), (0.001, 0.0), (0.0, 1.0), (0.0, 5.0)],
+    ids=["flat-out", "1ms-between-frames", "1s-pause", "5s-pause"],
+)
 async def test_client_streaming_after_rejection_reads_the_error(
-    server: Running, delay: float
+    server: Running, delay: float, pause: float
 ) -> None:
-    sent, reply = await asyncio.to_thread(stream_after_rejection, server.port, 2 * 1024**2, delay)
+    sent, reply = await asyncio.to_thread(
+        stream_after_rejection, server.port, 2 * 1024**2, delay, pause
+    )
     assert sent >= 2 * 1024**2, "reset before 2 MiB were sent"
     assert reply[:1] == bytes([FrameType.ERROR])
     assert b'"code":"bad_key"' in reply
