@@ -319,3 +319,32 @@ async def test_shutdown_lets_uploads_finish_then_says_shutting_down(
     await running.store.close()
     await uploader.close()
     await idle.close()
+
+
+@pytest.mark.asyncio
+async def test_sigterm_lets_an_upload_finish_with_the_private_valkey() -> None:
+    args = ["--valkey-maxmemory", "256MiB", "--chunk-size", "64KiB", "--shutdown-grace", "10"]
+    proc = subprocess.Popen(  # noqa: ASYNC220 - started once, read with a blocking readline
+        [sys.executable, "server.py", "--port", "0", *args],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None
+    port = int(proc.stdout.readline().rsplit(":", 1)[1])
+    client = await WireClient.connect("127.0.0.1", port)
+    data = b"t" * (5 * CHUNK)
+    await client.send(control(FrameType.PUT, {"key": "k"}) + frame(FrameType.DATA, data[:CHUNK]))
+    assert (await client.reply()).ok
+    proc.send_signal(signal.SIGTERM)
+    await asyncio.sleep(0.3)
+    # Still accepting our DATA: the private Valkey outlives the SIGTERM.
+    await client.send(frame(FrameType.DATA, data[CHUNK:]))
+    await client.send(frame(FrameType.END, hashlib.sha1(data).digest()))
+    stored = await client.reply()
+    assert stored.ok, stored.body
+    assert stored.body["size"] == len(data)
+    assert (await client.reply()).code == "shutting_down"
+    await client.close()
+    assert await asyncio.to_thread(reap, proc) == 0
