@@ -1,0 +1,299 @@
+"""Asynchronous Valise client (PROTOCOL.md section 2).
+
+One connection, requests one at a time (an internal lock serialises concurrent
+callers). Files stream in frames: memory stays at about one frame whatever the
+file size. Every call retries with bounded, jittered backoff when that is
+safe: see :meth:`AsyncClient._call`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import ssl as ssl_mod
+from collections.abc import AsyncGenerator, Awaitable, Callable
+from types import TracebackType
+from typing import Any, TypeVar
+
+from .connection import Connection
+from .errors import Corrupt, IntegrityError, ProtocolError, TransientError, ValiseError
+from .files import GetDest, PutSource, Sink, Source
+from .transfer import Progress, download, upload
+from .wire import FrameType
+
+__all__ = ["AsyncClient", "Progress"]
+
+T = TypeVar("T")
+
+DEFAULT_PORT = 7070
+
+
+def _transient(exc: ValiseError) -> bool:
+    return isinstance(exc, TransientError)
+
+
+class AsyncClient:
+    """Client for one Valise server.
+
+    ``timeout`` bounds connecting and every single read or write (not a whole
+    transfer). ``retries`` is how many times a failed call is tried again.
+    HELLO is sent on every new connection when a ``token`` is given or
+    ``hello`` is true (the default), so reconnecting after a fatal ERROR
+    needs nothing from the caller.
+    """
+
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = DEFAULT_PORT,
+        *,
+        token: str | None = None,
+        client_name: str = "valise-python",
+        timeout: float | None = 30.0,
+        retries: int = 3,
+        backoff: float = 0.2,
+        max_backoff: float = 5.0,
+        ssl: ssl_mod.SSLContext | None = None,
+        hello: bool = True,
+    ) -> None:
+        self.host = host
+        self.port = port
+        self.timeout = timeout
+        self.retries = max(0, retries)
+        self.backoff = backoff
+        self.max_backoff = max_backoff
+        self._ssl = ssl
+        self._token = token
+        self._client_name = client_name
+        self._send_hello = hello or token is not None
+        self._conn: Connection | None = None
+        self._lock = asyncio.Lock()
+        #: The last HELLO reply (``max_frame``, ``max_file_size``, ...).
+        self.server_info: dict[str, Any] | None = None
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            await conn.aclose()
+
+    # -- connection and retries ------------------------------------------
+
+    async def _connection(self) -> Connection:
+        if self._conn is not None and not self._conn.closed:
+            return self._conn
+        conn = await Connection.open(self.host, self.port, io_timeout=self.timeout, ssl=self._ssl)
+        try:
+            if self._send_hello:
+                await self._greet(conn)
+        except BaseException:
+            conn.abort()
+            raise
+        self._conn = conn
+        return conn
+
+    async def _greet(self, conn: Connection) -> dict[str, Any]:
+        body: dict[str, Any] = {"version": 1, "client": self._client_name}
+        if self._token is not None:
+            body["token"] = self._token
+        await conn.send_control(FrameType.HELLO, body)
+        reply = await conn.read_reply()
+        max_frame = reply.get("max_frame")
+        if isinstance(max_frame, int) and not isinstance(max_frame, bool):
+            conn.set_max_frame(max_frame)
+        conn.hello_reply = reply
+        self.server_info = reply
+        return reply
+
+    def _delay(self, attempt: int) -> float:
+        base = min(self.max_backoff, self.backoff * 2.0 ** (attempt - 1))
+        return base * random.uniform(0.5, 1.0)
+
+    async def _call(
+        self,
+        op: Callable[[Connection], Awaitable[T]],
+        may_retry: Callable[[ValiseError], bool] = _transient,
+    ) -> T:
+        """Run ``op`` on the connection, retrying while ``may_retry`` agrees.
+
+        The connection is dropped after a fatal ERROR and after anything that
+        leaves its state unknown (client-side errors, cancellation); the next
+        call reconnects. Integrity failures are retried at most once.
+        """
+        attempt = 0
+        integrity_retried = False
+        while True:
+            try:
+                async with self._lock:
+                    conn = await self._connection()
+                    try:
+                        return await op(conn)
+                    except ValiseError as exc:
+                        if exc.fatal:
+                            conn.abort()
+                        raise
+                    except BaseException:
+                        conn.abort()
+                        raise
+            except ValiseError as exc:
+                if attempt >= self.retries or not may_retry(exc):
+                    raise
+                if isinstance(exc, IntegrityError):
+                    if integrity_retried:
+                        raise
+                    integrity_retried = True
+                attempt += 1
+            await asyncio.sleep(self._delay(attempt))
+
+    async def _request(self, ftype: FrameType, body: dict[str, Any]) -> dict[str, Any]:
+        async def op(conn: Connection) -> dict[str, Any]:
+            await conn.send_control(ftype, body)
+            return await conn.read_reply()
+
+        return await self._call(op)
+
+    # -- simple requests ---------------------------------------------------
+
+    async def hello(self, client: str | None = None, token: str | None = None) -> dict[str, Any]:
+        """Send HELLO (now and on every reconnect); returns the server's reply."""
+        changed = (client is not None and client != self._client_name) or (
+            token is not None and token != self._token
+        )
+        if client is not None:
+            self._client_name = client
+        if token is not None:
+            self._token = token
+        self._send_hello = True
+        async with self._lock:
+            if changed and self._conn is not None and self._conn.hello_reply is not None:
+                # HELLO opens a connection: new credentials need a new one.
+                await self._conn.aclose()
+                self._conn = None
+
+        async def op(conn: Connection) -> dict[str, Any]:
+            if conn.hello_reply is None:
+                return await self._greet(conn)
+            return conn.hello_reply
+
+        return await self._call(op)
+
+    async def ping(self, payload: dict[str, Any] | None = None) -> dict[str, Any]:
+        """PING: the server echoes ``payload``."""
+        return await self._request(FrameType.PING, dict(payload or {}))
+
+    async def stat(self, key: str) -> dict[str, Any]:
+        """File info of ``key``; raises :class:`~client.errors.NotFound`."""
+        return await self._request(FrameType.STAT, {"key": key})
+
+    async def delete(self, key: str) -> bool:
+        """Delete ``key``; whether a file was there."""
+        reply = await self._request(FrameType.DELETE, {"key": key})
+        deleted = reply.get("deleted")
+        if not isinstance(deleted, bool):
+            raise ProtocolError("DELETE reply without a boolean 'deleted'")
+        return deleted
+
+    async def list(
+        self, prefix: str = "", limit: int | None = None
+    ) -> AsyncGenerator[dict[str, Any], None]:
+        """File info of every stored key starting with ``prefix``, in key order.
+
+        Follows the cursor over all pages; ``limit`` is the page size asked
+        of the server (it caps it at 1000), not a total.
+        """
+        cursor: str | None = None
+        while True:
+            body: dict[str, Any] = {"prefix": prefix}
+            if cursor is not None:
+                body["cursor"] = cursor
+            if limit is not None:
+                body["limit"] = limit
+            page = await self._request(FrameType.LIST, body)
+            files = page.get("files")
+            next_cursor = page.get("cursor")
+            if not isinstance(files, list) or not (
+                next_cursor is None or isinstance(next_cursor, str)
+            ):
+                raise ProtocolError("LIST reply needs 'files' (list) and 'cursor' (str|null)")
+            for info in files:
+                yield info
+            if next_cursor is None:
+                return
+            cursor = next_cursor
+
+    # -- transfers -------------------------------------------------------
+
+    async def put(
+        self,
+        key: str,
+        source: PutSource,
+        *,
+        ttl: int | None = None,
+        content_type: str | None = None,
+        size: int | None = None,
+        progress: Progress | None = None,
+    ) -> dict[str, Any]:
+        """Upload ``source`` (a path, bytes, or a binary stream) to ``key``.
+
+        Streams DATA frames while computing SHA-1, ends with END(digest) and
+        returns the stored file info. ``size``, when not given, is declared
+        for paths and bytes so the server can refuse a too large file early.
+        Retried (from the first byte) only for paths and bytes, or for a
+        stream nothing was read from yet.
+        """
+        src = Source(source)
+
+        def may_retry(exc: ValiseError) -> bool:
+            ok = _transient(exc) or isinstance(exc, IntegrityError)
+            return ok and (src.rereadable or not src.consumed)
+
+        try:
+            return await self._call(
+                lambda conn: upload(conn, key, src, ttl, content_type, size, progress),
+                may_retry,
+            )
+        finally:
+            src.close()
+
+    async def get(
+        self,
+        key: str,
+        dest: GetDest,
+        *,
+        offset: int | None = None,
+        length: int | None = None,
+        progress: Progress | None = None,
+    ) -> dict[str, Any]:
+        """Download ``key`` (or a range of it) into ``dest`` (a path or a binary stream).
+
+        Verifies the END digest against the SHA-1 of the bytes received and,
+        for the whole file, against the stored ``sha1``; raises
+        :class:`~client.errors.IntegrityError` otherwise. A path is written
+        atomically and left untouched on any failure. Returns the OK info
+        (file info plus ``offset`` and ``length``).
+        """
+        sink = Sink(dest)
+
+        def may_retry(exc: ValiseError) -> bool:
+            ok = _transient(exc) or isinstance(exc, IntegrityError | Corrupt)
+            return ok and sink.restartable
+
+        body: dict[str, Any] = {"key": key}
+        if offset is not None:
+            body["offset"] = offset
+        if length is not None:
+            body["length"] = length
+        try:
+            return await self._call(lambda conn: download(conn, body, sink, progress), may_retry)
+        finally:
+            sink.abort()

@@ -1,0 +1,327 @@
+"""Command line: ``python -m client COMMAND ...`` (or ``valise COMMAND ...``).
+
+Commands::
+
+    put FILE [KEY]          upload FILE ("-" for stdin, then KEY is required)
+    get KEY [-o FILE|-]     download (default: the key's last path part, in .)
+    stat KEY                file info
+    rm KEY                  delete (exit 3 when there was nothing to delete)
+    ls [PREFIX]             list every file whose key starts with PREFIX
+    ping                    round trip to the server
+    frame ...               write request frames to stdout, for nc
+    decode                  print server frames read from stdin, readably
+
+Exit codes: 0 ok, 1 other error, 2 usage, 3 not found, 4 integrity failure
+(checksum/size mismatch, corrupt, digest check failed), 5 server unavailable,
+busy, shutting down, timed out, or cannot connect.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import ssl
+import sys
+import time
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any, TextIO
+
+from . import nctools
+from .aio import DEFAULT_PORT, AsyncClient
+from .errors import IntegrityError, NotFound, TransientError, ValiseError
+
+__all__ = ["ProgressBar", "exit_code_for", "human_bytes", "main", "parse_server"]
+
+EXIT_OK = 0
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+EXIT_NOT_FOUND = 3
+EXIT_INTEGRITY = 4
+EXIT_UNAVAILABLE = 5
+
+_EPILOG = """\
+environment: VALISE_SERVER (host:port, default 127.0.0.1:7070), VALISE_TOKEN.
+exit codes: 0 ok, 1 other error, 2 usage, 3 not found, 4 integrity failure,
+5 server unavailable/busy/cannot connect."""
+
+
+def exit_code_for(exc: BaseException) -> int:
+    """The documented exit code for an error."""
+    if isinstance(exc, NotFound):
+        return EXIT_NOT_FOUND
+    if isinstance(exc, IntegrityError):
+        return EXIT_INTEGRITY
+    if isinstance(exc, TransientError):
+        return EXIT_UNAVAILABLE
+    return EXIT_ERROR
+
+
+def parse_server(text: str) -> tuple[str, int]:
+    """``host:port``, ``[v6]:port`` or ``host`` (port 7070)."""
+    host, sep, port = text.rpartition(":")
+    bare_v6 = text.startswith("[") and text.endswith("]")
+    if not sep or bare_v6 or (":" in host and not host.startswith("[")):
+        host, port = text, str(DEFAULT_PORT)  # bare host or bare IPv6
+    host = host.removeprefix("[").removesuffix("]")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"bad server address {text!r} (want host:port)")
+    return host, int(port)
+
+
+def _common(parser: argparse.ArgumentParser, *, top: bool) -> None:
+    """Options valid before and after the command (defaults only at the top)."""
+
+    def default(value: Any) -> Any:
+        return value if top else argparse.SUPPRESS
+
+    env_server = os.environ.get("VALISE_SERVER", f"127.0.0.1:{DEFAULT_PORT}")
+    parser.add_argument("--server", default=default(env_server), help="host:port")
+    parser.add_argument("--token", default=default(os.environ.get("VALISE_TOKEN")))
+    parser.add_argument("--json", action="store_true", default=default(False))
+    parser.add_argument("-q", "--quiet", action="store_true", default=default(False))
+    parser.add_argument("--timeout", type=float, default=default(30.0), help="seconds")
+    parser.add_argument("--retries", type=int, default=default(3))
+    parser.add_argument("--tls", action="store_true", default=default(False))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="valise",
+        description="Valise client: files kept in memory for a limited time.",
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _common(parser, top=True)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name: str, help_text: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_text, epilog=_EPILOG)
+        _common(p, top=False)
+        return p
+
+    p = command("put", "upload a file")
+    p.add_argument("file", help='path, or "-" for stdin')
+    p.add_argument("key", nargs="?")
+    p.add_argument("--ttl", type=int, help="seconds to keep the file")
+    p.add_argument("--content-type")
+    p = command("get", "download a file")
+    p.add_argument("key")
+    p.add_argument("-o", "--output", help='path, or "-" for stdout')
+    p.add_argument("--offset", type=int)
+    p.add_argument("--length", type=int)
+    p = command("stat", "show file info")
+    p.add_argument("key")
+    p = command("rm", "delete a file")
+    p.add_argument("key")
+    p = command("ls", "list files")
+    p.add_argument("prefix", nargs="?", default="")
+    p.add_argument("--limit", type=int, help="page size asked of the server")
+    command("ping", "check the server answers")
+    nctools.add_parsers(sub, lambda p: _common(p, top=False))
+    return parser
+
+
+_WIDTH = 24
+
+
+def human_bytes(n: float) -> str:
+    """``1536`` -> ``'1.5 KiB'``."""
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if abs(n) < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    raise AssertionError("unreachable")
+
+
+def _clock(seconds: float) -> str:
+    seconds = int(seconds)
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+
+
+class ProgressBar:
+    """Redraws at most 10 times a second; ``enabled=False`` makes it silent.
+
+    Used as the ``progress`` callback of ``put``/``get``: ``bar(done, total)``.
+    """
+
+    def __init__(self, label: str, *, enabled: bool, stream: TextIO | None = None) -> None:
+        self.label = label
+        self.enabled = enabled
+        self.stream = stream if stream is not None else sys.stderr
+        self._start = time.monotonic()
+        self._last_draw = 0.0
+        self._done = 0
+        self._total: int | None = None
+        self._drawn = False
+
+    def __call__(self, done: int, total: int | None) -> None:
+        if done < self._done:  # a retry started over
+            self._start = time.monotonic()
+        self._done, self._total = done, total
+        now = time.monotonic()
+        if self.enabled and now - self._last_draw >= 0.1:
+            self._last_draw = now
+            self._draw(now)
+
+    def _draw(self, now: float) -> None:
+        elapsed = max(now - self._start, 1e-6)
+        rate = self._done / elapsed
+        parts = [self.label]
+        if self._total:
+            frac = min(self._done / self._total, 1.0)
+            filled = int(frac * _WIDTH)
+            parts.append("[" + "#" * filled + "." * (_WIDTH - filled) + f"] {frac:4.0%}")
+            parts.append(f"{human_bytes(self._done)}/{human_bytes(self._total)}")
+        else:
+            parts.append(human_bytes(self._done))
+        parts.append(f"{rate / 1e6:.1f} MB/s")
+        if self._total and rate > 0:
+            parts.append("ETA " + _clock(max(self._total - self._done, 0) / rate))
+        self.stream.write("\r" + "  ".join(parts) + "\x1b[K")
+        self.stream.flush()
+        self._drawn = True
+
+    def finish(self) -> None:
+        """Draw the final state and end the line (if anything was drawn)."""
+        if self.enabled and (self._drawn or self._done):
+            self._draw(time.monotonic())
+            self.stream.write("\n")
+            self.stream.flush()
+
+
+def _fmt_time(value: Any) -> str:
+    if not isinstance(value, int | float):
+        return "-"
+    return datetime.fromtimestamp(value).isoformat(sep=" ", timespec="seconds")
+
+
+def _print_json(value: Any, *, err: bool = False) -> None:
+    print(json.dumps(value, ensure_ascii=False), file=sys.stderr if err else sys.stdout)
+
+
+async def _run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    try:
+        host, port = parse_server(args.server)
+    except ValueError as exc:
+        parser.error(str(exc))
+    bar_enabled = sys.stderr.isatty() and not args.quiet
+    async with AsyncClient(
+        host,
+        port,
+        token=args.token,
+        timeout=args.timeout,
+        retries=args.retries,
+        ssl=ssl.create_default_context() if args.tls else None,
+        client_name="valise-cli",
+    ) as client:
+        cmd = args.command
+        if cmd == "put":
+            key = args.key
+            if key is None:
+                if args.file == "-":
+                    parser.error("put from stdin needs a KEY")
+                key = os.path.basename(args.file)
+            source: Any = sys.stdin.buffer if args.file == "-" else args.file
+            bar = ProgressBar(f"put {key}", enabled=bar_enabled)
+            try:
+                info = await client.put(
+                    key, source, ttl=args.ttl, content_type=args.content_type, progress=bar
+                )
+            finally:
+                bar.finish()
+            if args.json:
+                _print_json(info)
+            elif not args.quiet:
+                print(f"{info.get('key')}  {info.get('size')} bytes  sha1 {info.get('sha1')}")
+        elif cmd == "get":
+            output = args.output
+            if output is None:
+                output = args.key.rstrip("/").rpartition("/")[2]
+                if output in ("", ".", ".."):
+                    parser.error("cannot name a file after this key: give -o FILE")
+            dest: Any = sys.stdout.buffer if output == "-" else output
+            bar = ProgressBar(f"get {args.key}", enabled=bar_enabled)
+            try:
+                info = await client.get(
+                    args.key, dest, offset=args.offset, length=args.length, progress=bar
+                )
+            finally:
+                bar.finish()
+            if args.json:
+                _print_json(info, err=output == "-")
+            elif not args.quiet:
+                where = "stdout" if output == "-" else output
+                print(
+                    f"{args.key} -> {where}  {info.get('length')} bytes, sha1 verified",
+                    file=sys.stderr,
+                )
+        elif cmd == "stat":
+            info = await client.stat(args.key)
+            if args.json:
+                _print_json(info)
+            else:
+                for name, value in info.items():
+                    shown = _fmt_time(value) if name.endswith("_at") else value
+                    print(f"{name:>13}: {shown}")
+        elif cmd == "rm":
+            deleted = await client.delete(args.key)
+            if args.json:
+                _print_json({"key": args.key, "deleted": deleted})
+            if not deleted:
+                if not args.quiet:
+                    print(f"valise: not found: {args.key}", file=sys.stderr)
+                return EXIT_NOT_FOUND
+            if not args.quiet and not args.json:
+                print(f"deleted {args.key}")
+        elif cmd == "ls":
+            async for info in client.list(args.prefix, args.limit):
+                if args.json:
+                    _print_json(info)
+                else:
+                    size = human_bytes(info.get("size", 0))
+                    expires = _fmt_time(info.get("expires_at"))
+                    print(f"{size:>10}  expires {expires}  {info.get('key')}")
+        elif cmd == "ping":
+            started = time.perf_counter()
+            reply = await client.ping({"t": time.time()})
+            ms = (time.perf_counter() - started) * 1000
+            if args.json:
+                _print_json({"reply": reply, "server": client.server_info, "ms": ms})
+            elif not args.quiet:
+                server = (client.server_info or {}).get("server", "server")
+                print(f"pong from {server} at {host}:{port} in {ms:.1f} ms")
+        else:  # pragma: no cover - argparse only accepts the commands above
+            parser.error(f"unknown command {cmd}")
+    return EXIT_OK
+
+
+def _report(exc: ValiseError) -> None:
+    print(f"valise: {exc}", file=sys.stderr)
+    for name in ("expected", "actual", "stored", "received"):
+        if name in exc.fields:
+            print(f"  {name}: {exc.fields[name]}", file=sys.stderr)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        if args.command in nctools.COMMANDS:
+            return nctools.run(args)
+        return asyncio.run(_run(args, parser))
+    except ValiseError as exc:
+        _report(exc)
+        return exit_code_for(exc)
+    except KeyboardInterrupt:
+        print("valise: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        # Output closed early (| head): not worth a traceback.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_ERROR
+    except OSError as exc:
+        print(f"valise: {exc}", file=sys.stderr)
+        return EXIT_ERROR

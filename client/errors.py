@@ -1,0 +1,268 @@
+"""Typed exceptions for the Valise client.
+
+Server ERROR frames (PROTOCOL.md section 4) become one exception class per wire
+code, looked up in :data:`ERRORS_BY_CODE`; there is no isinstance ladder on the
+way in. Failures the client detects itself (a download whose digest does not
+match, a dropped connection, a server that speaks garbage) get their own codes,
+which never appear on the wire.
+
+Two families help callers (and the CLI's exit codes) decide what to do:
+
+- :class:`IntegrityError`: the bytes are not what they should be
+  (``checksum_mismatch``, ``size_mismatch``, ``corrupt``, or a client-side
+  digest check). Retrying once may help; more than once never does.
+- :class:`TransientError`: the server could not be reached or could not serve
+  right now (``unavailable``, ``busy``, ``timeout``, ``shutting_down``,
+  connection failures). Retrying later may help.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+__all__ = [
+    "ERRORS_BY_CODE",
+    "BadFrame",
+    "BadKey",
+    "BadRange",
+    "BadRequest",
+    "BadVersion",
+    "Busy",
+    "ChecksumMismatch",
+    "ConnectionFailed",
+    "ConnectionLost",
+    "Corrupt",
+    "Forbidden",
+    "IntegrityError",
+    "Internal",
+    "NotFound",
+    "ProtocolError",
+    "RequestTimeout",
+    "ShuttingDown",
+    "SizeMismatch",
+    "StorageFull",
+    "Timeout",
+    "TooLarge",
+    "TransientError",
+    "Unauthorized",
+    "Unavailable",
+    "ValiseError",
+    "error_from_wire",
+]
+
+
+class ValiseError(Exception):
+    """Base of every error raised by the client.
+
+    ``code`` is the wire code (or a client-side code for errors the client
+    detects itself), ``fatal`` says whether the connection it happened on is
+    gone, and ``fields`` holds any extra fields of the ERROR payload (for
+    ``checksum_mismatch``: ``expected`` and ``actual``).
+    """
+
+    #: Wire code this class stands for; instances may carry another one
+    #: (an unknown code from a newer server falls back to this base class).
+    default_code: ClassVar[str] = "error"
+    #: Whether this error normally ends the connection.
+    default_fatal: ClassVar[bool] = False
+
+    def __init__(
+        self,
+        message: str = "",
+        *,
+        code: str | None = None,
+        fatal: bool | None = None,
+        fields: Mapping[str, Any] | None = None,
+    ) -> None:
+        self.code: str = code if code is not None else self.default_code
+        self.message: str = message
+        self.fatal: bool = fatal if fatal is not None else self.default_fatal
+        self.fields: dict[str, Any] = dict(fields or {})
+        super().__init__(f"{self.code}: {message}" if message else self.code)
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(code={self.code!r}, message={self.message!r}, "
+            f"fatal={self.fatal!r})"
+        )
+
+
+class IntegrityError(ValiseError):
+    """Bytes that do not match their SHA-1 or size.
+
+    Raised as such when a download's END digest differs from the SHA-1 of the
+    bytes received, the byte count differs from the announced length, or a
+    whole-file digest differs from the stored ``sha1``. Every byte of such a
+    download is to be treated as lost (a path destination is left untouched).
+    """
+
+    default_code = "integrity_error"
+
+
+class TransientError(ValiseError):
+    """The server could not be reached or could not serve now."""
+
+    default_code = "transient"
+    default_fatal = True
+
+
+# Wire codes (PROTOCOL.md section 4). Fatality comes from the ERROR frame;
+# the defaults only matter for errors built by hand.
+
+
+class BadFrame(ValiseError):
+    default_code = "bad_frame"
+    default_fatal = True
+
+
+class BadRequest(ValiseError):
+    default_code = "bad_request"
+
+
+class BadVersion(ValiseError):
+    default_code = "bad_version"
+    default_fatal = True
+
+
+class BadKey(ValiseError):
+    default_code = "bad_key"
+
+
+class BadRange(ValiseError):
+    default_code = "bad_range"
+
+
+class Unauthorized(ValiseError):
+    default_code = "unauthorized"
+    default_fatal = True
+
+
+class Forbidden(ValiseError):
+    default_code = "forbidden"
+
+
+class NotFound(ValiseError):
+    default_code = "not_found"
+
+
+class TooLarge(ValiseError):
+    default_code = "too_large"
+
+
+class ChecksumMismatch(IntegrityError):
+    """The server's SHA-1 of an upload differs from the END digest sent."""
+
+    default_code = "checksum_mismatch"
+
+
+class SizeMismatch(IntegrityError):
+    default_code = "size_mismatch"
+
+
+class Corrupt(IntegrityError):
+    """A stored chunk is missing or damaged: the whole download is lost."""
+
+    default_code = "corrupt"
+
+
+class StorageFull(ValiseError):
+    default_code = "storage_full"
+
+
+class Unavailable(TransientError):
+    default_code = "unavailable"
+    default_fatal = False
+
+
+class Busy(TransientError):
+    default_code = "busy"
+
+
+class Timeout(TransientError):
+    """The server timed the connection out (idle, or an upload too slow)."""
+
+    default_code = "timeout"
+
+
+class ShuttingDown(TransientError):
+    default_code = "shutting_down"
+
+
+class Internal(ValiseError):
+    default_code = "internal"
+
+
+# Client-side conditions, never on the wire.
+
+
+class ConnectionFailed(TransientError):
+    """Could not open a connection (refused, unreachable, DNS, TLS)."""
+
+    default_code = "connect_failed"
+
+
+class ConnectionLost(TransientError):
+    """The connection dropped before the reply was complete."""
+
+    default_code = "connection_lost"
+
+
+class RequestTimeout(TransientError):
+    """No progress from the server within the client's timeout."""
+
+    default_code = "client_timeout"
+
+
+class ProtocolError(ValiseError):
+    """The server sent something PROTOCOL.md does not allow."""
+
+    default_code = "protocol_error"
+    default_fatal = True
+
+
+#: Wire code -> exception class (PROTOCOL.md section 4).
+ERRORS_BY_CODE: dict[str, type[ValiseError]] = {
+    cls.default_code: cls
+    for cls in (
+        BadFrame,
+        BadRequest,
+        BadVersion,
+        BadKey,
+        BadRange,
+        Unauthorized,
+        Forbidden,
+        NotFound,
+        TooLarge,
+        ChecksumMismatch,
+        SizeMismatch,
+        Corrupt,
+        StorageFull,
+        Unavailable,
+        Busy,
+        Timeout,
+        ShuttingDown,
+        Internal,
+    )
+}
+
+
+def error_from_wire(body: Mapping[str, Any]) -> ValiseError:
+    """Build the exception for an ERROR payload.
+
+    Unknown codes (a newer server) give a plain :class:`ValiseError` carrying
+    that code. A missing or ill-typed ``fatal`` is read as fatal: when in
+    doubt, reconnect.
+    """
+    code = body.get("code")
+    message = body.get("message")
+    fatal = body.get("fatal")
+    code_s = code if isinstance(code, str) and code else "unknown"
+    cls = ERRORS_BY_CODE.get(code_s, ValiseError)
+    fields = {k: v for k, v in body.items() if k not in ("code", "message", "fatal")}
+    return cls(
+        message if isinstance(message, str) else "",
+        code=code_s,
+        fatal=fatal if isinstance(fatal, bool) else True,
+        fields=fields,
+    )

@@ -1,0 +1,189 @@
+"""Where upload bytes come from and download bytes go, one frame at a time.
+
+:class:`Source` reads a ``put()`` source (a path, a bytes-like object, or a
+binary stream) in frame-sized pieces; paths and bytes can be re-read from the
+start for a retry, streams cannot once anything was read from them.
+
+:class:`Sink` writes a download to a binary stream, or to a path atomically:
+a temporary file in the same directory, fsync, ``os.replace``. The temporary
+file is removed on any failure, so a path destination is either the complete,
+verified file or untouched. Memory stays at one frame either way.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import stat
+import tempfile
+from typing import IO, Protocol
+
+from .wire import Bytes
+
+__all__ = ["PutSource", "Readable", "Sink", "Source", "Writable"]
+
+
+class Readable(Protocol):
+    """A binary stream ``put()`` can read from."""
+
+    def read(self, size: int = ..., /) -> bytes: ...
+
+
+class Writable(Protocol):
+    """A binary stream ``get()`` can write to."""
+
+    def write(self, data: bytes, /) -> object: ...
+
+
+PathLike = str | os.PathLike[str]
+PutSource = PathLike | bytes | bytearray | memoryview | Readable
+GetDest = PathLike | Writable
+
+
+class Source:
+    """Frame-sized reads from a ``put()`` source."""
+
+    def __init__(self, source: PutSource) -> None:
+        self._path: PathLike | None = None
+        self._buffer: memoryview | None = None
+        self._stream: Readable | None = None
+        if isinstance(source, bytes | bytearray | memoryview):
+            self._buffer = memoryview(source).cast("B")
+        elif isinstance(source, str | os.PathLike):
+            self._path = source
+        else:
+            self._stream = source
+        self._file: IO[bytes] | None = None
+        self._pos = 0
+        #: Whether anything was read from a stream source (then it cannot be retried).
+        self.consumed = False
+
+    @property
+    def rereadable(self) -> bool:
+        """A path or bytes: a retry can start again from the first byte."""
+        return self._stream is None
+
+    @property
+    def name(self) -> str | None:
+        """The file name of a path source."""
+        return os.fspath(self._path) if self._path is not None else None
+
+    def start(self) -> int | None:
+        """(Re)start from the first byte; returns the size when it is known."""
+        self.close()
+        self._pos = 0
+        if self._buffer is not None:
+            return self._buffer.nbytes
+        if self._path is not None:
+            self._file = open(self._path, "rb")  # noqa: SIM115 - closed by close()
+            st = os.fstat(self._file.fileno())
+            return st.st_size if stat.S_ISREG(st.st_mode) else None
+        if self.consumed:
+            raise RuntimeError("a stream source cannot be read twice")
+        return None
+
+    def read(self, size: int) -> Bytes:
+        """Up to ``size`` bytes; empty at the end."""
+        if self._buffer is not None:
+            piece = self._buffer[self._pos : self._pos + size]
+            self._pos += piece.nbytes
+            return piece
+        if self._file is not None:
+            return self._file.read(size)
+        assert self._stream is not None
+        self.consumed = True
+        data = self._stream.read(size)
+        if not isinstance(data, bytes | bytearray):
+            raise TypeError("put() source stream must be binary (read() returned no bytes)")
+        return data
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+
+class Sink:
+    """Download destination: a stream, or a path written atomically."""
+
+    def __init__(self, dest: GetDest) -> None:
+        self._path: str | None = None
+        self._stream: Writable | None = None
+        if isinstance(dest, str | os.PathLike):
+            self._path = os.path.abspath(os.fspath(dest))
+        else:
+            self._stream = dest
+        self._tmp_name: str | None = None
+        self._tmp: IO[bytes] | None = None
+        #: Bytes written to the destination in the current attempt.
+        self.written = 0
+        #: Bytes ever written to a stream destination (a retry cannot undo them).
+        self.stream_written = 0
+
+    @property
+    def restartable(self) -> bool:
+        """A retry can start over: a path, or a stream nothing was written to yet."""
+        return self._path is not None or self.stream_written == 0
+
+    def start(self) -> None:
+        """Begin an attempt (a fresh temporary file for a path)."""
+        self.abort()
+        self.written = 0
+        if self._path is not None:
+            directory, base = os.path.split(self._path)
+            fd, self._tmp_name = tempfile.mkstemp(
+                prefix=f".{base}.", suffix=".part", dir=directory or "."
+            )
+            self._tmp = os.fdopen(fd, "wb")
+
+    def write(self, data: bytes) -> None:
+        if self._tmp is not None:
+            self._tmp.write(data)
+        else:
+            assert self._stream is not None
+            self._stream.write(data)
+            self.stream_written += len(data)
+        self.written += len(data)
+
+    def commit(self) -> None:
+        """Make the verified bytes visible: fsync and rename a path into place."""
+        if self._tmp is None or self._tmp_name is None or self._path is None:
+            flush = getattr(self._stream, "flush", None)
+            if callable(flush):
+                flush()
+            return
+        try:
+            self._tmp.flush()
+            os.fsync(self._tmp.fileno())
+            self._tmp.close()
+            os.replace(self._tmp_name, self._path)
+        except BaseException:
+            self.abort()
+            raise
+        self._tmp = None
+        self._tmp_name = None
+        _fsync_dir(os.path.dirname(self._path))
+
+    def abort(self) -> None:
+        """Drop the current attempt: close and delete the temporary file."""
+        if self._tmp is not None:
+            with contextlib.suppress(OSError):
+                self._tmp.close()
+            self._tmp = None
+        if self._tmp_name is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(self._tmp_name)
+            self._tmp_name = None
+
+
+def _fsync_dir(directory: str) -> None:
+    """Persist the rename; not every platform or file system allows it."""
+    try:
+        fd = os.open(directory or ".", os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        with contextlib.suppress(OSError):
+            os.fsync(fd)
+    finally:
+        os.close(fd)

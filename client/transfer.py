@@ -1,0 +1,145 @@
+"""One upload or one download on a connection (PROTOCOL.md section 2, PUT and GET).
+
+No retries here (see :meth:`client.aio.AsyncClient._call`): each function is
+one attempt, reading its source or writing its sink from the first byte.
+Memory stays at one DATA frame.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from collections.abc import Callable
+from typing import Any
+
+from .connection import Connection
+from .errors import ConnectionLost, IntegrityError, ProtocolError, RequestTimeout
+from .files import Sink, Source
+from .wire import FrameType, encode_data, encode_end
+
+__all__ = ["Progress", "download", "upload", "verify_download"]
+
+#: Progress callback: ``(bytes_done, bytes_total_or_None)``.
+Progress = Callable[[int, int | None], None]
+
+#: How long to wait for the ERROR that explains a connection dropped mid-upload.
+_ERROR_GRACE = 2.0
+
+
+async def upload(
+    conn: Connection,
+    key: str,
+    src: Source,
+    ttl: int | None,
+    content_type: str | None,
+    size: int | None,
+    progress: Progress | None,
+) -> dict[str, Any]:
+    """PUT, DATA*, END(sha1); returns the stored file info or raises the ERROR."""
+    known = src.start()
+    declared = size if size is not None else known
+    body: dict[str, Any] = {"key": key}
+    if declared is not None:
+        body["size"] = declared
+    if ttl is not None:
+        body["ttl"] = ttl
+    if content_type is not None:
+        body["content_type"] = content_type
+    await conn.send_control(FrameType.PUT, body)
+    # Wait for the acceptance before streaming: a refused PUT then costs
+    # one round trip instead of a file's worth of discarded DATA.
+    await conn.read_reply()
+    if progress is not None:
+        progress(0, declared)
+    # The server may send a fatal ERROR at any moment of the upload
+    # (too_large, timeout, storage failure): a watcher reads it while we send.
+    watcher = asyncio.create_task(conn.read_frame(wait_forever=True))
+    try:
+        sha1 = hashlib.sha1()
+        sent = 0
+        ended = False
+        try:
+            while not watcher.done():
+                chunk = src.read(conn.max_frame_out)
+                if not chunk:
+                    await conn.send(encode_end(sha1.digest()))
+                    ended = True
+                    break
+                sha1.update(chunk)
+                await conn.send(encode_data(chunk))
+                sent += len(chunk)
+                if progress is not None:
+                    progress(sent, declared)
+        except ConnectionLost:
+            # The server may have said why before it closed: prefer its ERROR.
+            await asyncio.wait({watcher}, timeout=_ERROR_GRACE)
+            if not watcher.done() or watcher.exception() is not None:
+                raise
+        done, _ = await asyncio.wait({watcher}, timeout=conn.timeout)
+        if not done:
+            raise RequestTimeout(f"no reply to END within {conn.timeout} s")
+        reply = conn.reply_of(watcher.result())  # raises for ERROR
+        if not ended:
+            raise ProtocolError("server replied OK before the upload's END")
+        return reply
+    finally:
+        if not watcher.done():
+            watcher.cancel()
+        await asyncio.gather(watcher, return_exceptions=True)
+
+
+async def download(
+    conn: Connection, body: dict[str, Any], sink: Sink, progress: Progress | None
+) -> dict[str, Any]:
+    """GET into ``sink``, verified before it is committed; returns the OK info."""
+    await conn.send_control(FrameType.GET, body)
+    info = await conn.read_reply()
+    expected = info.get("length")
+    if not isinstance(expected, int) or isinstance(expected, bool) or expected < 0:
+        raise ProtocolError("GET reply without an integer 'length'")
+    sink.start()
+    if progress is not None:
+        progress(0, expected)
+    sha1 = hashlib.sha1()
+    received = 0
+    while True:
+        frame = await conn.read_frame()
+        if frame.type is FrameType.DATA:
+            received += len(frame.payload)
+            if received > expected:
+                raise ProtocolError(f"server sent more than the {expected} bytes announced")
+            sha1.update(frame.payload)
+            sink.write(frame.payload)
+            if progress is not None:
+                progress(received, expected)
+        elif frame.type is FrameType.END:
+            digest = frame.digest()
+            break
+        else:
+            # ERROR (corrupt, not_found, ...) ends the stream: all bytes lost.
+            conn.reply_of(frame)
+            raise ProtocolError(f"unexpected {frame.type.name} inside a download")
+    verify_download(info, body, received, expected, sha1.digest(), digest)
+    sink.commit()
+    return info
+
+
+def verify_download(
+    info: dict[str, Any],
+    request: dict[str, Any],
+    received: int,
+    expected: int,
+    actual: bytes,
+    digest: bytes,
+) -> None:
+    """PROTOCOL.md section 2 GET: length bytes, END = SHA-1 of them, whole file = stored sha1."""
+    fields = {"expected": digest.hex(), "actual": actual.hex(), "received": received}
+    if received != expected:
+        raise IntegrityError(f"download ended after {received} of {expected} bytes", fields=fields)
+    if actual != digest:
+        raise IntegrityError("SHA-1 of the bytes received does not match END", fields=fields)
+    whole = request.get("offset", 0) == 0 and received == info.get("size")
+    stored = info.get("sha1")
+    if whole and isinstance(stored, str) and stored.lower() != digest.hex():
+        fields["stored"] = stored
+        raise IntegrityError("whole-file SHA-1 differs from the stored sha1", fields=fields)
