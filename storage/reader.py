@@ -16,7 +16,7 @@ from typing import NoReturn
 from storage import keys
 from storage.errors import BadRange, Corrupt, FileNotFound
 from storage.info import FileInfo
-from storage.store import Store, call, sha1_digest
+from storage.store import Store, call, sha1_of
 
 
 class Download:
@@ -83,10 +83,7 @@ class Download:
         if chunk is None:
             await self._lost(f"chunk {index}")
         expected = min(self.info.chunk_size, self.info.size - index * self.info.chunk_size)
-        if (
-            len(chunk) != expected
-            or await asyncio.to_thread(sha1_digest, memoryview(chunk)) != digest
-        ):
+        if len(chunk) != expected or await sha1_of(memoryview(chunk)) != digest:
             raise Corrupt(f"chunk {index} does not match its recorded checksum")
         return chunk
 

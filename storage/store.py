@@ -41,6 +41,8 @@ T = TypeVar("T")
 ATTEMPTS = 3
 #: Keys per PEXPIRE/UNLINK batch.
 BATCH = 512
+#: Seconds the INFO memory figures behind the PUT-time room check are reused.
+MEMORY_CACHE = 0.5
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,6 +106,8 @@ class Store:
         # valkey-py's annotations mix its sync and async return types and refuse
         # bytes keys; typed as Any here, and only here, behind our own methods.
         self.client: Any = valkey_async.Valkey(connection_pool=pool)
+        self._memory = (0, 0)
+        self._memory_at = -MEMORY_CACHE
         self._commit = self.client.register_script(scripts.COMMIT)
         self._delete = self.client.register_script(scripts.DELETE)
         self._list = self.client.register_script(scripts.LIST)
@@ -146,15 +150,22 @@ class Store:
             )
 
     async def check_writable(self, size: int | None) -> None:
-        """Before accepting a PUT: Valkey answers and has room for a declared size."""
+        """Before accepting a PUT: Valkey answers and has room for a declared size.
 
-        async def memory() -> dict[str, Any]:
-            info: dict[str, Any] = await self.client.info("memory")
-            return info
+        The memory figures are cached for MEMORY_CACHE seconds: a busy server
+        accepting thousands of small PUTs a second asks Valkey twice a second.
+        """
+        now = time.monotonic()
+        if now - self._memory_at > MEMORY_CACHE:
 
-        info = await call(memory, idempotent=True)
-        maxmemory = int(info.get("maxmemory", 0))
-        used = int(info.get("used_memory", 0))
+            async def memory() -> dict[str, Any]:
+                info: dict[str, Any] = await self.client.info("memory")
+                return info
+
+            info = await call(memory, idempotent=True)
+            self._memory = (int(info.get("used_memory", 0)), int(info.get("maxmemory", 0)))
+            self._memory_at = now
+        used, maxmemory = self._memory
         if maxmemory and used + (size or 0) >= maxmemory:
             raise StorageFull("Valkey has no room for this upload")
 
@@ -265,8 +276,18 @@ class Store:
 
 
 def sha1_digest(data: memoryview) -> bytes:
-    """SHA-1 of a chunk; hashlib releases the GIL, so this runs well in a thread."""
     return hashlib.sha1(data, usedforsecurity=False).digest()
+
+
+#: Below this a thread hand-off costs more than the hash itself.
+THREAD_HASH_MIN = 256 * 1024
+
+
+async def sha1_of(data: memoryview) -> bytes:
+    """SHA-1 of a chunk, in a worker thread when large (hashlib releases the GIL)."""
+    if len(data) < THREAD_HASH_MIN:
+        return sha1_digest(data)
+    return await asyncio.to_thread(sha1_digest, data)
 
 
 def new_vid() -> str:

@@ -21,7 +21,7 @@ import time
 from storage import keys
 from storage.errors import StorageError, StorageUnavailable
 from storage.info import FileInfo
-from storage.store import Store, call, new_vid, sha1_digest
+from storage.store import Store, call, new_vid, sha1_of
 
 log = logging.getLogger("valise.storage")
 
@@ -75,11 +75,9 @@ class ChunkWriter:
         index = len(self._digests)
         chunk = memoryview(self._buffers[0])[: self._fill]
         self._inflight = asyncio.create_task(self._store_chunk(index, chunk))
-        # Swap: fill the other buffer while this one is on its way.
-        spare = self._buffers[1]
-        if len(spare) != self.chunk_size:
-            spare = bytearray(self.chunk_size)
-        self._buffers = [spare, self._buffers[0]]
+        # Swap: fill the other buffer while this one is on its way. The spare
+        # is empty (it grows) until a previous chunk's buffer is free for reuse.
+        self._buffers = [self._buffers[1], self._buffers[0]]
         self._fill = 0
         if self._keeper is None:
             self._keeper = asyncio.create_task(self._keep_alive())
@@ -92,7 +90,7 @@ class ChunkWriter:
     async def _store_chunk(self, index: int, chunk: memoryview) -> bytes:
         name = keys.chunk_key(self.vid, index)
         staging_ms = self.store.config.staging_ttl * 1000
-        digest = asyncio.create_task(asyncio.to_thread(sha1_digest, chunk))
+        digest = asyncio.create_task(sha1_of(chunk))
         try:
             await call(lambda: self.store.client.set(name, chunk, px=staging_ms), idempotent=True)
         finally:
@@ -126,10 +124,9 @@ class ChunkWriter:
         if size != self.size:
             raise AssertionError("writer and protocol disagree on the upload size")
         try:
-            if self._fill:
-                await self._flush()
             await self._settle()
             await self._stop_keeper()
+            tail = memoryview(self._buffers[0])[: self._fill] if self._fill else None
             now = time.time()
             info = FileInfo(
                 key=self.key,
@@ -137,19 +134,12 @@ class ChunkWriter:
                 sha1=sha1,
                 content_type=self.content_type,
                 chunk_size=self.chunk_size,
-                chunks=len(self._digests),
+                chunks=len(self._digests) + (tail is not None),
                 created_at=now,
                 expires_at=now + self.ttl,
                 vid=self.vid,
             )
-            final_ms = (self.ttl + self.store.config.grace) * 1000
-            if self._digests:
-                digests = b"".join(self._digests)
-                name = keys.digests_key(self.vid)
-                await call(
-                    lambda: self.store.client.set(name, digests, px=final_ms), idempotent=True
-                )
-                await self.store.expire_many(self._chunk_names(), final_ms, None)
+            await self._finish_chunks(tail)
         except BaseException:
             await self.abort()
             raise
@@ -175,6 +165,29 @@ class ChunkWriter:
             return await self.store.current_vid(self.namespace, self.key) == self.vid
         except StorageError:
             return False
+
+    async def _finish_chunks(self, tail: memoryview | None) -> None:
+        """One pipeline: the tail chunk and the digest list at their final TTL,
+        and every earlier chunk's TTL extended to it (a one-chunk file: one trip)."""
+        final_ms = (self.ttl + self.store.config.grace) * 1000
+        earlier = self._chunk_names()
+        if tail is not None:
+            self._digests.append(await sha1_of(tail))
+        if not self._digests:
+            return
+        tail_name = keys.chunk_key(self.vid, len(earlier))
+        digests = b"".join(self._digests)
+
+        async def run() -> None:
+            async with self.store.client.pipeline(transaction=False) as pipe:
+                if tail is not None:
+                    pipe.set(tail_name, tail, px=final_ms)
+                pipe.set(keys.digests_key(self.vid), digests, px=final_ms)
+                for name in earlier:
+                    pipe.pexpire(name, final_ms)
+                await pipe.execute()
+
+        await call(run, idempotent=True)
 
     def _chunk_names(self) -> list[str]:
         return [keys.chunk_key(self.vid, i) for i in range(len(self._digests))]

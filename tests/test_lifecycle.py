@@ -207,6 +207,7 @@ async def test_storage_full(own_valkey: EmbeddedValkey) -> None:
         assert (await client.put("kept", b"k" * CHUNK)).ok
         used = int(vk.info("memory")["used_memory"])
         vk.config_set("maxmemory", used + 4 * CHUNK)
+        await asyncio.sleep(0.6)  # the server reuses memory figures for 0.5 s
         # Declared too big for what is left: refused before any byte is sent.
         reply = await client.request(FrameType.PUT, {"key": "big", "size": 10 * CHUNK})
         assert reply.code == "storage_full" and reply.body["fatal"] is True
@@ -246,6 +247,7 @@ async def test_valkey_down_is_unavailable_then_recovers() -> None:
     try:
         assert (await client.put("k", b"v")).ok
         first.kill()
+        await asyncio.sleep(0.6)  # past the 0.5 s memory-figure cache of the PUT check
         reply = await client.request(FrameType.STAT, {"key": "k"})
         assert reply.code == "unavailable" and reply.body["fatal"] is False
         reply = await client.request(FrameType.PUT, {"key": "k2"})
