@@ -1,0 +1,836 @@
+"""Valise benchmark: `python -m tests.bench` (or `make bench ARGS=...`). Prints, never asserts.
+
+One run starts a private valkey-server (unix socket, persistence off) and, per
+chunk size, the Valise server as a subprocess on 127.0.0.1, then measures:
+
+1. ceiling: raw valkey-py asyncio SET then GET of ``--size`` bytes in chunk-size
+   values (one command in flight, the pool settings of storage/store.py);
+2. Valise upload and download of the same bytes over TCP (MB/s, ratio to 1);
+3. small files: ``--small-connections`` connections doing PUT then GET of 4 KiB;
+4. the server's peak RSS during 2, and during ``--concurrent`` parallel uploads;
+5. 1 and 2 for every ``--chunk-sizes`` value (the server is restarted per size).
+
+MB = 10**6 bytes. Each measurement runs ``--repeat`` times: median (min-max).
+``--profile DIR`` instead runs one upload and one download under cProfile.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import ctypes
+import hashlib
+import importlib
+import json
+import os
+import platform
+import pstats
+import select
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import valkey.asyncio as valkey_async
+from valkey.asyncio.retry import Retry
+from valkey.backoff import NoBackoff
+
+from config import parse_size
+from protocol.frames import HEADER, FrameType
+from storage.embedded import EmbeddedValkey
+
+MB = 1_000_000
+MIB = 1024**2
+REPO = Path(__file__).resolve().parent.parent
+TTL = 900
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+PR_SET_PDEATHSIG = 1
+
+#: Every subprocess this run started; main() ends whatever is still alive.
+_children: list[subprocess.Popen[bytes]] = []
+
+
+class BenchError(Exception):
+    pass
+
+
+# -- numbers -----------------------------------------------------------------
+
+
+def summary(values: Sequence[float]) -> dict[str, Any]:
+    return {
+        "median": statistics.median(values),
+        "min": min(values),
+        "max": max(values),
+        "runs": list(values),
+    }
+
+
+def fmt(stat: dict[str, Any] | None, digits: int = 0) -> str:
+    if not stat:
+        return "-"
+    med, low, high = stat["median"], stat["min"], stat["max"]
+    if low == high:
+        return f"{med:.{digits}f}"
+    return f"{med:.{digits}f} ({low:.{digits}f}-{high:.{digits}f})"
+
+
+def percentile(sorted_values: Sequence[float], q: float) -> float:
+    index = min(len(sorted_values) - 1, max(0, round(q * (len(sorted_values) - 1))))
+    return sorted_values[index]
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of a whole process (all threads), from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def _status_kib(pid: int, name: str) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(name + ":"):
+            return int(line.split()[1])
+    return 0
+
+
+class PeakRss:
+    """Peak RSS of a process over a block: VmHWM reset by clear_refs, plus polling."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.peak_kib = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._poll, daemon=True)
+        self._hwm_reset = False
+
+    def _poll(self) -> None:
+        while not self._stop.wait(0.005):
+            with contextlib.suppress(OSError, ValueError):
+                self.peak_kib = max(self.peak_kib, _status_kib(self.pid, "VmRSS"))
+
+    def __enter__(self) -> PeakRss:
+        try:
+            Path(f"/proc/{self.pid}/clear_refs").write_text("5")
+            self._hwm_reset = True
+        except OSError:
+            self._hwm_reset = False
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        if self._hwm_reset:
+            with contextlib.suppress(OSError, ValueError):
+                self.peak_kib = max(self.peak_kib, _status_kib(self.pid, "VmHWM"))
+
+    @property
+    def mib(self) -> float:
+        return self.peak_kib / 1024
+
+
+@dataclass
+class CpuMeter:
+    """CPU seconds spent by the server, valkey-server and this process over a block."""
+
+    pids: dict[str, int]
+    used: dict[str, float] = field(default_factory=dict)
+
+    def __enter__(self) -> CpuMeter:
+        self._start = {name: cpu_seconds(pid) for name, pid in self.pids.items()}
+        self._self = time.process_time()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for name, pid in self.pids.items():
+            with contextlib.suppress(OSError):
+                self.used[name] = cpu_seconds(pid) - self._start[name]
+        self.used["client"] = time.process_time() - self._self
+
+
+# -- processes ---------------------------------------------------------------
+
+
+def _die_with_parent() -> None:  # pragma: no cover - runs in the child
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def _end(proc: subprocess.Popen[bytes], timeout: float = 15.0) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    if proc in _children:
+        _children.remove(proc)
+
+
+@dataclass
+class ValiseProcess:
+    proc: subprocess.Popen[bytes]
+    host: str
+    port: int
+    log: Path
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+
+@contextlib.contextmanager
+def valise_server(
+    url: str, chunk_size: int, workdir: Path, *, profile: Path | None = None
+) -> Iterator[ValiseProcess]:
+    """The server as a subprocess (own session: Ctrl-C reaches only us; we stop it)."""
+    log = workdir / f"server-{uuid.uuid4().hex[:6]}.log"
+    command = [sys.executable]
+    if profile is not None:
+        command += ["-m", "cProfile", "-o", str(profile)]
+    command += ["server.py", "--port", "0", "--valkey-url", url, "--chunk-size", str(chunk_size)]
+    # grace 0: a deleted file's chunks are freed at once, so runs do not pile up in Valkey.
+    command += ["--grace", "0", "--shutdown-grace", "5", "--log-level", "warning"]
+    with log.open("wb") as err:
+        proc = subprocess.Popen(
+            command,
+            cwd=REPO,
+            stdout=subprocess.PIPE,
+            stderr=err,
+            start_new_session=True,
+            preexec_fn=_die_with_parent,
+        )
+    _children.append(proc)
+    try:
+        host, port = _listening(proc, log)
+        yield ValiseProcess(proc, host, port, log)
+    finally:
+        _end(proc)
+
+
+def _listening(proc: subprocess.Popen[bytes], log: Path, timeout: float = 20.0) -> tuple[str, int]:
+    assert proc.stdout is not None
+    deadline = time.monotonic() + timeout
+    line = b""
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([proc.stdout], [], [], 0.1)
+        if ready:
+            line = proc.stdout.readline()
+            if line.startswith(b"valise listening on "):
+                host, _, port = line.decode().split()[-1].rpartition(":")
+                return host, int(port)
+        if proc.poll() is not None:
+            break
+    tail = log.read_text(errors="replace")[-2000:]
+    raise BenchError(f"server did not start (last line {line!r}); its log:\n{tail}")
+
+
+# -- a minimal streaming client -------------------------------------------------
+
+
+class Wire:
+    """Raw frames over a non-blocking socket: DATA streamed, downloads hashed, not kept."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.loop = asyncio.get_running_loop()
+        self._buf = bytearray(4 * MIB)
+        self._view = memoryview(self._buf)
+        self._start = 0
+        self._end = 0
+        self.max_frame = 64 * 1024
+
+    @classmethod
+    async def connect(cls, host: str, port: int) -> Wire:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setblocking(False)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        try:
+            await asyncio.get_running_loop().sock_connect(sock, (host, port))
+        except BaseException:
+            sock.close()
+            raise
+        wire = cls(sock)
+        hello = await wire.request(FrameType.HELLO, {"version": 1, "client": "valise-bench"})
+        wire.max_frame = int(hello["max_frame"])
+        return wire
+
+    def close(self) -> None:
+        self.sock.close()
+
+    async def send(self, *parts: bytes | memoryview) -> None:
+        total = sum(len(part) for part in parts)
+        try:
+            sent = self.sock.sendmsg(parts)
+        except BlockingIOError:
+            sent = 0
+        if sent == total:
+            return
+        for part in parts:
+            if sent >= len(part):
+                sent -= len(part)
+                continue
+            await self.loop.sock_sendall(self.sock, memoryview(part)[sent:])
+            sent = 0
+
+    async def _more(self) -> None:
+        if self._start == self._end:
+            self._start = self._end = 0
+        elif self._end == len(self._buf):
+            left = self._end - self._start
+            self._buf[:left] = self._view[self._start : self._end]
+            self._start, self._end = 0, left
+        n = await self.loop.sock_recv_into(self.sock, self._view[self._end :])
+        if n == 0:
+            raise BenchError("server closed the connection")
+        self._end += n
+
+    async def _exact(self, n: int) -> bytes:
+        while self._end - self._start < n:
+            await self._more()
+        out = bytes(self._view[self._start : self._start + n])
+        self._start += n
+        return out
+
+    async def _consume(self, n: int, sink: Callable[[memoryview], object]) -> None:
+        while n:
+            if self._start == self._end:
+                await self._more()
+            take = min(n, self._end - self._start)
+            sink(self._view[self._start : self._start + take])
+            self._start += take
+            n -= take
+
+    async def _frame_head(self) -> tuple[int, int]:
+        kind, length = HEADER.unpack(await self._exact(HEADER.size))
+        return int(kind), int(length)
+
+    async def reply(self) -> dict[str, Any]:
+        kind, length = await self._frame_head()
+        body: dict[str, Any] = json.loads(await self._exact(length) or b"{}")
+        if kind == FrameType.ERROR:
+            raise BenchError(f"server error {body.get('code')}: {body.get('message')}")
+        if kind != FrameType.OK:
+            raise BenchError(f"expected OK, got frame type {kind:#x}")
+        return body
+
+    async def request(self, kind: FrameType, obj: dict[str, Any]) -> dict[str, Any]:
+        await self.send(_control(kind, obj))
+        return await self.reply()
+
+    async def put(self, key: str, data: memoryview, sha1: bytes) -> dict[str, Any]:
+        """PUT, DATA frames of max_frame, END; DATA streams right after PUT."""
+        step = self.max_frame
+        try:
+            await self.send(_control(FrameType.PUT, {"key": key, "size": len(data), "ttl": TTL}))
+            for at in range(0, len(data), step):
+                piece = data[at : at + step]
+                await self.send(HEADER.pack(FrameType.DATA, len(piece)), piece)
+            await self.send(HEADER.pack(FrameType.END, len(sha1)), sha1)
+        except OSError:
+            await self.reply()  # the server's fatal ERROR explains the reset
+            raise
+        await self.reply()  # accepted
+        return await self.reply()  # stored
+
+    async def put_small(self, key: str, data: bytes, sha1: bytes) -> None:
+        """A small file in one write: PUT, one DATA, END."""
+        await self.send(
+            _control(FrameType.PUT, {"key": key, "size": len(data), "ttl": TTL})
+            + HEADER.pack(FrameType.DATA, len(data))
+            + data
+            + HEADER.pack(FrameType.END, len(sha1))
+            + sha1
+        )
+        await self.reply()
+        await self.reply()
+
+    async def get(self, key: str) -> tuple[int, bytes]:
+        """GET a whole file: (bytes received, their SHA-1); checked against END."""
+        await self.send(_control(FrameType.GET, {"key": key}))
+        await self.reply()
+        hasher = hashlib.sha1(usedforsecurity=False)
+        count = 0
+        while True:
+            kind, length = await self._frame_head()
+            if kind == FrameType.DATA:
+                await self._consume(length, hasher.update)
+                count += length
+            elif kind == FrameType.END:
+                end = await self._exact(length)
+                digest = hasher.digest()
+                if end != digest:
+                    raise BenchError(f"GET {key}: END digest does not match the bytes received")
+                return count, digest
+            elif kind == FrameType.ERROR:
+                body = json.loads(await self._exact(length))
+                raise BenchError(f"GET {key}: {body.get('code')}: {body.get('message')}")
+            else:
+                raise BenchError(f"GET {key}: unexpected frame type {kind:#x}")
+
+    async def delete(self, key: str) -> None:
+        await self.request(FrameType.DELETE, {"key": key})
+
+
+def _control(kind: FrameType, obj: dict[str, Any]) -> bytes:
+    payload = json.dumps(obj).encode()
+    return HEADER.pack(kind, len(payload)) + payload
+
+
+class _HashSink:
+    """A write-only stream that hashes and counts (destination for client.aio's get)."""
+
+    def __init__(self) -> None:
+        self.hasher = hashlib.sha1(usedforsecurity=False)
+        self.count = 0
+
+    def write(self, data: bytes) -> int:
+        self.hasher.update(data)
+        self.count += len(data)
+        return len(data)
+
+
+def project_client(choice: str) -> Any:
+    """client.aio.AsyncClient when it exists (and --client allows), else None."""
+    if choice == "own":
+        return None
+    try:
+        module = importlib.import_module("client.aio")
+        return module.AsyncClient
+    except (ImportError, AttributeError):
+        if choice == "aio":
+            raise
+        return None
+
+
+# -- measurements ---------------------------------------------------------------
+
+
+@dataclass
+class Payload:
+    data: bytes
+    view: memoryview
+    sha1: bytes
+    small: bytes
+    small_sha1: bytes
+    concurrent_sha1: bytes
+
+
+@dataclass
+class Settings:
+    size: int
+    repeat: int
+    chunk_sizes: list[int]
+    default_chunk: int
+    small_seconds: float
+    small_connections: int
+    concurrent: int
+    concurrent_size: int
+    json_path: Path
+    client: str
+
+
+def raw_client(url: str) -> Any:
+    """valkey-py asyncio with the pool storage/store.py builds."""
+    pool = valkey_async.BlockingConnectionPool.from_url(
+        url,
+        max_connections=64,
+        timeout=30.0,
+        socket_timeout=30.0,
+        socket_connect_timeout=5.0,
+        retry=Retry(NoBackoff(), 0),
+        health_check_interval=30,
+    )
+    return valkey_async.Valkey(connection_pool=pool)
+
+
+async def raw_set_get(client: Any, payload: Payload, size: int, chunk: int) -> tuple[float, float]:
+    """Seconds for SET then GET of ``size`` bytes in ``chunk``-byte values, one at a time."""
+    run = uuid.uuid4().hex[:8]
+    names = [f"bench:raw:{run}:{i}" for i in range(0, size, chunk)]
+    started = time.perf_counter()
+    for name, at in zip(names, range(0, size, chunk), strict=True):
+        await client.set(name, payload.view[at : min(at + chunk, size)], px=TTL * 1000)
+    set_seconds = time.perf_counter() - started
+    started = time.perf_counter()
+    got = 0
+    for name in names:
+        value = await client.get(name)
+        got += len(value)
+        del value
+    get_seconds = time.perf_counter() - started
+    for at in range(0, len(names), 512):
+        await client.unlink(*names[at : at + 512])
+    if got != size:
+        raise BenchError(f"raw GET returned {got} bytes, not {size}")
+    return set_seconds, get_seconds
+
+
+async def valise_up_down(
+    server: ValiseProcess, payload: Payload, size: int, client_cls: Any, cpu: list[CpuMeter]
+) -> tuple[float, float]:
+    """Seconds for one upload and one download; ``cpu`` gets a meter for each."""
+    key = f"bench/big/{uuid.uuid4().hex[:8]}"
+    sha1 = payload.sha1 if size == len(payload.data) else hashlib.sha1(payload.view[:size]).digest()
+    if client_cls is not None:
+        async with client_cls(server.host, server.port) as c:
+            started = time.perf_counter()
+            with cpu[0]:
+                await c.put(key, payload.data if size == len(payload.data) else payload.view[:size])
+            up = time.perf_counter() - started
+            sink = _HashSink()
+            started = time.perf_counter()
+            with cpu[1]:
+                await c.get(key, sink)
+            down = time.perf_counter() - started
+            got, digest = sink.count, sink.hasher.digest()
+            await c.delete(key)
+    else:
+        wire = await Wire.connect(server.host, server.port)
+        try:
+            started = time.perf_counter()
+            with cpu[0]:
+                await wire.put(key, payload.view[:size], sha1)
+            up = time.perf_counter() - started
+            started = time.perf_counter()
+            with cpu[1]:
+                got, digest = await wire.get(key)
+            down = time.perf_counter() - started
+            await wire.delete(key)
+        finally:
+            wire.close()
+    if got != size or digest != sha1:
+        raise BenchError(f"download of {key} returned other bytes than were uploaded")
+    return up, down
+
+
+async def small_files(server: ValiseProcess, payload: Payload, s: Settings) -> dict[str, float]:
+    """Connections doing PUT then GET of 4 KiB files until the deadline."""
+    latencies: list[float] = []
+    run = uuid.uuid4().hex[:8]
+    wires = [await Wire.connect(server.host, server.port) for _ in range(s.small_connections)]
+    deadline = time.perf_counter() + s.small_seconds
+
+    async def worker(n: int, wire: Wire) -> None:
+        i = 0
+        while time.perf_counter() < deadline:
+            key = f"bench/small/{run}/{n}/{i}"
+            started = time.perf_counter()
+            await wire.put_small(key, payload.small, payload.small_sha1)
+            _, digest = await wire.get(key)
+            latencies.append(time.perf_counter() - started)
+            if digest != payload.small_sha1:
+                raise BenchError(f"small file {key} came back different")
+            i += 1
+
+    started = time.perf_counter()
+    try:
+        await asyncio.gather(*(worker(n, w) for n, w in enumerate(wires)))
+    finally:
+        for wire in wires:
+            wire.close()
+    elapsed = time.perf_counter() - started
+    latencies.sort()
+    return {
+        "pairs_per_s": len(latencies) / elapsed,
+        "p50_ms": percentile(latencies, 0.50) * 1000,
+        "p99_ms": percentile(latencies, 0.99) * 1000,
+        "pairs": float(len(latencies)),
+    }
+
+
+async def concurrent_uploads(server: ValiseProcess, payload: Payload, s: Settings) -> float:
+    """Seconds for ``concurrent`` parallel uploads of ``concurrent_size`` bytes each."""
+    run = uuid.uuid4().hex[:8]
+    view = payload.view[: s.concurrent_size]
+    wires = [await Wire.connect(server.host, server.port) for _ in range(s.concurrent)]
+    try:
+        started = time.perf_counter()
+        await asyncio.gather(
+            *(
+                w.put(f"bench/conc/{run}/{n}", view, payload.concurrent_sha1)
+                for n, w in enumerate(wires)
+            )
+        )
+        elapsed = time.perf_counter() - started
+        for n, w in enumerate(wires):
+            await w.delete(f"bench/conc/{run}/{n}")
+    finally:
+        for wire in wires:
+            wire.close()
+    return elapsed
+
+
+# -- the run ----------------------------------------------------------------------
+
+
+def make_payload(s: Settings) -> Payload:
+    size = max(s.size, s.concurrent_size)
+    data = os.urandom(size)
+    view = memoryview(data)
+    small = os.urandom(4096)
+    return Payload(
+        data=data,
+        view=view,
+        sha1=hashlib.sha1(view[: s.size]).digest(),
+        small=small,
+        small_sha1=hashlib.sha1(small).digest(),
+        concurrent_sha1=hashlib.sha1(view[: s.concurrent_size]).digest(),
+    )
+
+
+def mbps(size: int, seconds: list[float]) -> dict[str, Any]:
+    return summary([size / MB / sec for sec in seconds])
+
+
+async def run_all(vk: EmbeddedValkey, s: Settings, workdir: Path) -> dict[str, Any]:
+    assert vk.process is not None
+    print(f"generating {s.size / MB:.0f} MB of random data ...", flush=True)
+    payload = make_payload(s)
+    client_cls = project_client(s.client)
+    raw = raw_client(vk.url)
+    results: dict[str, Any] = {
+        "date": time.strftime("%Y-%m-%d %H:%M:%S %z"),
+        "machine": {
+            "cpus": os.cpu_count(),
+            "memory_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30),
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+            "valkey": (await raw.info("server")).get("valkey_version"),
+        },
+        "settings": {
+            "size": s.size,
+            "repeat": s.repeat,
+            "chunk_sizes": s.chunk_sizes,
+            "small_seconds": s.small_seconds,
+            "small_connections": s.small_connections,
+            "concurrent": s.concurrent,
+            "concurrent_size": s.concurrent_size,
+            "client": "client.aio.AsyncClient" if client_cls else "tests.bench.Wire",
+        },
+        "chunks": {},
+    }
+    try:
+        for chunk in s.chunk_sizes:
+            with valise_server(vk.url, chunk, workdir) as server:
+                pids = {"server": server.pid, "valkey": vk.process.pid}
+                sets, gets, ups, downs, rss = [], [], [], [], []
+                cpu_up: list[dict[str, float]] = []
+                cpu_down: list[dict[str, float]] = []
+                for rep in range(s.repeat):
+                    print(f"chunk {chunk // MIB} MiB, run {rep + 1}/{s.repeat} ...", flush=True)
+                    set_s, get_s = await raw_set_get(raw, payload, s.size, chunk)
+                    sets.append(set_s)
+                    gets.append(get_s)
+                    meters = [CpuMeter(pids), CpuMeter(pids)]
+                    with PeakRss(server.pid) as peak:
+                        up_s, down_s = await valise_up_down(
+                            server, payload, s.size, client_cls, meters
+                        )
+                    ups.append(up_s)
+                    downs.append(down_s)
+                    rss.append(peak.mib)
+                    cpu_up.append(meters[0].used)
+                    cpu_down.append(meters[1].used)
+                entry: dict[str, Any] = {
+                    "raw_set_mbps": mbps(s.size, sets),
+                    "raw_get_mbps": mbps(s.size, gets),
+                    "upload_mbps": mbps(s.size, ups),
+                    "download_mbps": mbps(s.size, downs),
+                    "upload_ratio": summary([g / u for g, u in zip(sets, ups, strict=True)]),
+                    "download_ratio": summary([g / d for g, d in zip(gets, downs, strict=True)]),
+                    "server_rss_mib": summary(rss),
+                    "cpu_seconds_upload": cpu_up,
+                    "cpu_seconds_download": cpu_down,
+                }
+                if chunk == s.default_chunk:
+                    entry.update(await default_chunk_phases(server, payload, s, pids))
+                results["chunks"][str(chunk)] = entry
+    finally:
+        await raw.aclose()
+        await raw.connection_pool.disconnect()
+    return results
+
+
+async def default_chunk_phases(
+    server: ValiseProcess, payload: Payload, s: Settings, pids: dict[str, int]
+) -> dict[str, Any]:
+    pairs, p50, p99 = [], [], []
+    small_cpu: list[dict[str, float]] = []
+    for rep in range(s.repeat):
+        print(f"small files, run {rep + 1}/{s.repeat} ...", flush=True)
+        with CpuMeter(pids) as cpu:
+            got = await small_files(server, payload, s)
+        pairs.append(got["pairs_per_s"])
+        p50.append(got["p50_ms"])
+        p99.append(got["p99_ms"])
+        small_cpu.append(cpu.used)
+    seconds, rss = [], []
+    for rep in range(s.repeat):
+        print(f"{s.concurrent} concurrent uploads, run {rep + 1}/{s.repeat} ...", flush=True)
+        with PeakRss(server.pid) as peak:
+            seconds.append(await concurrent_uploads(server, payload, s))
+        rss.append(peak.mib)
+    return {
+        "small_pairs_per_s": summary(pairs),
+        "small_p50_ms": summary(p50),
+        "small_p99_ms": summary(p99),
+        "small_cpu_seconds": small_cpu,
+        "concurrent_mbps": mbps(s.concurrent * s.concurrent_size, seconds),
+        "concurrent_rss_mib": summary(rss),
+    }
+
+
+def print_table(results: dict[str, Any], s: Settings) -> None:
+    m = results["machine"]
+    print()
+    print(
+        f"Valise benchmark {results['date']}: {m['cpus']} cores, {m['memory_gib']} GiB, "
+        f"Python {m['python']}, valkey {m['valkey']}, client {results['settings']['client']}"
+    )
+    print(f"{s.size / MB:.0f} MB per transfer, {s.repeat} run(s): median (min-max); MB = 10^6 B")
+    head = (
+        f"{'chunk':>7} | {'raw SET MB/s':>18} | {'raw GET MB/s':>20} | {'upload MB/s':>18} | "
+        f"{'x SET':>16} | {'download MB/s':>18} | {'x GET':>16} | {'server RSS MiB':>16}"
+    )
+    print(head)
+    print("-" * len(head))
+    for chunk, e in results["chunks"].items():
+        print(
+            f"{int(chunk) // MIB:>3} MiB | {fmt(e['raw_set_mbps']):>18} | "
+            f"{fmt(e['raw_get_mbps']):>20} | {fmt(e['upload_mbps']):>18} | "
+            f"{fmt(e['upload_ratio'], 2):>16} | {fmt(e['download_mbps']):>18} | "
+            f"{fmt(e['download_ratio'], 2):>16} | {fmt(e['server_rss_mib']):>16}"
+        )
+    e = results["chunks"].get(str(s.default_chunk))
+    if e and "small_pairs_per_s" in e:
+        print()
+        print(
+            f"small files (4 KiB, {s.small_connections} connections, {s.small_seconds:g} s, "
+            f"chunk {s.default_chunk // MIB} MiB): {fmt(e['small_pairs_per_s'])} PUT+GET pairs/s, "
+            f"p50 {fmt(e['small_p50_ms'], 1)} ms, p99 {fmt(e['small_p99_ms'], 1)} ms"
+        )
+        print(
+            f"{s.concurrent} concurrent uploads of {s.concurrent_size / MB:.0f} MB: "
+            f"{fmt(e['concurrent_mbps'])} MB/s in all, server peak RSS "
+            f"{fmt(e['concurrent_rss_mib'])} MiB"
+        )
+    print(f"figures written to {s.json_path}")
+
+
+# -- profile mode ---------------------------------------------------------------
+
+
+async def profile_transfers(vk: EmbeddedValkey, s: Settings, out: Path) -> None:
+    """One upload and one download, each under its own cProfile'd server process."""
+    data = os.urandom(s.size)
+    view = memoryview(data)
+    sha1 = hashlib.sha1(data).digest()
+    key = f"bench/profile/{uuid.uuid4().hex[:8]}"
+    for phase in ("upload", "download"):
+        prof = out / f"{phase}.prof"
+        with valise_server(vk.url, s.default_chunk, out, profile=prof) as server:
+            wire = await Wire.connect(server.host, server.port)
+            try:
+                started = time.perf_counter()
+                if phase == "upload":
+                    await wire.put(key, view, sha1)
+                else:
+                    _, digest = await wire.get(key)
+                    if digest != sha1:
+                        raise BenchError("profiled download returned other bytes")
+                    await wire.delete(key)
+                seconds = time.perf_counter() - started
+            finally:
+                wire.close()
+        print(f"\n== {phase}: {s.size / MB:.0f} MB in {seconds:.2f} s under cProfile ({prof})")
+        stats = pstats.Stats(str(prof))
+        stats.sort_stats("tottime").print_stats(15)
+
+
+# -- entry point --------------------------------------------------------------
+
+
+def parse_args(argv: Sequence[str] | None) -> tuple[Settings, argparse.Namespace]:
+    p = argparse.ArgumentParser(prog="python -m tests.bench", description=__doc__.split("\n")[0])
+    p.add_argument("--quick", action="store_true", help="small sizes, 1 repeat (a smoke run)")
+    p.add_argument("--size", type=parse_size, help="bytes per big transfer (default 1GiB)")
+    p.add_argument("--repeat", type=int, help="runs per measurement (default 3)")
+    p.add_argument("--chunk-sizes", help="comma-separated (default 1MiB,4MiB,8MiB,32MiB)")
+    p.add_argument("--default-chunk", type=parse_size, default=8 * MIB, help="for 3 and 4")
+    p.add_argument("--small-seconds", type=float, help="duration of the small-file test (20)")
+    p.add_argument("--small-connections", type=int, default=32)
+    p.add_argument("--concurrent", type=int, default=16, help="parallel uploads for 4")
+    p.add_argument("--concurrent-size", type=parse_size, help="bytes each (default 256MiB)")
+    p.add_argument("--json", type=Path, default=Path("bench-results.json"))
+    p.add_argument("--client", choices=["auto", "aio", "own"], default="auto")
+    p.add_argument("--profile", type=Path, help="only profile one upload and one download")
+    ns = p.parse_args(argv)
+    quick = ns.quick
+    chunks = ns.chunk_sizes or "1MiB,4MiB,8MiB,32MiB"
+    chunk_sizes = [parse_size(c) for c in chunks.split(",")]
+    default_size = 512 * MIB if ns.profile else (64 * MIB if quick else 1024 * MIB)
+    s = Settings(
+        size=ns.size or default_size,
+        repeat=ns.repeat or (1 if quick else 3),
+        chunk_sizes=chunk_sizes,
+        default_chunk=ns.default_chunk if ns.default_chunk in chunk_sizes else chunk_sizes[0],
+        small_seconds=ns.small_seconds or (3.0 if quick else 20.0),
+        small_connections=ns.small_connections,
+        concurrent=ns.concurrent,
+        concurrent_size=ns.concurrent_size or (16 * MIB if quick else 256 * MIB),
+        json_path=ns.json,
+        client=ns.client,
+    )
+    if ns.profile:
+        s.default_chunk = ns.default_chunk
+    return s, ns
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    s, ns = parse_args(argv)
+    signal.signal(signal.SIGTERM, _terminate)
+    workdir = Path(tempfile.mkdtemp(prefix="valise-bench-"))
+    vk = EmbeddedValkey()
+    try:
+        vk.start()
+        if ns.profile:
+            ns.profile.mkdir(parents=True, exist_ok=True)
+            asyncio.run(profile_transfers(vk, s, ns.profile))
+            return 0
+        results = asyncio.run(run_all(vk, s, workdir))
+        s.json_path.write_text(json.dumps(results, indent=2) + "\n")
+        print_table(results, s)
+        return 0
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except BenchError as exc:
+        print(f"bench failed: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        for proc in list(_children):
+            _end(proc, timeout=5.0)
+        vk.stop()
+        for path in workdir.iterdir():
+            path.unlink()
+        workdir.rmdir()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
