@@ -31,7 +31,7 @@ from storage.writer import ChunkWriter
 
 VERSION = "0.1.0"
 NAMESPACE = ""  # one key space until tokens and namespaces arrive
-READ_SIZE = 256 * 1024
+READ_SIZE = 1024 * 1024
 #: Lingering close (PROTOCOL.md section 2): after a fatal ERROR, read and
 #: discard what the client still sends, within these bounds, so a client
 #: still streaming reads the ERROR instead of a reset.

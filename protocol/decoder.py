@@ -95,7 +95,9 @@ class FrameDecoder:
         frame_type, length = self._pending
         if len(self._buffer) < length:
             return self._starved()
-        payload = bytes(self._buffer[:length])
+        # One copy out of the buffer (a bytearray slice would copy twice).
+        with memoryview(self._buffer) as view:
+            payload = bytes(view[:length])
         del self._buffer[:length]
         self._pending = None
         return Frame(frame_type, payload)

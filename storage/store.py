@@ -101,6 +101,8 @@ class Store:
             socket_timeout=config.timeout,
             socket_connect_timeout=min(config.timeout, 5.0),
             retry=Retry(NoBackoff(), 0),
+            # Chunks are megabytes: read replies in 1 MiB pieces, not 64 KiB.
+            socket_read_size=1024 * 1024,
             health_check_interval=30,
         )
         # valkey-py's annotations mix its sync and async return types and refuse
