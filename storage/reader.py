@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+from collections import deque
 from collections.abc import AsyncGenerator
 from typing import NoReturn
 
@@ -17,6 +18,9 @@ from storage import keys
 from storage.errors import BadRange, Corrupt, FileNotFound
 from storage.info import FileInfo
 from storage.store import Store, call, sha1_of
+
+#: Chunks fetched ahead of the one being sent (memory: PREFETCH + 1 chunks).
+PREFETCH = 1
 
 
 class Download:
@@ -49,13 +53,20 @@ class Download:
         last = (self.offset + self.length - 1) // size
         digests = await self._digests(first, last)
         end = self.offset + self.length
-        upcoming = asyncio.create_task(self._fetch(first, digests[0:20]))
+        fetches: deque[asyncio.Task[bytes]] = deque()
+
+        def fetch(index: int) -> None:
+            at = (index - first) * 20
+            fetches.append(asyncio.create_task(self._fetch(index, digests[at : at + 20])))
+
+        ahead = first
         try:
             for index in range(first, last + 1):
-                chunk = await upcoming
-                if index < last:
-                    at = (index + 1 - first) * 20
-                    upcoming = asyncio.create_task(self._fetch(index + 1, digests[at : at + 20]))
+                # Keep PREFETCH chunks on their way while this one is sent.
+                while ahead <= last and len(fetches) < PREFETCH:
+                    fetch(ahead)
+                    ahead += 1
+                chunk = await fetches.popleft()
                 start = max(self.offset - index * size, 0)
                 stop = min(end - index * size, len(chunk))
                 piece = memoryview(chunk)[start:stop]
@@ -63,9 +74,9 @@ class Download:
                     self._hasher.update(piece)
                 yield piece
         finally:
-            if not upcoming.done():
-                upcoming.cancel()
-            await asyncio.gather(upcoming, return_exceptions=True)
+            for task in fetches:
+                task.cancel()
+            await asyncio.gather(*fetches, return_exceptions=True)
 
     async def _digests(self, first: int, last: int) -> bytes:
         name = keys.digests_key(self.info.vid)
