@@ -47,6 +47,7 @@ class Config:
     max_connections: int
     shutdown_grace: float
     allow_persistence: bool
+    tokens: str | None
     log_level: str
 
 
@@ -84,6 +85,7 @@ def parse_args(argv: Sequence[str] | None = None) -> Config:
     _flag(p, "valkey-connections", int, 64, "Valkey connection pool size")
     _flag(p, "max-connections", int, 1024, "client connections served at once")
     _flag(p, "shutdown-grace", float, 30.0, "seconds transfers may finish after SIGTERM")
+    _flag(p, "tokens", str, None, "tokens file: '<token> <namespace> <rw|ro>' per line")
     _flag(p, "log-level", str, "info", "debug, info, warning or error")
     persistence = os.environ.get("VALISE_ALLOW_PERSISTENCE", "") not in ("", "0", "false")
     p.add_argument(

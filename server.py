@@ -17,6 +17,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from auth import OPEN, FailureDelay, TokenFileError, Tokens
 from config import Config, parse_args
 from protocol import requests
 from protocol.decoder import CLOSED, Sentinel
@@ -30,7 +31,6 @@ from storage.store import StorageConfig, Store
 from storage.writer import ChunkWriter
 
 VERSION = "0.1.0"
-NAMESPACE = ""  # one key space until tokens and namespaces arrive
 READ_SIZE = 1024 * 1024
 #: Lingering close (PROTOCOL.md section 2): after a fatal ERROR, read and
 #: discard what the client still sends, within these bounds, so a client
@@ -93,8 +93,11 @@ class Connection:
         self.reader = reader
         self.writer = writer
         self.proto = ServerConnection(
-            Limits(self.config.max_frame, self.config.max_file_size, self.config.max_ttl)
+            Limits(self.config.max_frame, self.config.max_file_size, self.config.max_ttl),
+            hello_required=server.tokens is not None,
         )
+        #: What this connection may do; decided by HELLO when tokens are configured.
+        self.grant = OPEN
         self.upload: ChunkWriter | None = None
         self._frame_deadline = _now() + self.config.frame_timeout
         self._rate = RateFloor(self.config.min_rate, self.config.min_rate_window)
@@ -248,23 +251,46 @@ class Connection:
             case requests.Get():
                 await self._get(event)
             case requests.Stat(key):
-                info = await self.store.stat(NAMESPACE, key)
+                info = await self.store.stat(self.grant.namespace, key)
                 await self._ok(info.wire())
             case requests.Delete(key):
-                await self._ok({"deleted": await self.store.delete(NAMESPACE, key)})
+                self._require_write(fatal=False)
+                await self._ok({"deleted": await self.store.delete(self.grant.namespace, key)})
             case requests.List():
                 await self._list(event)
             case requests.Ping(payload):
                 self.writer.write(HEADER.pack(FrameType.OK, len(payload)) + payload)
                 await self._drain()
-            case requests.Hello():
+            case requests.Hello(token=token):
+                await self._hello(token)
                 await self._ok(self.server.hello())
 
+    async def _hello(self, token: str | None) -> None:
+        tokens = self.server.tokens
+        if tokens is None:
+            return  # no authentication: a token, if any, is ignored
+        grant = tokens.check(token)
+        address = str(self.writer.get_extra_info("peername", ("?",))[0])
+        if grant is None:
+            delay = self.server.auth_failures.failed(address)
+            log.warning(
+                "authentication failed (%d in all)", self.server.auth_failures.failures_total
+            )
+            await asyncio.sleep(delay)
+            raise _fatal(ErrorCode.UNAUTHORIZED, "unknown token")
+        self.server.auth_failures.succeeded(address)
+        self.grant = grant
+
+    def _require_write(self, *, fatal: bool) -> None:
+        if not self.grant.writable:
+            raise ProtocolError(ErrorCode.FORBIDDEN, "this token may not write", fatal=fatal)
+
     async def _put(self, put: requests.Put) -> None:
+        self._require_write(fatal=True)
         await self.store.check_writable(put.size)
         self.upload = ChunkWriter(
             self.store,
-            NAMESPACE,
+            self.grant.namespace,
             put.key,
             ttl=put.ttl or self.config.default_ttl,
             content_type=put.content_type,
@@ -274,7 +300,9 @@ class Connection:
         )
 
     async def _get(self, get: requests.Get) -> None:
-        download = await open_download(self.store, NAMESPACE, get.key, get.offset, get.length)
+        download = await open_download(
+            self.store, self.grant.namespace, get.key, get.offset, get.length
+        )
         await self._ok(
             {**download.info.wire(), "offset": download.offset, "length": download.length}
         )
@@ -297,7 +325,7 @@ class Connection:
 
     async def _list(self, request: requests.List) -> None:
         files, cursor = await self.store.list(
-            NAMESPACE, request.prefix, request.cursor, request.limit
+            self.grant.namespace, request.prefix, request.cursor, request.limit
         )
         page: list[dict[str, Any]] = []
         budget = MAX_CONTROL - control_size({"files": [], "cursor": "x" * 2048})
@@ -314,9 +342,11 @@ class Connection:
 
 
 class Server:
-    def __init__(self, config: Config, store: Store) -> None:
+    def __init__(self, config: Config, store: Store, tokens: Tokens | None = None) -> None:
         self.config = config
         self.store = store
+        self.tokens = tokens
+        self.auth_failures = FailureDelay()
         self.closing = False
         self.connections: dict[asyncio.Task[None], Connection] = {}
         self._listener: asyncio.Server | None = None
@@ -356,6 +386,17 @@ class Server:
         finally:
             self.connections.pop(task, None)
 
+    def reload_tokens(self) -> None:
+        """SIGHUP: read the tokens file again; keep the old tokens if it is malformed."""
+        if self.config.tokens is None:
+            return
+        try:
+            self.tokens = Tokens.load(self.config.tokens)
+        except TokenFileError as exc:
+            log.error("tokens file not reloaded: %s", exc)
+            return
+        log.info("tokens file reloaded")
+
     def forget(self, connection: Connection) -> None:
         for task, known in list(self.connections.items()):
             if known is connection:
@@ -378,7 +419,7 @@ class Server:
                 await asyncio.wait(late, timeout=LINGER_TOTAL + 1)
 
 
-async def serve(config: Config, url: str) -> None:
+async def serve(config: Config, url: str, tokens: Tokens | None) -> None:
     store = Store(
         StorageConfig(
             url=url,
@@ -396,7 +437,8 @@ async def serve(config: Config, url: str) -> None:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         await store.check_server()
-        server = Server(config, store)
+        server = Server(config, store, tokens)
+        loop.add_signal_handler(signal.SIGHUP, server.reload_tokens)
         host, port = await server.start()
         print(f"valise listening on {host}:{port}", flush=True)
         await stop.wait()
@@ -411,6 +453,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(
         level=config.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    try:
+        tokens = Tokens.load(config.tokens) if config.tokens else None
+    except TokenFileError as exc:
+        print(f"valise: refusing to start: {exc}", file=sys.stderr)
+        return 2
     embedded = None
     url = config.valkey_url
     if url is None:
@@ -419,7 +466,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         url = embedded.url
         log.info("started a private valkey-server (persistence off, noeviction)")
     try:
-        asyncio.run(serve(config, url))
+        asyncio.run(serve(config, url, tokens))
     except MisconfiguredValkey as exc:
         print(f"valise: refusing to start: {exc}", file=sys.stderr)
         return 2

@@ -14,6 +14,7 @@ import pytest
 import pytest_asyncio
 import valkey
 
+from auth import Tokens
 from config import Config, parse_args
 from server import Server
 from storage.embedded import EmbeddedValkey
@@ -70,7 +71,7 @@ class Running:
         return await WireClient.connect(self.host, self.port)
 
 
-async def start_server(url: str, config: Config) -> Running:
+async def start_server(url: str, config: Config, tokens: Tokens | None = None) -> Running:
     store = Store(
         StorageConfig(
             url=url,
@@ -82,7 +83,7 @@ async def start_server(url: str, config: Config) -> Running:
         )
     )
     await store.check_server()
-    server = Server(config, store)
+    server = Server(config, store, tokens)
     host, port = await server.start()
     return Running(server, host, port)
 

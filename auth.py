@@ -1,0 +1,113 @@
+"""Tokens and namespaces (PROTOCOL.md sections 2 HELLO and 3).
+
+The tokens file has one token per line: ``<token> <namespace> <rw|ro>``, with
+``#`` comments and blank lines. A token may be written ``sha256:<hex>`` so the
+file holds no secret in clear. Presented tokens are hashed and compared with
+every entry in constant time. Several tokens may share a namespace.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+
+class TokenFileError(Exception):
+    """The tokens file is malformed; the message names the line."""
+
+
+@dataclass(frozen=True, slots=True)
+class Grant:
+    namespace: str
+    writable: bool
+
+
+#: Everything is allowed in the single default namespace when no tokens are set.
+OPEN = Grant(namespace="", writable=True)
+
+
+@dataclass(frozen=True, slots=True)
+class _Entry:
+    digest: bytes
+    grant: Grant
+
+
+def _digest(token: str) -> bytes:
+    return hashlib.sha256(token.encode()).digest()
+
+
+class Tokens:
+    def __init__(self, entries: list[_Entry]) -> None:
+        self._entries = entries
+
+    @classmethod
+    def load(cls, path: str | Path) -> Tokens:
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise TokenFileError(f"{path}: cannot read: {exc}") from None
+        entries: list[_Entry] = []
+        for number, line in enumerate(text.splitlines(), start=1):
+            line = line.split("#", 1)[0].strip()
+            if not line:
+                continue
+            parts = line.split()
+            if len(parts) != 3 or parts[2] not in ("rw", "ro"):
+                raise TokenFileError(f"{path}:{number}: expected '<token> <namespace> <rw|ro>'")
+            token, namespace, mode = parts
+            if token.startswith("sha256:"):
+                try:
+                    digest = bytes.fromhex(token.removeprefix("sha256:"))
+                except ValueError:
+                    digest = b""
+                if len(digest) != 32:
+                    raise TokenFileError(f"{path}:{number}: sha256: needs 64 hex digits")
+            else:
+                digest = _digest(token)
+            entries.append(_Entry(digest, Grant(namespace, mode == "rw")))
+        if not entries:
+            raise TokenFileError(f"{path}: no tokens")
+        return cls(entries)
+
+    def check(self, token: str | None) -> Grant | None:
+        """The grant of ``token``, or None. Time does not depend on which entry matches."""
+        if token is None:
+            return None
+        presented = _digest(token)
+        found: Grant | None = None
+        for entry in self._entries:
+            if hmac.compare_digest(presented, entry.digest):
+                found = entry.grant
+        return found
+
+
+class FailureDelay:
+    """Slow down failed authentication per source address (doubling, capped, forgiven)."""
+
+    def __init__(self, *, base: float = 0.1, cap: float = 5.0, forgive: float = 300.0) -> None:
+        self.base = base
+        self.cap = cap
+        self.forgive = forgive
+        self.failures_total = 0
+        self._recent: dict[str, tuple[int, float]] = {}
+
+    def failed(self, address: str) -> float:
+        """Record a failure from ``address``; the seconds to wait before answering."""
+        now = time.monotonic()
+        count, last = self._recent.get(address, (0, now))
+        if now - last > self.forgive:
+            count = 0
+        count += 1
+        self.failures_total += 1
+        self._recent[address] = (count, now)
+        if len(self._recent) > 10_000:
+            # Bounded memory under a spray of addresses: drop the stalest.
+            oldest = min(self._recent, key=lambda a: self._recent[a][1])
+            del self._recent[oldest]
+        return float(min(self.base * 2.0 ** (count - 1), self.cap))
+
+    def succeeded(self, address: str) -> None:
+        self._recent.pop(address, None)
