@@ -48,6 +48,7 @@ class Config:
     shutdown_grace: float
     allow_persistence: bool
     tokens: str | None
+    log_keys: bool
     log_level: str
 
 
@@ -93,6 +94,12 @@ def parse_args(argv: Sequence[str] | None = None) -> Config:
         action="store_true",
         default=persistence,
         help="accept a Valkey with RDB/AOF on (env VALISE_ALLOW_PERSISTENCE)",
+    )
+    p.add_argument(
+        "--log-keys",
+        action="store_true",
+        default=os.environ.get("VALISE_LOG_KEYS", "") not in ("", "0", "false"),
+        help="log key names in clear (they can be PHI; default: a keyed hash)",
     )
     ns = p.parse_args(argv)
     config = Config(**{k: v for k, v in vars(ns).items()})

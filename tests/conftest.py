@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import subprocess
 import sys
+import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -13,6 +14,7 @@ from typing import Any
 import pytest
 import pytest_asyncio
 import valkey
+from hypothesis import HealthCheck, settings
 
 from auth import Tokens
 from config import Config, parse_args
@@ -22,6 +24,17 @@ from storage.store import StorageConfig, Store
 from tests.wire import WireClient
 
 ROOT = Path(__file__).resolve().parent.parent
+
+# Deterministic property tests: fixed seeds, no timing health checks or
+# deadlines (a loaded 2-core CI machine must not turn them red), no database.
+settings.register_profile(
+    "valise",
+    derandomize=True,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+settings.load_profile("valise")
 
 #: Small chunks keep multi-chunk cases fast; the logic does not depend on size.
 CHUNK = 64 * 1024
@@ -112,16 +125,19 @@ async def client(server: Running) -> AsyncIterator[WireClient]:
 
 
 def start_process(valkey_url: str, *args: str) -> tuple[subprocess.Popen[str], int]:
-    proc = subprocess.Popen(
-        [sys.executable, "server.py", "--port", "0", "--valkey-url", valkey_url, *args],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    """The server as a process. Its log goes to a file, never to an unread pipe
+    (a full pipe would block the server's event loop on its own log)."""
+    with tempfile.TemporaryFile(mode="w+") as log:  # the child keeps its own descriptor
+        proc = subprocess.Popen(
+            [sys.executable, "server.py", "--port", "0", "--valkey-url", valkey_url, *args],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=log,
+            text=True,
+        )
     assert proc.stdout is not None
     line = proc.stdout.readline()
-    assert line.startswith("valise listening on "), line + proc.stderr.read()  # type: ignore[union-attr]
+    assert line.startswith("valise listening on "), f"server did not start: {line!r}"
     return proc, int(line.rsplit(":", 1)[1])
 
 

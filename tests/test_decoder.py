@@ -38,7 +38,7 @@ from protocol.frames import (
 #: Small DATA limit: keeps byte-at-a-time runs and property tests fast.
 MAX_DATA = 64
 
-FAST = settings(derandomize=True, max_examples=250, deadline=None, database=None)
+FAST = settings(max_examples=250)  # the rest comes from the "valise" profile (conftest)
 
 
 def wire(frame_type: int, payload: bytes = b"") -> bytes:

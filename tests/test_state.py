@@ -23,7 +23,7 @@ from protocol.state import Abort, Data, Event, Limits, ServerConnection, State, 
 
 LIMITS = Limits(max_frame=64, max_file_size=200, max_ttl=3600)
 
-FAST = settings(derandomize=True, max_examples=250, deadline=None, database=None)
+FAST = settings(max_examples=250)  # the rest comes from the "valise" profile (conftest)
 
 EVENT_TYPES = (
     requests.Hello,

@@ -1,0 +1,56 @@
+"""One structured log record per request, with no PHI in it.
+
+Key names can be PHI (a patient's name in a file name): the record carries a
+short keyed hash of the key (HMAC-SHA256 with a per-process random secret,
+so the same key is recognisable within a run and meaningless outside it),
+unless ``--log-keys`` is set. File bytes, tokens and Valkey URLs never reach
+a log record.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import logging
+import secrets
+import time
+
+log = logging.getLogger("valise.access")
+
+
+class AccessLog:
+    def __init__(self, *, log_keys: bool = False) -> None:
+        self.log_keys = log_keys
+        self._secret = secrets.token_bytes(32)
+
+    def key_ref(self, key: str) -> str:
+        if self.log_keys:
+            return key
+        digest = hmac.new(self._secret, key.encode("utf-8", "replace"), hashlib.sha256)
+        return "h:" + digest.hexdigest()[:16]
+
+    def record(
+        self,
+        *,
+        peer: str,
+        namespace: str,
+        op: str,
+        key: str | None,
+        nbytes: int,
+        started: float,
+        outcome: str,
+    ) -> None:
+        if not log.isEnabledFor(logging.INFO):
+            return
+        entry = {
+            "time": round(time.time(), 3),
+            "peer": peer,
+            "namespace": namespace,
+            "op": op,
+            "key": None if key is None else self.key_ref(key),
+            "bytes": nbytes,
+            "ms": round((time.monotonic() - started) * 1000, 2),
+            "outcome": outcome,
+        }
+        log.info(json.dumps(entry, separators=(",", ":")))
