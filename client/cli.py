@@ -8,6 +8,7 @@ Commands::
     rm KEY                  delete (exit 3 when there was nothing to delete)
     ls [PREFIX]             list every file whose key starts with PREFIX
     ping                    round trip to the server
+    watch DIR               scanner agent: upload new or changed files once settled
     frame ...               write request frames to stdout, for nc
     decode                  print server frames read from stdin, readably
 
@@ -29,7 +30,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, TextIO
 
-from . import nctools
+from . import nctools, watch
 from .aio import DEFAULT_PORT, AsyncClient
 from .errors import IntegrityError, NotFound, TransientError, ValiseError
 
@@ -121,6 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, help="page size asked of the server")
     command("ping", "check the server answers")
     nctools.add_parsers(sub, lambda p: _common(p, top=False))
+    watch.add_parser(sub, lambda p: _common(p, top=False))
     return parser
 
 
@@ -305,12 +307,24 @@ def _report(exc: ValiseError) -> None:
             print(f"  {name}: {exc.fields[name]}", file=sys.stderr)
 
 
+def _watch(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    try:
+        host, port = parse_server(args.server)
+    except ValueError as exc:
+        parser.error(str(exc))
+    if not os.path.isdir(args.dir):
+        parser.error(f"not a directory: {args.dir}")
+    return watch.run(args, host, port)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         if args.command in nctools.COMMANDS:
             return nctools.run(args)
+        if args.command == "watch":
+            return _watch(args, parser)
         return asyncio.run(_run(args, parser))
     except ValiseError as exc:
         _report(exc)
