@@ -112,7 +112,8 @@ class Connection:
             pass  # shutdown gave up waiting; the socket is closed below
         finally:
             self.writer.close()
-        with contextlib.suppress(Exception):
+        # A second cancel from shutdown may land here; the socket is closed either way.
+        with contextlib.suppress(Exception, asyncio.CancelledError):
             await self.writer.wait_closed()
 
     async def _serve_until_error(self) -> ProtocolError | None:
