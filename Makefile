@@ -37,7 +37,7 @@ bench: $(VENV)/.dev
 	$(BIN)/python -m tests.bench $(ARGS)
 
 loadtest: $(VENV)/.runtime
-	$(BIN)/python -m client.loadtest $(ARGS)
+	$(BIN)/python -m client.loadtest --spawn --duration 30 $(ARGS)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis
