@@ -4,6 +4,10 @@ The tokens file has one token per line: ``<token> <namespace> <rw|ro>``, with
 ``#`` comments and blank lines. A token may be written ``sha256:<hex>`` so the
 file holds no secret in clear. Presented tokens are hashed and compared with
 every entry in constant time. Several tokens may share a namespace.
+
+With mutual TLS, a line may name a client certificate instead of a secret:
+``subject:CN=<common name>``. A client presenting that (CA-verified)
+certificate is granted the line's namespace and mode by a HELLO without token.
 """
 
 from __future__ import annotations
@@ -40,8 +44,9 @@ def _digest(token: str) -> bytes:
 
 
 class Tokens:
-    def __init__(self, entries: list[_Entry]) -> None:
+    def __init__(self, entries: list[_Entry], subjects: dict[str, Grant] | None = None) -> None:
         self._entries = entries
+        self._subjects = subjects or {}
 
     @classmethod
     def load(cls, path: str | Path) -> Tokens:
@@ -50,6 +55,7 @@ class Tokens:
         except (OSError, UnicodeDecodeError) as exc:
             raise TokenFileError(f"{path}: cannot read: {exc}") from None
         entries: list[_Entry] = []
+        subjects: dict[str, Grant] = {}
         for number, line in enumerate(text.splitlines(), start=1):
             line = line.split("#", 1)[0].strip()
             if not line:
@@ -58,6 +64,13 @@ class Tokens:
             if len(parts) != 3 or parts[2] not in ("rw", "ro"):
                 raise TokenFileError(f"{path}:{number}: expected '<token> <namespace> <rw|ro>'")
             token, namespace, mode = parts
+            if token.startswith("subject:"):
+                if not token.startswith("subject:CN=") or token == "subject:CN=":
+                    raise TokenFileError(
+                        f"{path}:{number}: subject lines look like subject:CN=name"
+                    )
+                subjects[token.removeprefix("subject:CN=")] = Grant(namespace, mode == "rw")
+                continue
             if token.startswith("sha256:"):
                 try:
                     digest = bytes.fromhex(token.removeprefix("sha256:"))
@@ -68,9 +81,15 @@ class Tokens:
             else:
                 digest = _digest(token)
             entries.append(_Entry(digest, Grant(namespace, mode == "rw")))
-        if not entries:
+        if not entries and not subjects:
             raise TokenFileError(f"{path}: no tokens")
-        return cls(entries)
+        return cls(entries, subjects)
+
+    def check_subject(self, common_name: str | None) -> Grant | None:
+        """The grant of a verified client certificate's common name, or None."""
+        if common_name is None:
+            return None
+        return self._subjects.get(common_name)
 
     def check(self, token: str | None) -> Grant | None:
         """The grant of ``token``, or None. Time does not depend on which entry matches."""

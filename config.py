@@ -48,6 +48,10 @@ class Config:
     shutdown_grace: float
     allow_persistence: bool
     tokens: str | None
+    tls_cert: str | None
+    tls_key: str | None
+    tls_client_ca: str | None
+    valkey_tls_ca: str | None
     log_keys: bool
     log_level: str
 
@@ -87,6 +91,10 @@ def parse_args(argv: Sequence[str] | None = None) -> Config:
     _flag(p, "max-connections", int, 1024, "client connections served at once")
     _flag(p, "shutdown-grace", float, 30.0, "seconds transfers may finish after SIGTERM")
     _flag(p, "tokens", str, None, "tokens file: '<token> <namespace> <rw|ro>' per line")
+    _flag(p, "tls-cert", str, None, "PEM certificate chain: listen with TLS 1.2+")
+    _flag(p, "tls-key", str, None, "PEM private key for --tls-cert")
+    _flag(p, "tls-client-ca", str, None, "require client certificates signed by this CA")
+    _flag(p, "valkey-tls-ca", str, None, "CA for a valkeys:// Valkey URL")
     _flag(p, "log-level", str, "info", "debug, info, warning or error")
     persistence = os.environ.get("VALISE_ALLOW_PERSISTENCE", "") not in ("", "0", "false")
     p.add_argument(
@@ -118,5 +126,9 @@ def _validate(p: argparse.ArgumentParser, c: Config) -> None:
         p.error("--staging-ttl must be >= 3 s, --grace >= 0, timeouts > 0")
     if c.frame_timeout <= 0 or c.min_rate_window <= 0:
         p.error("--frame-timeout and --min-rate-window must be > 0")
+    if (c.tls_cert is None) != (c.tls_key is None):
+        p.error("--tls-cert and --tls-key go together")
+    if c.tls_client_ca is not None and c.tls_cert is None:
+        p.error("--tls-client-ca needs --tls-cert and --tls-key")
     if c.max_connections < 1 or c.valkey_connections < 1:
         p.error("--max-connections and --valkey-connections must be >= 1")

@@ -299,7 +299,7 @@ class Connection:
         tokens = self.server.tokens
         if tokens is None:
             return  # no authentication: a token, if any, is ignored
-        grant = tokens.check(token)
+        grant = tokens.check(token) if token is not None else tokens.check_subject(self._subject())
         address = str(self.writer.get_extra_info("peername", ("?",))[0])
         if grant is None:
             delay = self.server.auth_failures.failed(address)
@@ -310,6 +310,15 @@ class Connection:
             raise fatal(ErrorCode.UNAUTHORIZED, "unknown token")
         self.server.auth_failures.succeeded(address)
         self.grant = grant
+
+    def _subject(self) -> str | None:
+        """The common name of the client's verified certificate (mutual TLS), if any."""
+        cert = self.writer.get_extra_info("peercert")
+        for rdn in (cert or {}).get("subject", ()):
+            for name, value in rdn:
+                if name == "commonName":
+                    return str(value)
+        return None
 
     def _require_write(self, *, fatal: bool) -> None:
         if not self.grant.writable:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import ssl
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -53,7 +54,12 @@ class Server:
 
     async def start(self) -> tuple[str, int]:
         self._listener = await asyncio.start_server(
-            self._accept, self.config.host, self.config.port, limit=2 * READ_SIZE
+            self._accept,
+            self.config.host,
+            self.config.port,
+            limit=2 * READ_SIZE,
+            ssl=tls_context(self.config),
+            ssl_handshake_timeout=self.config.idle_timeout if self.config.tls_cert else None,
         )
         host, port = self._listener.sockets[0].getsockname()[:2]
         return host, port
@@ -107,6 +113,19 @@ class Server:
                 await asyncio.wait(late, timeout=LINGER_TOTAL + 1)
 
 
+def tls_context(config: Config) -> ssl.SSLContext | None:
+    """TLS 1.2+ for the listener; with --tls-client-ca, client certificates required."""
+    if config.tls_cert is None:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(config.tls_cert, config.tls_key)
+    if config.tls_client_ca is not None:
+        context.load_verify_locations(config.tls_client_ca)
+        context.verify_mode = ssl.CERT_REQUIRED
+    return context
+
+
 async def serve(config: Config, url: str, tokens: Tokens | None) -> None:
     store = Store(
         StorageConfig(
@@ -117,6 +136,7 @@ async def serve(config: Config, url: str, tokens: Tokens | None) -> None:
             timeout=config.storage_timeout,
             max_connections=config.valkey_connections,
             allow_persistence=config.allow_persistence,
+            tls_ca=config.valkey_tls_ca,
         )
     )
     try:
@@ -155,6 +175,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         log.info("started a private valkey-server (persistence off, noeviction)")
     try:
         asyncio.run(serve(config, url, tokens))
+    except (OSError, ssl.SSLError) as exc:
+        # Certificates that cannot be read, a port in use: say what, not a traceback.
+        print(f"valise: cannot start: {exc}", file=sys.stderr)
+        return 2
     except MisconfiguredValkey as exc:
         print(f"valise: refusing to start: {exc}", file=sys.stderr)
         return 2

@@ -23,14 +23,13 @@ import argparse
 import asyncio
 import json
 import os
-import ssl
 import sys
 import time
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, TextIO
 
-from . import nctools, watch
+from . import nctools, tls, watch
 from .aio import DEFAULT_PORT, AsyncClient
 from .errors import IntegrityError, NotFound, TransientError, ValiseError
 
@@ -86,6 +85,19 @@ def _common(parser: argparse.ArgumentParser, *, top: bool) -> None:
     parser.add_argument("--timeout", type=float, default=default(30.0), help="seconds")
     parser.add_argument("--retries", type=int, default=default(3))
     parser.add_argument("--tls", action="store_true", default=default(False))
+    parser.add_argument(
+        "--tls-ca",
+        default=default(os.environ.get("VALISE_TLS_CA")),
+        help="CA file to verify the server (implies --tls)",
+    )
+    parser.add_argument(
+        "--tls-cert",
+        default=default(os.environ.get("VALISE_TLS_CERT")),
+        help="client certificate for mutual TLS (implies --tls)",
+    )
+    parser.add_argument(
+        "--tls-key", default=default(os.environ.get("VALISE_TLS_KEY")), help="its private key"
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -216,7 +228,7 @@ async def _run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int
         token=args.token,
         timeout=args.timeout,
         retries=args.retries,
-        ssl=ssl.create_default_context() if args.tls else None,
+        ssl=tls.from_args(args),
         client_name="valise-cli",
     ) as client:
         cmd = args.command

@@ -38,7 +38,6 @@ import json
 import os
 import random
 import signal
-import ssl
 import stat
 import sys
 import tempfile
@@ -48,6 +47,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import IO, Any
 
+from . import tls
 from .aio import AsyncClient
 from .errors import (
     BadKey,
@@ -529,7 +529,7 @@ async def _main(args: argparse.Namespace, host: str, port: int, root: str, state
         timeout=args.timeout,
         retries=args.retries,
         max_backoff=min(5.0, args.max_backoff),
-        ssl=ssl.create_default_context() if args.tls else None,
+        ssl=tls.from_args(args),
         client_name="valise-watch",
     )
     watcher = Watcher(

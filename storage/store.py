@@ -54,6 +54,8 @@ class StorageConfig:
     timeout: float = 30.0
     max_connections: int = 64
     allow_persistence: bool = False
+    #: CA bundle for a valkeys:// URL (TLS to Valkey).
+    tls_ca: str | None = None
 
 
 def translate(exc: Exception) -> StorageError:
@@ -94,8 +96,10 @@ async def call(op: Callable[[], Awaitable[T]], *, idempotent: bool) -> T:
 class Store:
     def __init__(self, config: StorageConfig) -> None:
         self.config = config
+        tls: dict[str, Any] = {"ssl_ca_certs": config.tls_ca} if config.tls_ca else {}
         pool = valkey_async.BlockingConnectionPool.from_url(
             config.url,
+            **tls,
             max_connections=config.max_connections,
             timeout=config.timeout,
             socket_timeout=config.timeout,
