@@ -69,6 +69,13 @@ def _flag(
     parser.add_argument(f"--{name}", type=kind, default=value, help=f"{help} (env {env})")
 
 
+def _switch(parser: argparse.ArgumentParser, name: str, help: str) -> None:
+    """An on/off flag; VALISE_<NAME> set to anything but '', 0 or false turns it on."""
+    env = "VALISE_" + name.upper().replace("-", "_")
+    on = os.environ.get(env, "").lower() not in ("", "0", "false")
+    parser.add_argument(f"--{name}", action="store_true", default=on, help=f"{help} (env {env})")
+
+
 def parse_args(argv: Sequence[str] | None = None) -> Config:
     p = argparse.ArgumentParser(prog="server.py", description="Valise file server")
     _flag(p, "host", str, "127.0.0.1", "address to listen on")
@@ -96,19 +103,8 @@ def parse_args(argv: Sequence[str] | None = None) -> Config:
     _flag(p, "tls-client-ca", str, None, "require client certificates signed by this CA")
     _flag(p, "valkey-tls-ca", str, None, "CA for a valkeys:// Valkey URL")
     _flag(p, "log-level", str, "info", "debug, info, warning or error")
-    persistence = os.environ.get("VALISE_ALLOW_PERSISTENCE", "") not in ("", "0", "false")
-    p.add_argument(
-        "--allow-persistence",
-        action="store_true",
-        default=persistence,
-        help="accept a Valkey with RDB/AOF on (env VALISE_ALLOW_PERSISTENCE)",
-    )
-    p.add_argument(
-        "--log-keys",
-        action="store_true",
-        default=os.environ.get("VALISE_LOG_KEYS", "") not in ("", "0", "false"),
-        help="log key names in clear (they can be PHI; default: a keyed hash)",
-    )
+    _switch(p, "allow-persistence", "accept a Valkey with RDB/AOF on")
+    _switch(p, "log-keys", "log key names in clear (they can be PHI; default: a keyed hash)")
     ns = p.parse_args(argv)
     config = Config(**{k: v for k, v in vars(ns).items()})
     _validate(p, config)

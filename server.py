@@ -126,19 +126,21 @@ def tls_context(config: Config) -> ssl.SSLContext | None:
     return context
 
 
-async def serve(config: Config, url: str, tokens: Tokens | None) -> None:
-    store = Store(
-        StorageConfig(
-            url=url,
-            chunk_size=config.chunk_size,
-            staging_ttl=config.staging_ttl,
-            grace=config.grace,
-            timeout=config.storage_timeout,
-            max_connections=config.valkey_connections,
-            allow_persistence=config.allow_persistence,
-            tls_ca=config.valkey_tls_ca,
-        )
+def storage_config(config: Config, url: str) -> StorageConfig:
+    return StorageConfig(
+        url=url,
+        chunk_size=config.chunk_size,
+        staging_ttl=config.staging_ttl,
+        grace=config.grace,
+        timeout=config.storage_timeout,
+        max_connections=config.valkey_connections,
+        allow_persistence=config.allow_persistence,
+        tls_ca=config.valkey_tls_ca,
     )
+
+
+async def serve(config: Config, url: str, tokens: Tokens | None) -> None:
+    store = Store(storage_config(config, url))
     try:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()

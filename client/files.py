@@ -162,7 +162,7 @@ class Sink:
             raise
         self._tmp = None
         self._tmp_name = None
-        _fsync_dir(os.path.dirname(self._path))
+        fsync_dir(os.path.dirname(self._path))
 
     def abort(self) -> None:
         """Drop the current attempt: close and delete the temporary file."""
@@ -176,7 +176,7 @@ class Sink:
             self._tmp_name = None
 
 
-def _fsync_dir(directory: str) -> None:
+def fsync_dir(directory: str) -> None:
     """Persist the rename; not every platform or file system allows it."""
     try:
         fd = os.open(directory or ".", os.O_RDONLY)

@@ -61,6 +61,7 @@ from .errors import (
     Unauthorized,
     ValiseError,
 )
+from .files import fsync_dir
 
 __all__ = ["STATE_NAME", "SentRecord", "StateFile", "Watcher", "add_parser", "run", "scan"]
 
@@ -224,7 +225,7 @@ class StateFile:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
             raise
-        _fsync_dir(directory)
+        fsync_dir(directory)
 
     def is_temp(self, path: str) -> bool:
         """Whether ``path`` is the state file or one of its temporary files."""
@@ -233,18 +234,6 @@ class StateFile:
         if other_dir != directory:
             return False
         return other == base or (other.startswith(f".{base}.") and other.endswith(".tmp"))
-
-
-def _fsync_dir(directory: str) -> None:
-    try:
-        fd = os.open(directory or ".", os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        with contextlib.suppress(OSError):
-            os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 # -- scanning ----------------------------------------------------------------

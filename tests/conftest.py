@@ -18,9 +18,9 @@ from hypothesis import HealthCheck, settings
 
 from auth import Tokens
 from config import Config, parse_args
-from server import Server
+from server import Server, storage_config
 from storage.embedded import EmbeddedValkey
-from storage.store import StorageConfig, Store
+from storage.store import Store
 from tests.wire import WireClient
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -85,16 +85,7 @@ class Running:
 
 
 async def start_server(url: str, config: Config, tokens: Tokens | None = None) -> Running:
-    store = Store(
-        StorageConfig(
-            url=url,
-            chunk_size=config.chunk_size,
-            staging_ttl=config.staging_ttl,
-            grace=config.grace,
-            timeout=config.storage_timeout,
-            max_connections=config.valkey_connections,
-        )
-    )
+    store = Store(storage_config(config, url))
     await store.check_server()
     server = Server(config, store, tokens)
     host, port = await server.start()
