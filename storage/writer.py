@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from typing import Any
 
 from storage import keys
 from storage.errors import StorageError, StorageUnavailable
@@ -178,16 +179,22 @@ class ChunkWriter:
         tail_name = keys.chunk_key(self.vid, len(earlier))
         digests = b"".join(self._digests)
 
-        async def run() -> None:
+        async def run() -> list[Any]:
             async with self.store.client.pipeline(transaction=False) as pipe:
+                for name in earlier:
+                    pipe.pexpire(name, final_ms)
                 if tail is not None:
                     pipe.set(tail_name, tail, px=final_ms)
                 pipe.set(keys.digests_key(self.vid), digests, px=final_ms)
-                for name in earlier:
-                    pipe.pexpire(name, final_ms)
-                await pipe.execute()
+                results: list[Any] = await pipe.execute()
+                return results
 
-        await call(run, idempotent=True)
+        extended = (await call(run, idempotent=True))[: len(earlier)]
+        if not all(extended):
+            # A staged chunk expired before its TTL was extended (Valkey or this
+            # server stalled past the staging TTL). Publishing would make a file
+            # with a hole: refuse, and the caller aborts the upload.
+            raise StorageUnavailable("the upload's staged chunks expired before the commit")
 
     def _chunk_names(self) -> list[str]:
         return [keys.chunk_key(self.vid, i) for i in range(len(self._digests))]

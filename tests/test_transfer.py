@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
 import random
@@ -238,3 +239,31 @@ async def test_urandom_file_round_trip_with_default_frames(client: WireClient, p
     data = os.urandom(5 * CHUNK + 99)
     assert (await client.put(prefix + "r", data, frame_size=1000)).ok
     assert (await client.get(prefix + "r")).data == data
+
+
+async def test_commit_refuses_when_a_staged_chunk_expired(
+    client: WireClient, prefix: str, vk: Any
+) -> None:
+    old = payload(CHUNK, seed=11)
+    assert (await client.put(prefix + "k", old)).ok
+    new = payload(3 * CHUNK, seed=12)
+    await client.send(control(FrameType.PUT, {"key": prefix + "k"}))
+    vid = (await client.reply()).body["upload_id"]
+    await client.send(
+        frame(FrameType.DATA, new[:CHUNK]) + frame(FrameType.DATA, new[CHUNK : 2 * CHUNK])
+    )
+    # Wait for chunk 0 to be staged, then let it "expire" as it would after a stall.
+    for _ in range(200):
+        if vk.exists(keys.chunk_key(vid, 0)):
+            break
+        await asyncio.sleep(0.01)
+    vk.delete(keys.chunk_key(vid, 0))
+    await client.send(frame(FrameType.DATA, new[2 * CHUNK :]))
+    await client.send(frame(FrameType.END, hashlib.sha1(new).digest()))
+    reply = await client.reply()
+    assert reply.code == "unavailable"
+    assert reply.body["fatal"] is False
+    # Never a file with a hole: the old version is still the one served, whole.
+    got = await client.get(prefix + "k")
+    assert got.data == old
+    assert list(vk.scan_iter(match=f"valise:*{vid}*")) == []
