@@ -14,7 +14,7 @@ import hashlib
 import logging
 import secrets
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -112,6 +112,8 @@ class Store:
         # valkey-py's annotations mix its sync and async return types and refuse
         # bytes keys; typed as Any here, and only here, behind our own methods.
         self.client: Any = valkey_async.Valkey(connection_pool=pool)
+        self._timers: set[asyncio.TimerHandle] = set()
+        self._releases: set[asyncio.Task[None]] = set()
         self._memory = (0, 0)
         self._memory_at = -MEMORY_CACHE
         self._commit = self.client.register_script(scripts.COMMIT)
@@ -119,6 +121,12 @@ class Store:
         self._list = self.client.register_script(scripts.LIST)
 
     async def close(self) -> None:
+        # Pending releases are left to their TTLs (at most grace seconds away).
+        for handle in self._timers:
+            handle.cancel()
+        for task in list(self._releases):
+            task.cancel()
+        await asyncio.gather(*self._releases, return_exceptions=True)
         await self.client.aclose()
         # A pool passed in explicitly is not closed by the client.
         await self.client.connection_pool.disconnect()
@@ -244,14 +252,38 @@ class Store:
         return files, last.decode() if more else None
 
     async def release(self, info: FileInfo) -> None:
-        """Shorten a replaced or deleted version's TTL to ``grace`` (reads in flight finish)."""
-        grace_ms = max(1, self.config.grace * 1000)
+        """Free a replaced or deleted version once reads in flight have had ``grace`` s.
+
+        An expired key is reclaimed only when Valkey's active expiry samples it;
+        among many keys with long TTLs that can take minutes, and freed chunks
+        would pile up to maxmemory. So the bytes are unlinked by us: at once
+        when grace is 0, else by a timer. The TTL shortened to ``grace`` is the
+        fallback if this process dies before its timer runs.
+        """
         names = [keys.chunk_key(info.vid, i) for i in range(info.chunks)]
         names.append(keys.digests_key(info.vid))
         try:
-            await self.expire_many(names, grace_ms, "LT")
+            if self.config.grace == 0:
+                await self.unlink_many(names)
+                return
+            await self.expire_many(names, self.config.grace * 1000, "LT")
         except StorageError:
-            log.warning("could not shorten the TTL of a replaced version; it expires on its own")
+            log.warning("could not release a replaced version; it expires on its own")
+            return
+        loop = asyncio.get_running_loop()
+        self._timers = {h for h in self._timers if h.when() > loop.time()}  # drop fired ones
+        self._timers.add(loop.call_later(self.config.grace, self._unlink_later, names))
+
+    def _unlink_later(self, names: Sequence[str]) -> None:
+        task = asyncio.create_task(self._unlink_quietly(names))
+        self._releases.add(task)
+        task.add_done_callback(self._releases.discard)
+
+    async def _unlink_quietly(self, names: Sequence[str]) -> None:
+        try:
+            await self.unlink_many(names)
+        except StorageError:
+            log.warning("could not unlink a released version; it expires on its own")
 
     # -- bulk helpers ---------------------------------------------------
 

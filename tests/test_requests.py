@@ -260,3 +260,27 @@ async def test_connection_limit_answers_busy(server: Running) -> None:
     assert (await one.request(FrameType.PING, {})).ok
     for c in (one, two, three):
         await c.close()
+
+
+@pytest.mark.config(grace=1)
+async def test_replaced_version_is_freed_after_grace(
+    client: WireClient, prefix: str, vk: Any
+) -> None:
+    # With active expiry off, an expired key stays in memory (and in DBSIZE)
+    # until something reclaims it: only the server's own UNLINK can.
+    vk.execute_command("DEBUG", "SET-ACTIVE-EXPIRE", "0")
+    try:
+        assert (await client.put(prefix + "k", b"old" * CHUNK)).ok  # 3 chunks + digests
+        vid = vk.hget(keys.NamespaceKeys("").meta(prefix + "k"), "vid").decode()
+        assert (await client.put(prefix + "k", b"new")).ok  # 1 chunk + digests
+        before = vk.dbsize()
+        # Still there for reads in flight...
+        assert vk.exists(keys.chunk_key(vid, 0))
+        # ...and unlinked by the server once the grace has passed.
+        for _ in range(100):
+            if vk.dbsize() <= before - 4:
+                break
+            await asyncio.sleep(0.05)
+        assert vk.dbsize() == before - 4
+    finally:
+        vk.execute_command("DEBUG", "SET-ACTIVE-EXPIRE", "1")
