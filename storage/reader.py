@@ -59,14 +59,15 @@ class Download:
             at = (index - first) * 20
             fetches.append(asyncio.create_task(self._fetch(index, digests[at : at + 20])))
 
-        ahead = first
+        fetch(first)
+        ahead = first + 1
         try:
             for index in range(first, last + 1):
+                chunk = await fetches.popleft()
                 # Keep PREFETCH chunks on their way while this one is sent.
                 while ahead <= last and len(fetches) < PREFETCH:
                     fetch(ahead)
                     ahead += 1
-                chunk = await fetches.popleft()
                 start = max(self.offset - index * size, 0)
                 stop = min(end - index * size, len(chunk))
                 piece = memoryview(chunk)[start:stop]
