@@ -41,6 +41,11 @@ def fatal(code: ErrorCode, message: str) -> ProtocolError:
     return ProtocolError(code, message, fatal=True)
 
 
+def _wire(exc: StorageError, *, fatal: bool) -> ProtocolError:
+    """A storage failure as the ERROR the client gets; fatality depends on where we are."""
+    return ProtocolError(exc.code, exc.message, fatal=fatal)
+
+
 def _now() -> float:
     return time.monotonic()
 
@@ -155,7 +160,7 @@ class Connection:
                 self._frame_deadline = _now() + self.config.frame_timeout
             except ProtocolError as exc:
                 self._end(str(exc.code))
-                await self._drop_upload(unless_uploading=not exc.fatal)
+                await self._drop_upload()
                 if exc.fatal:
                     raise Closing(exc) from None
                 await self._error(exc)
@@ -166,8 +171,8 @@ class Connection:
                 await self._drop_upload()
                 if uploading:
                     self.proto.fail()
-                    raise Closing(fatal(exc.code, exc.message)) from None
-                await self._error(ProtocolError(exc.code, exc.message, fatal=False))
+                    raise Closing(_wire(exc, fatal=True)) from None
+                await self._error(_wire(exc, fatal=False))
             self.busy = self.proto.uploading
             if self.server.closing and not self.busy:
                 raise Closing(fatal(ErrorCode.SHUTTING_DOWN, "server is shutting down"))
@@ -215,8 +220,8 @@ class Connection:
             raise Closing(fatal(ErrorCode.TIMEOUT, "upload slower than the server's minimum rate"))
         self.proto.receive_data(data)
 
-    async def _drop_upload(self, *, unless_uploading: bool = False) -> None:
-        if self.upload is not None and not (unless_uploading and self.proto.uploading):
+    async def _drop_upload(self) -> None:
+        if self.upload is not None:
             upload, self.upload = self.upload, None
             await upload.abort()
 
@@ -357,7 +362,7 @@ class Connection:
                         await self._drain()
         except StorageError as exc:
             # The stream ends at a frame boundary: not fatal (PROTOCOL.md, GET).
-            await self._error(ProtocolError(exc.code, exc.message, fatal=False))
+            await self._error(_wire(exc, fatal=False))
             return
         digest = bytes.fromhex(download.sha1)
         self.writer.write(HEADER.pack(FrameType.END, len(digest)) + digest)
