@@ -52,6 +52,7 @@ class Config:
     tls_key: str | None
     tls_client_ca: str | None
     valkey_tls_ca: str | None
+    valkey_cluster: bool
     log_keys: bool
     log_level: str
 
@@ -103,6 +104,7 @@ def parse_args(argv: Sequence[str] | None = None) -> Config:
     _flag(p, "tls-client-ca", str, None, "require client certificates signed by this CA")
     _flag(p, "valkey-tls-ca", str, None, "CA for a valkeys:// Valkey URL")
     _flag(p, "log-level", str, "info", "debug, info, warning or error")
+    _switch(p, "valkey-cluster", "--valkey-url is a Valkey Cluster node (valkey-py ValkeyCluster)")
     _switch(p, "allow-persistence", "accept a Valkey with RDB/AOF on")
     _switch(p, "log-keys", "log key names in clear (they can be PHI; default: a keyed hash)")
     ns = p.parse_args(argv)
@@ -126,5 +128,7 @@ def _validate(p: argparse.ArgumentParser, c: Config) -> None:
         p.error("--tls-cert and --tls-key go together")
     if c.tls_client_ca is not None and c.tls_cert is None:
         p.error("--tls-client-ca needs --tls-cert and --tls-key")
+    if c.valkey_cluster and c.valkey_url is None:
+        p.error("--valkey-cluster needs --valkey-url (a node of the cluster)")
     if c.max_connections < 1 or c.valkey_connections < 1:
         p.error("--max-connections and --valkey-connections must be >= 1")

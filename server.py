@@ -136,6 +136,7 @@ def storage_config(config: Config, url: str) -> StorageConfig:
         max_connections=config.valkey_connections,
         allow_persistence=config.allow_persistence,
         tls_ca=config.valkey_tls_ca,
+        cluster=config.valkey_cluster,
     )
 
 

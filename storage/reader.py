@@ -91,7 +91,9 @@ class Download:
 
     async def _fetch(self, index: int, digest: bytes) -> bytes:
         name = keys.chunk_key(self.info.vid, index)
-        chunk: bytes | None = await call(lambda: self.store.client.get(name), idempotent=True)
+        chunk: bytes | None = await call(
+            lambda: self.store.client.get(name), idempotent=True, kind="chunk_read"
+        )
         if chunk is None:
             await self._lost(f"chunk {index}")
         expected = min(self.info.chunk_size, self.info.size - index * self.info.chunk_size)

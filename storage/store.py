@@ -23,7 +23,7 @@ import valkey.exceptions as valkey_exc
 from valkey.asyncio.retry import Retry
 from valkey.backoff import NoBackoff
 
-from storage import keys, scripts
+from storage import keys, observe, scripts
 from storage.errors import (
     FileNotFound,
     MisconfiguredValkey,
@@ -56,6 +56,8 @@ class StorageConfig:
     allow_persistence: bool = False
     #: CA bundle for a valkeys:// URL (TLS to Valkey).
     tls_ca: str | None = None
+    #: ``url`` names one node of a Valkey Cluster (docs/decisions/0006).
+    cluster: bool = False
 
 
 def translate(exc: Exception) -> StorageError:
@@ -78,18 +80,24 @@ def translate(exc: Exception) -> StorageError:
 _TRANSIENT = (valkey_exc.ConnectionError, ConnectionError)
 
 
-async def call(op: Callable[[], Awaitable[T]], *, idempotent: bool) -> T:
-    """Run one Valkey operation, retrying it only when it is safe to run twice."""
+async def call(op: Callable[[], Awaitable[T]], *, idempotent: bool, kind: str = "meta") -> T:
+    """Run one Valkey operation, retrying it only when it is safe to run twice.
+
+    ``kind`` names it for :mod:`storage.observe` (metrics)."""
     attempts = ATTEMPTS if idempotent else 1
+    started = time.monotonic()
     for attempt in range(1, attempts + 1):
         try:
-            return await op()
-        except _TRANSIENT as exc:
-            if attempt == attempts:
-                raise translate(exc) from exc
-            await asyncio.sleep(0.05 * attempt)
+            result = await op()
         except (valkey_exc.ValkeyError, OSError) as exc:
-            raise translate(exc) from exc
+            if isinstance(exc, _TRANSIENT) and attempt < attempts:
+                await asyncio.sleep(0.05 * attempt)
+                continue
+            error = translate(exc)
+            observe.report(kind, time.monotonic() - started, error.code.value)
+            raise error from exc
+        observe.report(kind, time.monotonic() - started, "ok")
+        return result
     raise AssertionError("unreachable")
 
 
@@ -163,6 +171,10 @@ class Store:
                 f"Valkey proto-max-bulk-len {max_bulk}"
             )
 
+    async def health(self) -> None:
+        """Raise StorageUnavailable unless Valkey (every primary, in a cluster) answers PING."""
+        await call(self.client.ping, idempotent=False)
+
     async def check_writable(self, size: int | None) -> None:
         """Before accepting a PUT: Valkey answers and has room for a declared size.
 
@@ -213,6 +225,7 @@ class Store:
         previous = await call(
             lambda: self._commit(keys=[ns.meta(info.key), ns.index, ns.expiry_index], args=args),
             idempotent=True,  # COMMIT is idempotent by vid; see scripts.py
+            kind="commit",
         )
         if previous:
             await self.release(FileInfo.loads(previous))

@@ -93,7 +93,11 @@ class ChunkWriter:
         staging_ms = self.store.config.staging_ttl * 1000
         digest = asyncio.create_task(sha1_of(chunk))
         try:
-            await call(lambda: self.store.client.set(name, chunk, px=staging_ms), idempotent=True)
+            await call(
+                lambda: self.store.client.set(name, chunk, px=staging_ms),
+                idempotent=True,
+                kind="chunk_write",
+            )
         finally:
             sha = await digest
         return sha
@@ -189,7 +193,7 @@ class ChunkWriter:
                 results: list[Any] = await pipe.execute()
                 return results
 
-        extended = (await call(run, idempotent=True))[: len(earlier)]
+        extended = (await call(run, idempotent=True, kind="commit"))[: len(earlier)]
         if not all(extended):
             # A staged chunk expired before its TTL was extended (Valkey or this
             # server stalled past the staging TTL). Publishing would make a file

@@ -1,0 +1,31 @@
+"""A hook for metrics: storage reports what each Valkey call cost, and never
+imports a metrics library itself.
+
+Each completed :func:`storage.store.call` reports ``(kind, seconds, outcome)``:
+``kind`` is ``chunk_write``, ``chunk_read``, ``commit`` or ``meta``;
+``outcome`` is ``ok`` or the protocol error code the failure maps to
+(``unavailable``, ``storage_full``, ``internal``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+Observer = Callable[[str, float, str], None]
+
+_observers: list[Observer] = []
+
+
+def subscribe(observer: Observer) -> None:
+    if observer not in _observers:
+        _observers.append(observer)
+
+
+def unsubscribe(observer: Observer) -> None:
+    if observer in _observers:
+        _observers.remove(observer)
+
+
+def report(kind: str, seconds: float, outcome: str) -> None:
+    for observer in _observers:
+        observer(kind, seconds, outcome)
