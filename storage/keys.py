@@ -28,6 +28,19 @@ def _escape_namespace(namespace: str) -> str:
     return namespace.replace("%", "%25").replace("{", "%7B").replace("}", "%7D")
 
 
+def _unescape_namespace(escaped: str) -> str:
+    return escaped.replace("%7D", "}").replace("%7B", "{").replace("%25", "%")
+
+
+#: SCAN pattern matching every namespace's LIST index.
+INDEX_PATTERN = f"{PREFIX}:{{ns=*}}:ix"
+
+
+def namespace_of_index(name: bytes) -> str:
+    """The namespace whose LIST index is ``name`` (a key matched by INDEX_PATTERN)."""
+    return _unescape_namespace(name.decode()[len(PREFIX) + 5 : -4])
+
+
 @dataclass(frozen=True, slots=True)
 class NamespaceKeys:
     namespace: str

@@ -63,3 +63,18 @@ for _, member in ipairs(members) do
 end
 return out
 """
+
+# KEYS: index;  ARGV: min bound, limit, meta prefix
+# Returns the last member scanned, how many were scanned, live files, their bytes.
+USAGE = """
+local members = redis.call('ZRANGEBYLEX', KEYS[1], ARGV[1], '+', 'LIMIT', 0, tonumber(ARGV[2]))
+local files, bytes = 0, 0
+for _, member in ipairs(members) do
+  local info = redis.call('HGET', ARGV[3] .. member, 'info')
+  if info then
+    files = files + 1
+    bytes = bytes + cjson.decode(info).size
+  end
+end
+return {members[#members] or false, #members, files, bytes}
+"""

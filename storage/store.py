@@ -10,6 +10,7 @@ a full chunk, and retries are ours, applied only to idempotent commands.
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import logging
 import secrets
@@ -68,6 +69,8 @@ def translate(exc: Exception) -> StorageError:
     # the prefix may survive in the message instead.
     if isinstance(exc, valkey_exc.OutOfMemoryError) or "OOM" in str(exc)[:40]:
         return StorageFull("Valkey is out of memory")
+    if isinstance(exc, _CLUSTER_TRANSIENT):
+        return StorageUnavailable("the Valkey cluster is failing over or resharding")
     if isinstance(exc, valkey_exc.ConnectionError | valkey_exc.TimeoutError | OSError):
         return StorageUnavailable("Valkey is unreachable or too slow")
     if isinstance(exc, asyncio.TimeoutError):
@@ -77,7 +80,15 @@ def translate(exc: Exception) -> StorageError:
 
 # A dropped connection is worth another try; a timeout is not: Valkey is slow,
 # and a retry would multiply the wait past --storage-timeout.
-_TRANSIENT = (valkey_exc.ConnectionError, ConnectionError)
+# In a cluster, CLUSTERDOWN (a failover in progress), TRYAGAIN (a slot being
+# migrated) and a redirect loop are passing states, worth another try too.
+_CLUSTER_TRANSIENT = (
+    valkey_exc.ClusterDownError,
+    valkey_exc.TryAgainError,
+    valkey_exc.MasterDownError,
+    valkey_exc.ClusterError,
+)
+_TRANSIENT = (valkey_exc.ConnectionError, ConnectionError, *_CLUSTER_TRANSIENT)
 
 
 async def call(op: Callable[[], Awaitable[T]], *, idempotent: bool, kind: str = "meta") -> T:
@@ -104,29 +115,17 @@ async def call(op: Callable[[], Awaitable[T]], *, idempotent: bool, kind: str = 
 class Store:
     def __init__(self, config: StorageConfig) -> None:
         self.config = config
-        tls: dict[str, Any] = {"ssl_ca_certs": config.tls_ca} if config.tls_ca else {}
-        pool = valkey_async.BlockingConnectionPool.from_url(
-            config.url,
-            **tls,
-            max_connections=config.max_connections,
-            timeout=config.timeout,
-            socket_timeout=config.timeout,
-            socket_connect_timeout=min(config.timeout, 5.0),
-            retry=Retry(NoBackoff(), 0),
-            # Chunks are megabytes: read replies in 1 MiB pieces, not 64 KiB.
-            socket_read_size=1024 * 1024,
-            health_check_interval=30,
-        )
         # valkey-py's annotations mix its sync and async return types and refuse
         # bytes keys; typed as Any here, and only here, behind our own methods.
-        self.client: Any = valkey_async.Valkey(connection_pool=pool)
+        self.client: Any = _cluster_client(config) if config.cluster else _single_client(config)
         self._timers: set[asyncio.TimerHandle] = set()
         self._releases: set[asyncio.Task[None]] = set()
-        self._memory = (0, 0)
+        self._memory: list[tuple[int, int]] = []
         self._memory_at = -MEMORY_CACHE
         self._commit = self.client.register_script(scripts.COMMIT)
         self._delete = self.client.register_script(scripts.DELETE)
         self._list = self.client.register_script(scripts.LIST)
+        self._usage = self.client.register_script(scripts.USAGE)
 
     async def close(self) -> None:
         # Pending releases are left to their TTLs (at most grace seconds away).
@@ -136,22 +135,37 @@ class Store:
             task.cancel()
         await asyncio.gather(*self._releases, return_exceptions=True)
         await self.client.aclose()
-        # A pool passed in explicitly is not closed by the client.
-        await self.client.connection_pool.disconnect()
+        if not self.config.cluster:
+            # A pool passed in explicitly is not closed by the client.
+            await self.client.connection_pool.disconnect()
 
     # -- start-up -------------------------------------------------------
 
+    def _nodes(self, *, primaries: bool) -> list[dict[str, Any]]:
+        """Per-node command options: one node alone, or each node of a cluster."""
+        if not self.config.cluster:
+            return [{}]
+        nodes = self.client.get_primaries() if primaries else self.client.get_nodes()
+        return [{"target_nodes": node} for node in nodes]
+
     async def check_server(self) -> None:
-        """Refuse a Valkey that would evict chunks or write scans to disk."""
+        """Refuse a Valkey (any cluster node) that would evict chunks or write scans to disk."""
         try:
-            config: dict[str, str] = {}
-            for name in ("maxmemory-policy", "save", "appendonly", "proto-max-bulk-len"):
-                config.update(_decode_map(await self.client.config_get(name)))
+            if self.config.cluster:
+                await self.client.initialize()
+            for target in self._nodes(primaries=False):
+                config: dict[str, str] = {}
+                for name in ("maxmemory-policy", "save", "appendonly", "proto-max-bulk-len"):
+                    config.update(_decode_map(await self.client.config_get(name, **target)))
+                self._check_config(config)
         except valkey_exc.ResponseError as exc:
+            if isinstance(exc, _CLUSTER_TRANSIENT):
+                raise translate(exc) from exc
             log.warning("cannot read Valkey CONFIG (%s); skipping safety checks", exc)
-            return
         except (valkey_exc.ValkeyError, OSError) as exc:
             raise translate(exc) from exc
+
+    def _check_config(self, config: dict[str, str]) -> None:
         policy = config.get("maxmemory-policy", "noeviction")
         if policy != "noeviction":
             raise MisconfiguredValkey(
@@ -173,7 +187,11 @@ class Store:
 
     async def health(self) -> None:
         """Raise StorageUnavailable unless Valkey (every primary, in a cluster) answers PING."""
-        await call(self.client.ping, idempotent=False)
+        targets = (
+            {"target_nodes": valkey_async.ValkeyCluster.PRIMARIES} if self.config.cluster else {}
+        )
+        if not await call(lambda: self.client.ping(**targets), idempotent=False):
+            raise StorageUnavailable("Valkey did not answer PING")
 
     async def check_writable(self, size: int | None) -> None:
         """Before accepting a PUT: Valkey answers and has room for a declared size.
@@ -184,15 +202,18 @@ class Store:
         now = time.monotonic()
         if now - self._memory_at > MEMORY_CACHE:
 
-            async def memory() -> dict[str, Any]:
-                info: dict[str, Any] = await self.client.info("memory")
-                return info
+            async def memory() -> list[dict[str, Any]]:
+                return [
+                    await self.client.info("memory", **target)
+                    for target in self._nodes(primaries=True)
+                ]
 
-            info = await call(memory, idempotent=True)
-            self._memory = (int(info.get("used_memory", 0)), int(info.get("maxmemory", 0)))
+            self._memory = [
+                (int(info.get("used_memory", 0)), int(info.get("maxmemory", 0)))
+                for info in await call(memory, idempotent=True)
+            ]
             self._memory_at = now
-        used, maxmemory = self._memory
-        if maxmemory and used + (size or 0) >= maxmemory:
+        if not _has_room(self._memory, size or 0):
             raise StorageFull("Valkey has no room for this upload")
 
     # -- metadata -------------------------------------------------------
@@ -264,6 +285,41 @@ class Store:
         more = last is not None and int(scanned) >= limit
         return files, last.decode() if more else None
 
+    async def usage(self, page: int = 1000) -> dict[str, tuple[int, int]]:
+        """Live files and their bytes per namespace, for metrics.
+
+        Walks every namespace's index, ``page`` entries per script call (each
+        call is short, so Valkey stays responsive): seconds for millions of
+        files. Sample it in the background; never run it per request.
+        """
+        names: set[bytes] = set()
+
+        async def scan() -> None:
+            async for name in self.client.scan_iter(match=keys.INDEX_PATTERN, _type="zset"):
+                names.add(name)
+
+        await call(scan, idempotent=True)
+        usage: dict[str, tuple[int, int]] = {}
+        for name in sorted(names):
+            namespace = keys.namespace_of_index(name)
+            usage[namespace] = await self._usage_of(keys.NamespaceKeys(namespace), page)
+        return usage
+
+    async def _usage_of(self, ns: keys.NamespaceKeys, page: int) -> tuple[int, int]:
+        files = size = 0
+        start = b"-"
+        while True:
+            walk = functools.partial(
+                self._usage, keys=[ns.index], args=[start, page, ns.meta_prefix]
+            )
+            reply = await call(walk, idempotent=True)
+            last, scanned, page_files, page_bytes = reply
+            files += int(page_files)
+            size += int(page_bytes)
+            if last is None or int(scanned) < page:
+                return files, size
+            start = b"(" + last
+
     async def release(self, info: FileInfo) -> None:
         """Free a replaced or deleted version once reads in flight have had ``grace`` s.
 
@@ -324,6 +380,83 @@ class Store:
                 await self.client.unlink(*batch)
 
             await call(run, idempotent=True)
+
+
+def _has_room(nodes: Sequence[tuple[int, int]], size: int) -> bool:
+    """Room for ``size`` bytes, given (used, maxmemory) per primary.
+
+    Chunks spread over every primary, so a cluster has room while the free
+    memory of all its primaries adds up to the upload, and no primary is full
+    (a full one refuses every chunk that hashes to it). No maxmemory: no limit.
+    """
+    limited = [(used, limit) for used, limit in nodes if limit]
+    if any(used >= limit for used, limit in limited):
+        return False
+    free = sum(limit - used for used, limit in limited)
+    return not limited or size < free
+
+
+def _single_client(config: StorageConfig) -> Any:
+    tls: dict[str, Any] = {"ssl_ca_certs": config.tls_ca} if config.tls_ca else {}
+    pool = valkey_async.BlockingConnectionPool.from_url(
+        config.url,
+        **tls,
+        max_connections=config.max_connections,
+        timeout=config.timeout,
+        socket_timeout=config.timeout,
+        socket_connect_timeout=min(config.timeout, 5.0),
+        retry=Retry(NoBackoff(), 0),
+        # Chunks are megabytes: read replies in 1 MiB pieces, not 64 KiB.
+        socket_read_size=1024 * 1024,
+        health_check_interval=30,
+    )
+    return valkey_async.Valkey(connection_pool=pool)
+
+
+class _BoundedCluster(valkey_async.ValkeyCluster):
+    """ValkeyCluster that waits for a free connection instead of raising.
+
+    valkey-py's cluster client raises MaxConnectionsError when a node's
+    connections are all busy; the single-node pool blocks instead. A gate of
+    ``max_connections`` commands in flight (each uses at most one connection
+    per node) restores blocking, bounded by the storage timeout.
+    """
+
+    def __init__(self, *args: Any, gate: int, wait: float, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._gate = asyncio.Semaphore(gate)
+        self._wait = wait
+
+    async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            async with asyncio.timeout(self._wait):
+                await self._gate.acquire()
+        except TimeoutError:
+            raise valkey_exc.ConnectionError("no Valkey connection free in time") from None
+        try:
+            return await super().execute_command(*args, **kwargs)
+        finally:
+            self._gate.release()
+
+
+def _cluster_client(config: StorageConfig) -> Any:
+    tls: dict[str, Any] = {"ssl_ca_certs": config.tls_ca} if config.tls_ca else {}
+    client = _BoundedCluster.from_url(
+        config.url,
+        **tls,
+        gate=config.max_connections,
+        wait=config.timeout,
+        # Headroom over the gate for pipelines, which bypass it.
+        max_connections=2 * config.max_connections,
+        socket_timeout=config.timeout,
+        socket_connect_timeout=min(config.timeout, 5.0),
+        retry=Retry(NoBackoff(), 0),
+        health_check_interval=30,
+    )
+    # from_url takes no socket_read_size; the node connections are made from
+    # these kwargs when the cluster is first contacted.
+    client.nodes_manager.connection_kwargs["socket_read_size"] = 1024 * 1024
+    return client
 
 
 def sha1_digest(data: memoryview) -> bytes:
