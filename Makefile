@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 ARGS ?=
 
-.PHONY: run test lint types unit bench loadtest fuzz soak clean
+.PHONY: run test test-cluster lint types unit bench loadtest fuzz soak clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,10 @@ unit: $(VENV)/.dev
 	$(BIN)/python -m pytest -q $(ARGS)
 
 test: lint types unit
+
+# The whole suite against a local 3-primary Valkey Cluster.
+test-cluster: $(VENV)/.dev
+	$(BIN)/python -m pytest -q --valkey-cluster $(ARGS)
 
 bench: $(VENV)/.dev
 	$(BIN)/python -m tests.bench $(ARGS)

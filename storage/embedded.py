@@ -21,6 +21,7 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from urllib.parse import quote
 
@@ -47,11 +48,20 @@ def default_maxmemory() -> int:
 
 
 class EmbeddedValkey:
-    def __init__(self, *, maxmemory: int | None = None, tcp_port: int | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        maxmemory: int | None = None,
+        tcp_port: int | None = None,
+        password: str | None = None,
+        extra: Sequence[str] = (),
+    ) -> None:
         self.maxmemory = default_maxmemory() if maxmemory is None else maxmemory
         #: For tests that need TCP (to kill and restart on a fixed address).
         self.tcp_port = tcp_port
-        self.password = secrets.token_urlsafe(24)
+        self.password = password or secrets.token_urlsafe(24)
+        #: More configuration lines (a cluster node's, in tests).
+        self.extra = list(extra)
         self._dir = Path(tempfile.mkdtemp(prefix="valise-valkey-"))
         os.chmod(self._dir, 0o700)
         self.socket_path = str(self._dir / "valkey.sock")
@@ -79,6 +89,7 @@ class EmbeddedValkey:
             "loglevel warning",
             'logfile ""',
             "enable-debug-command local",
+            *self.extra,
         ]
         return "\n".join(lines) + "\n"
 
@@ -115,6 +126,10 @@ class EmbeddedValkey:
                 reply += data
             return b"PONG" in reply
         return False
+
+    @property
+    def directory(self) -> Path:
+        return self._dir
 
     def kill(self) -> None:
         """SIGKILL, for fault tests."""

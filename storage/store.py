@@ -152,7 +152,10 @@ class Store:
         """Refuse a Valkey (any cluster node) that would evict chunks or write scans to disk."""
         try:
             if self.config.cluster:
-                await self.client.initialize()
+                try:
+                    await self.client.initialize()
+                except valkey_exc.ValkeyClusterException as exc:
+                    raise MisconfiguredValkey(f"--valkey-cluster: {exc}") from exc
             for target in self._nodes(primaries=False):
                 config: dict[str, str] = {}
                 for name in ("maxmemory-policy", "save", "appendonly", "proto-max-bulk-len"):
@@ -356,22 +359,40 @@ class Store:
 
     # -- bulk helpers ---------------------------------------------------
 
+    async def batch(self, queue: Callable[[Any], None]) -> Sequence[Any]:
+        """The commands ``queue`` adds to a pipeline-like object, in one round trip.
+
+        One node: a non-transactional pipeline. A cluster: the commands run
+        concurrently one by one, so each follows its own MOVED/ASK redirect
+        (valkey-py's cluster pipeline fails on a redirect during resharding).
+        Raises the first error, like ``pipeline.execute()``.
+        """
+        if not self.config.cluster:
+            async with self.client.pipeline(transaction=False) as pipe:
+                queue(pipe)
+                results: Sequence[Any] = await pipe.execute()
+                return results
+        recorder = _Recorder()
+        queue(recorder)
+        replies = await asyncio.gather(
+            *(getattr(self.client, name)(*args, **kwargs) for name, args, kwargs in recorder.calls),
+            return_exceptions=True,
+        )
+        for reply in replies:
+            if isinstance(reply, BaseException):
+                raise reply
+        return replies
+
     async def expire_many(self, names: Iterable[str], ttl_ms: int, mode: str | None) -> None:
-        """PEXPIRE every key in ``names`` (idempotent, batched, pipelined)."""
+        """PEXPIRE every key in ``names`` (idempotent, batched, one round trip per batch)."""
+        flags = {"LT": {"lt": True}, "GT": {"gt": True}}.get(mode or "", {})
         for batch in _batches(names):
 
-            async def run(batch: list[str] = batch) -> None:
-                async with self.client.pipeline(transaction=False) as pipe:
-                    for name in batch:
-                        if mode == "LT":
-                            pipe.pexpire(name, ttl_ms, lt=True)
-                        elif mode == "GT":
-                            pipe.pexpire(name, ttl_ms, gt=True)
-                        else:
-                            pipe.pexpire(name, ttl_ms)
-                    await pipe.execute()
+            def queue(pipe: Any, batch: list[str] = batch) -> None:
+                for name in batch:
+                    pipe.pexpire(name, ttl_ms, **flags)
 
-            await call(run, idempotent=True)
+            await call(functools.partial(self.batch, queue), idempotent=True)
 
     async def unlink_many(self, names: Iterable[str]) -> None:
         for batch in _batches(names):
@@ -380,6 +401,19 @@ class Store:
                 await self.client.unlink(*batch)
 
             await call(run, idempotent=True)
+
+
+class _Recorder:
+    """Stands in for a pipeline: records ``pipe.command(*args, **kwargs)`` calls."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, tuple[Any, ...], dict[str, Any]]] = []
+
+    def __getattr__(self, name: str) -> Callable[..., None]:
+        def record(*args: Any, **kwargs: Any) -> None:
+            self.calls.append((name, args, kwargs))
+
+        return record
 
 
 def _has_room(nodes: Sequence[tuple[int, int]], size: int) -> bool:
@@ -452,6 +486,9 @@ def _cluster_client(config: StorageConfig) -> Any:
         socket_connect_timeout=min(config.timeout, 5.0),
         retry=Retry(NoBackoff(), 0),
         health_check_interval=30,
+        # A MOVED patches the one slot; never drop every connection (valkey-py
+        # does that every 5th MOVED by default, in-flight commands included).
+        reinitialize_steps=0,
     )
     # from_url takes no socket_read_size; the node connections are made from
     # these kwargs when the cluster is first contacted.

@@ -15,6 +15,7 @@ TTL, with no sweeper (docs/decisions/0003-ttls-and-staging.md).
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from typing import Any
@@ -183,17 +184,17 @@ class ChunkWriter:
         tail_name = keys.chunk_key(self.vid, len(earlier))
         digests = b"".join(self._digests)
 
-        async def run() -> list[Any]:
-            async with self.store.client.pipeline(transaction=False) as pipe:
-                for name in earlier:
-                    pipe.pexpire(name, final_ms)
-                if tail is not None:
-                    pipe.set(tail_name, tail, px=final_ms)
-                pipe.set(keys.digests_key(self.vid), digests, px=final_ms)
-                results: list[Any] = await pipe.execute()
-                return results
+        def queue(pipe: Any) -> None:
+            for name in earlier:
+                pipe.pexpire(name, final_ms)
+            if tail is not None:
+                pipe.set(tail_name, tail, px=final_ms)
+            pipe.set(keys.digests_key(self.vid), digests, px=final_ms)
 
-        extended = (await call(run, idempotent=True, kind="commit"))[: len(earlier)]
+        replies = await call(
+            functools.partial(self.store.batch, queue), idempotent=True, kind="commit"
+        )
+        extended = replies[: len(earlier)]
         if not all(extended):
             # A staged chunk expired before its TTL was extended (Valkey or this
             # server stalled past the staging TTL). Publishing would make a file

@@ -21,6 +21,7 @@ from config import Config, parse_args
 from server import Server, storage_config
 from storage.embedded import EmbeddedValkey
 from storage.store import Store
+from tests.cluster import LocalCluster
 from tests.wire import WireClient
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -40,14 +41,51 @@ settings.load_profile("valise")
 CHUNK = 64 * 1024
 
 
+#: Set by ``--valkey-cluster`` (`make test-cluster`): the session's Valkey is a
+#: local 3-primary cluster, and every server the tests start uses it.
+CLUSTER = False
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--valkey-cluster",
+        action="store_true",
+        help="run against a local 3-primary Valkey Cluster instead of one valkey-server",
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    global CLUSTER
+    CLUSTER = bool(config.getoption("--valkey-cluster"))
+    config.addinivalue_line("markers", "config(**overrides): server settings for this test")
+    config.addinivalue_line(
+        "markers", "single_node: needs one valkey-server it can kill or reconfigure"
+    )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if not CLUSTER:
+        return
+    skip = pytest.mark.skip(reason="needs a single valkey-server (faults, DEBUG, CONFIG SET)")
+    for item in items:
+        if "single_node" in item.keywords:
+            item.add_marker(skip)
+
+
 @pytest.fixture(scope="session")
-def valkey_server() -> Iterator[EmbeddedValkey]:
+def valkey_server() -> Iterator[EmbeddedValkey | LocalCluster]:
+    if CLUSTER:
+        with LocalCluster(maxmemory=1024**3) as cluster:
+            yield cluster
+        return
     with EmbeddedValkey(maxmemory=2 * 1024**3) as server:
         yield server
 
 
 def sync_valkey(url: str) -> Any:
     """A plain synchronous client (typed Any: valkey-py's stubs mix sync and async)."""
+    if CLUSTER:
+        return valkey.ValkeyCluster.from_url(url)  # type: ignore[no-untyped-call]
     return valkey.Valkey.from_url(url)
 
 
@@ -69,7 +107,7 @@ def make_config(**overrides: Any) -> Config:
     base = parse_args(
         ["--port", "0", "--chunk-size", str(CHUNK), "--max-frame", "64KiB", "--shutdown-grace", "1"]
     )
-    return dataclasses.replace(base, **overrides)
+    return dataclasses.replace(base, **{"valkey_cluster": CLUSTER, **overrides})
 
 
 class Running:
@@ -120,7 +158,16 @@ def start_process(valkey_url: str, *args: str) -> tuple[subprocess.Popen[str], i
     (a full pipe would block the server's event loop on its own log)."""
     with tempfile.TemporaryFile(mode="w+") as log:  # the child keeps its own descriptor
         proc = subprocess.Popen(
-            [sys.executable, "server.py", "--port", "0", "--valkey-url", valkey_url, *args],
+            [
+                sys.executable,
+                "server.py",
+                "--port",
+                "0",
+                "--valkey-url",
+                valkey_url,
+                *(["--valkey-cluster"] if CLUSTER else []),
+                *args,
+            ],
             cwd=ROOT,
             stdout=subprocess.PIPE,
             stderr=log,
@@ -129,14 +176,11 @@ def start_process(valkey_url: str, *args: str) -> tuple[subprocess.Popen[str], i
     assert proc.stdout is not None
     line = proc.stdout.readline()
     assert line.startswith("valise listening on "), f"server did not start: {line!r}"
-    return proc, int(line.rsplit(":", 1)[1])
+    # "valise listening on HOST:PORT", maybe followed by more words.
+    return proc, int(line.split()[3].rsplit(":", 1)[1])
 
 
 def reap(proc: subprocess.Popen[str], timeout: float = 15) -> int:
     """Wait for the process and close its pipes; its exit code."""
     proc.communicate(timeout=timeout)
     return proc.returncode
-
-
-def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", "config(**overrides): server settings for this test")

@@ -18,7 +18,7 @@ from storage.embedded import EmbeddedValkey
 from tests.conftest import CHUNK, Running, make_config, start_server, stop_server, sync_valkey
 from tests.wire import control, frame, upload_frames
 
-pytestmark = pytest.mark.asyncio
+pytestmark = [pytest.mark.asyncio, pytest.mark.single_node]
 
 
 def free_port() -> int:

@@ -103,10 +103,12 @@ async def test_stalled_upload_keeps_its_chunks(server: Running, prefix: str, vk:
 
 @pytest.fixture
 def own_valkey() -> Iterator[EmbeddedValkey]:
+    """A private single valkey-server (tests that use it are marked single_node)."""
     with EmbeddedValkey(maxmemory=512 * 1024**2) as server:
         yield server
 
 
+@pytest.mark.single_node
 @pytest.mark.asyncio
 async def test_server_killed_mid_upload_leaves_nothing_after_staging_ttl(
     own_valkey: EmbeddedValkey,
@@ -132,6 +134,7 @@ async def test_server_killed_mid_upload_leaves_nothing_after_staging_ttl(
     vk.close()
 
 
+@pytest.mark.single_node
 def test_server_process_prints_address_and_stops_on_sigterm(own_valkey: EmbeddedValkey) -> None:
     proc, port = start_process(own_valkey.url)
     assert port > 0
@@ -166,6 +169,7 @@ def test_embedded_valkey_dies_with_a_killed_server() -> None:
         pytest.fail("valkey-server outlived a SIGKILLed server")
 
 
+@pytest.mark.single_node
 @pytest.mark.parametrize(
     ("setting", "value", "message"),
     [
@@ -198,6 +202,7 @@ def test_refuses_unsafe_valkey(
     assert own_valkey.password not in result.stderr + result.stdout
 
 
+@pytest.mark.single_node
 @pytest.mark.asyncio
 async def test_storage_full(own_valkey: EmbeddedValkey) -> None:
     running = await start_server(own_valkey.url, make_config())
@@ -233,6 +238,7 @@ async def test_storage_full(own_valkey: EmbeddedValkey) -> None:
         vk.close()
 
 
+@pytest.mark.single_node
 @pytest.mark.asyncio
 async def test_valkey_down_is_unavailable_then_recovers() -> None:
     import socket

@@ -262,6 +262,7 @@ async def test_connection_limit_answers_busy(server: Running) -> None:
         await c.close()
 
 
+@pytest.mark.single_node
 @pytest.mark.config(grace=1)
 async def test_replaced_version_is_freed_after_grace(
     client: WireClient, prefix: str, vk: Any
