@@ -26,7 +26,9 @@ import json
 import os
 import platform
 import pstats
+import secrets
 import select
+import shlex
 import signal
 import socket
 import statistics
@@ -47,7 +49,8 @@ from valkey.backoff import NoBackoff
 
 from config import parse_size
 from protocol.frames import HEADER, FrameType
-from storage.embedded import EmbeddedValkey
+from storage.embedded import EmbeddedValkey, default_maxmemory
+from tests.cluster import LocalCluster
 
 MB = 1_000_000
 MIB = 1024**2
@@ -91,9 +94,13 @@ def percentile(sorted_values: Sequence[float], q: float) -> float:
 
 
 def cpu_seconds(pid: int) -> float:
-    """User + system CPU of a whole process (all threads), from /proc."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+    """User + system CPU of a whole process (all threads) and its workers, from /proc."""
+    total = 0
+    for member in process_tree(pid):
+        with contextlib.suppress(OSError):
+            fields = Path(f"/proc/{member}/stat").read_text().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])
+    return total / CLK_TCK
 
 
 def _status_kib(pid: int, name: str) -> int:
@@ -103,11 +110,26 @@ def _status_kib(pid: int, name: str) -> int:
     return 0
 
 
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and its descendants (the workers of ``--workers N``)."""
+    pids = [pid]
+    for parent in pids:
+        with contextlib.suppress(OSError):
+            children = Path(f"/proc/{parent}/task/{parent}/children").read_text().split()
+            pids.extend(int(child) for child in children)
+    return pids
+
+
 class PeakRss:
-    """Peak RSS of a process over a block: VmHWM reset by clear_refs, plus polling."""
+    """Peak RSS of a process (and its workers, summed) over a block.
+
+    One process: VmHWM reset by clear_refs, plus polling. With workers, the
+    polled sum (per-process peaks happen at different times).
+    """
 
     def __init__(self, pid: int) -> None:
         self.pid = pid
+        self.tree = len(process_tree(pid)) > 1
         self.peak_kib = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._poll, daemon=True)
@@ -116,7 +138,8 @@ class PeakRss:
     def _poll(self) -> None:
         while not self._stop.wait(0.005):
             with contextlib.suppress(OSError, ValueError):
-                self.peak_kib = max(self.peak_kib, _status_kib(self.pid, "VmRSS"))
+                rss = sum(_status_kib(pid, "VmRSS") for pid in process_tree(self.pid))
+                self.peak_kib = max(self.peak_kib, rss)
 
     def __enter__(self) -> PeakRss:
         try:
@@ -130,7 +153,7 @@ class PeakRss:
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join()
-        if self._hwm_reset:
+        if self._hwm_reset and not self.tree:
             with contextlib.suppress(OSError, ValueError):
                 self.peak_kib = max(self.peak_kib, _status_kib(self.pid, "VmHWM"))
 
@@ -184,6 +207,10 @@ class ValiseProcess:
     host: str
     port: int
     log: Path
+    token: str | None = None
+
+    async def wire(self) -> Wire:
+        return await Wire.connect(self.host, self.port, self.token)
 
     @property
     def pid(self) -> int:
@@ -192,7 +219,12 @@ class ValiseProcess:
 
 @contextlib.contextmanager
 def valise_server(
-    url: str, chunk_size: int, workdir: Path, *, profile: Path | None = None
+    url: str,
+    chunk_size: int,
+    workdir: Path,
+    *,
+    profile: Path | None = None,
+    target: Target | None = None,
 ) -> Iterator[ValiseProcess]:
     """The server as a subprocess (own session: Ctrl-C reaches only us; we stop it)."""
     log = workdir / f"server-{uuid.uuid4().hex[:6]}.log"
@@ -202,6 +234,15 @@ def valise_server(
     command += ["server.py", "--port", "0", "--valkey-url", url, "--chunk-size", str(chunk_size)]
     # grace 0: a deleted file's chunks are freed at once, so runs do not pile up in Valkey.
     command += ["--grace", "0", "--shutdown-grace", "5", "--log-level", "warning"]
+    token = None
+    if target is not None:
+        command += ["--valkey-cluster"] if target.cluster else []
+        command += target.server_args
+        if target.auth:
+            token = secrets.token_urlsafe(24)
+            tokens = workdir / f"tokens-{uuid.uuid4().hex[:6]}"
+            tokens.write_text(f"{token} bench rw\n")
+            command += ["--tokens", str(tokens)]
     with log.open("wb") as err:
         proc = subprocess.Popen(
             command,
@@ -214,7 +255,7 @@ def valise_server(
     _children.append(proc)
     try:
         host, port = _listening(proc, log)
-        yield ValiseProcess(proc, host, port, log)
+        yield ValiseProcess(proc, host, port, log, token)
     finally:
         _end(proc)
 
@@ -252,7 +293,7 @@ class Wire:
         self.max_frame = 64 * 1024
 
     @classmethod
-    async def connect(cls, host: str, port: int) -> Wire:
+    async def connect(cls, host: str, port: int, token: str | None = None) -> Wire:
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.setblocking(False)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -262,7 +303,10 @@ class Wire:
             sock.close()
             raise
         wire = cls(sock)
-        hello = await wire.request(FrameType.HELLO, {"version": 1, "client": "valise-bench"})
+        hello_request: dict[str, Any] = {"version": 1, "client": "valise-bench"}
+        if token is not None:
+            hello_request["token"] = token
+        hello = await wire.request(FrameType.HELLO, hello_request)
         wire.max_frame = int(hello["max_frame"])
         return wire
 
@@ -428,6 +472,23 @@ class Payload:
 
 
 @dataclass
+class Target:
+    """What is measured: Valise's options (cluster, workers, auth) on the same run."""
+
+    cluster: bool = False
+    server_args: list[str] = field(default_factory=list)
+    auth: bool = False
+
+    def describe(self) -> str:
+        parts = ["Valkey Cluster (3 primaries)" if self.cluster else "one valkey-server"]
+        if self.auth:
+            parts.append("token auth")
+        if self.server_args:
+            parts.append("server " + " ".join(self.server_args))
+        return ", ".join(parts)
+
+
+@dataclass
 class Settings:
     size: int
     repeat: int
@@ -439,10 +500,20 @@ class Settings:
     concurrent_size: int
     json_path: Path
     client: str
+    target: Target = field(default_factory=Target)
 
 
-def raw_client(url: str) -> Any:
+def raw_client(url: str, cluster: bool = False) -> Any:
     """valkey-py asyncio with the pool storage/store.py builds."""
+    if cluster:
+        return valkey_async.ValkeyCluster.from_url(
+            url,
+            max_connections=64,
+            socket_timeout=30.0,
+            socket_connect_timeout=5.0,
+            retry=Retry(NoBackoff(), 0),
+            health_check_interval=30,
+        )
     pool = valkey_async.BlockingConnectionPool.from_url(
         url,
         max_connections=64,
@@ -484,7 +555,7 @@ async def valise_up_down(
     key = f"bench/big/{uuid.uuid4().hex[:8]}"
     sha1 = payload.sha1 if size == len(payload.data) else hashlib.sha1(payload.view[:size]).digest()
     if client_cls is not None:
-        async with client_cls(server.host, server.port) as c:
+        async with client_cls(server.host, server.port, token=server.token) as c:
             started = time.perf_counter()
             with cpu[0]:
                 await c.put(key, payload.data if size == len(payload.data) else payload.view[:size])
@@ -497,7 +568,7 @@ async def valise_up_down(
             got, digest = sink.count, sink.hasher.digest()
             await c.delete(key)
     else:
-        wire = await Wire.connect(server.host, server.port)
+        wire = await server.wire()
         try:
             started = time.perf_counter()
             with cpu[0]:
@@ -519,7 +590,7 @@ async def small_files(server: ValiseProcess, payload: Payload, s: Settings) -> d
     """Connections doing PUT then GET of 4 KiB files until the deadline."""
     latencies: list[float] = []
     run = uuid.uuid4().hex[:8]
-    wires = [await Wire.connect(server.host, server.port) for _ in range(s.small_connections)]
+    wires = [await server.wire() for _ in range(s.small_connections)]
     deadline = time.perf_counter() + s.small_seconds
 
     async def worker(n: int, wire: Wire) -> None:
@@ -554,7 +625,7 @@ async def concurrent_uploads(server: ValiseProcess, payload: Payload, s: Setting
     """Seconds for ``concurrent`` parallel uploads of ``concurrent_size`` bytes each."""
     run = uuid.uuid4().hex[:8]
     view = payload.view[: s.concurrent_size]
-    wires = [await Wire.connect(server.host, server.port) for _ in range(s.concurrent)]
+    wires = [await server.wire() for _ in range(s.concurrent)]
     try:
         started = time.perf_counter()
         await asyncio.gather(
@@ -594,12 +665,21 @@ def mbps(size: int, seconds: list[float]) -> dict[str, Any]:
     return summary([size / MB / sec for sec in seconds])
 
 
-async def run_all(vk: EmbeddedValkey, s: Settings, workdir: Path) -> dict[str, Any]:
-    assert vk.process is not None
+def valkey_pids(vk: EmbeddedValkey | LocalCluster) -> dict[str, int]:
+    nodes = vk.nodes if isinstance(vk, LocalCluster) else [vk]
+    return {f"valkey{i or ''}": node.process.pid for i, node in enumerate(nodes) if node.process}
+
+
+async def run_all(vk: EmbeddedValkey | LocalCluster, s: Settings, workdir: Path) -> dict[str, Any]:
     print(f"generating {s.size / MB:.0f} MB of random data ...", flush=True)
     payload = make_payload(s)
     client_cls = project_client(s.client)
-    raw = raw_client(vk.url)
+    raw = raw_client(vk.url, s.target.cluster)
+    if s.target.cluster:
+        await raw.initialize()
+    info = await raw.info(
+        "server", **({"target_nodes": raw.get_primaries()[0]} if s.target.cluster else {})
+    )
     results: dict[str, Any] = {
         "date": time.strftime("%Y-%m-%d %H:%M:%S %z"),
         "machine": {
@@ -607,7 +687,7 @@ async def run_all(vk: EmbeddedValkey, s: Settings, workdir: Path) -> dict[str, A
             "memory_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30),
             "python": platform.python_version(),
             "platform": platform.platform(),
-            "valkey": (await raw.info("server")).get("valkey_version"),
+            "valkey": info.get("valkey_version"),
         },
         "settings": {
             "size": s.size,
@@ -618,13 +698,14 @@ async def run_all(vk: EmbeddedValkey, s: Settings, workdir: Path) -> dict[str, A
             "concurrent": s.concurrent,
             "concurrent_size": s.concurrent_size,
             "client": "client.aio.AsyncClient" if client_cls else "tests.bench.Wire",
+            "target": s.target.describe(),
         },
         "chunks": {},
     }
     try:
         for chunk in s.chunk_sizes:
-            with valise_server(vk.url, chunk, workdir) as server:
-                pids = {"server": server.pid, "valkey": vk.process.pid}
+            with valise_server(vk.url, chunk, workdir, target=s.target) as server:
+                pids = {"server": server.pid, **valkey_pids(vk)}
                 sets, gets, ups, downs, rss = [], [], [], [], []
                 cpu_up: list[dict[str, float]] = []
                 cpu_down: list[dict[str, float]] = []
@@ -659,7 +740,8 @@ async def run_all(vk: EmbeddedValkey, s: Settings, workdir: Path) -> dict[str, A
                 results["chunks"][str(chunk)] = entry
     finally:
         await raw.aclose()
-        await raw.connection_pool.disconnect()
+        if not s.target.cluster:
+            await raw.connection_pool.disconnect()
     return results
 
 
@@ -699,6 +781,7 @@ def print_table(results: dict[str, Any], s: Settings) -> None:
         f"Valise benchmark {results['date']}: {m['cpus']} cores, {m['memory_gib']} GiB, "
         f"Python {m['python']}, valkey {m['valkey']}, client {results['settings']['client']}"
     )
+    print(f"target: {results['settings']['target']}")
     print(f"{s.size / MB:.0f} MB per transfer, {s.repeat} run(s): median (min-max); MB = 10^6 B")
     head = (
         f"{'chunk':>7} | {'raw SET MB/s':>18} | {'raw GET MB/s':>20} | {'upload MB/s':>18} | "
@@ -732,7 +815,7 @@ def print_table(results: dict[str, Any], s: Settings) -> None:
 # -- profile mode ---------------------------------------------------------------
 
 
-async def profile_transfers(vk: EmbeddedValkey, s: Settings, out: Path) -> None:
+async def profile_transfers(vk: EmbeddedValkey | LocalCluster, s: Settings, out: Path) -> None:
     """One upload and one download, each under its own cProfile'd server process."""
     data = os.urandom(s.size)
     view = memoryview(data)
@@ -740,8 +823,8 @@ async def profile_transfers(vk: EmbeddedValkey, s: Settings, out: Path) -> None:
     key = f"bench/profile/{uuid.uuid4().hex[:8]}"
     for phase in ("upload", "download"):
         prof = out / f"{phase}.prof"
-        with valise_server(vk.url, s.default_chunk, out, profile=prof) as server:
-            wire = await Wire.connect(server.host, server.port)
+        with valise_server(vk.url, s.default_chunk, out, profile=prof, target=s.target) as server:
+            wire = await server.wire()
             try:
                 started = time.perf_counter()
                 if phase == "upload":
@@ -776,6 +859,9 @@ def parse_args(argv: Sequence[str] | None) -> tuple[Settings, argparse.Namespace
     p.add_argument("--json", type=Path, default=Path("bench-results.json"))
     p.add_argument("--client", choices=["auto", "aio", "own"], default="auto")
     p.add_argument("--profile", type=Path, help="only profile one upload and one download")
+    p.add_argument("--valkey-cluster", action="store_true", help="a local 3-primary cluster")
+    p.add_argument("--auth", action="store_true", help="a tokens file; clients send a token")
+    p.add_argument("--server-args", default="", help="more server flags, e.g. '--workers 2'")
     ns = p.parse_args(argv)
     quick = ns.quick
     chunks = ns.chunk_sizes or "1MiB,4MiB,8MiB,32MiB"
@@ -792,6 +878,7 @@ def parse_args(argv: Sequence[str] | None) -> tuple[Settings, argparse.Namespace
         concurrent_size=ns.concurrent_size or (16 * MIB if quick else 256 * MIB),
         json_path=ns.json,
         client=ns.client,
+        target=Target(ns.valkey_cluster, shlex.split(ns.server_args), ns.auth),
     )
     if ns.profile:
         s.default_chunk = ns.default_chunk
@@ -806,7 +893,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     s, ns = parse_args(argv)
     signal.signal(signal.SIGTERM, _terminate)
     workdir = Path(tempfile.mkdtemp(prefix="valise-bench-"))
-    vk = EmbeddedValkey()
+    vk: EmbeddedValkey | LocalCluster = (
+        LocalCluster(maxmemory=default_maxmemory() // 3) if ns.valkey_cluster else EmbeddedValkey()
+    )
     try:
         vk.start()
         if ns.profile:
