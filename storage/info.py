@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 
@@ -22,12 +22,22 @@ class FileInfo:
 
     def wire(self) -> dict[str, Any]:
         """The file info object of PROTOCOL.md section 2 (PUT)."""
-        out = asdict(self)
-        del out["vid"]
-        return out
+        return {
+            "key": self.key,
+            "size": self.size,
+            "sha1": self.sha1,
+            "content_type": self.content_type,
+            "chunk_size": self.chunk_size,
+            "chunks": self.chunks,
+            "created_at": self.created_at,
+            "expires_at": self.expires_at,
+        }
 
     def dumps(self) -> str:
-        return json.dumps(asdict(self), separators=(",", ":"), ensure_ascii=False)
+        # Not dataclasses.asdict: it deep-copies, a tenth of a small PUT+GET's CPU.
+        return json.dumps(
+            {**self.wire(), "vid": self.vid}, separators=(",", ":"), ensure_ascii=False
+        )
 
     @classmethod
     def loads(cls, raw: bytes | str) -> FileInfo:

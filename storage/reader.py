@@ -9,10 +9,11 @@ chunk is fetched while the current one is sent (two chunks in memory at most).
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 from collections import deque
 from collections.abc import AsyncGenerator
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from storage import keys
 from storage.errors import BadRange, Corrupt, FileNotFound
@@ -51,15 +52,16 @@ class Download:
         size = self.info.chunk_size
         first = self.offset // size
         last = (self.offset + self.length - 1) // size
-        digests = await self._digests(first, last)
+        digests, head = await self._start(first, last)
         end = self.offset + self.length
-        fetches: deque[asyncio.Task[bytes]] = deque()
+        fetches: deque[asyncio.Future[bytes]] = deque()
 
         def fetch(index: int) -> None:
             at = (index - first) * 20
             fetches.append(asyncio.create_task(self._fetch(index, digests[at : at + 20])))
 
-        fetch(first)
+        # The first chunk came with the digests; verify it like any other.
+        fetches.append(asyncio.ensure_future(self._verify(first, head, digests[:20])))
         ahead = first + 1
         try:
             for index in range(first, last + 1):
@@ -79,21 +81,30 @@ class Download:
                 task.cancel()
             await asyncio.gather(*fetches, return_exceptions=True)
 
-    async def _digests(self, first: int, last: int) -> bytes:
-        name = keys.digests_key(self.info.vid)
-        raw: bytes = await call(
-            lambda: self.store.client.getrange(name, first * 20, (last + 1) * 20 - 1),
-            idempotent=True,
+    async def _start(self, first: int, last: int) -> tuple[bytes, bytes | None]:
+        """The range's chunk digests and its first chunk, in one round trip."""
+        digests_name = keys.digests_key(self.info.vid)
+        chunk_name = keys.chunk_key(self.info.vid, first)
+
+        def queue(pipe: Any) -> None:
+            pipe.getrange(digests_name, first * 20, (last + 1) * 20 - 1)
+            pipe.get(chunk_name)
+
+        digests, head = await call(
+            functools.partial(self.store.batch, queue), idempotent=True, kind="chunk_read"
         )
-        if len(raw) != (last - first + 1) * 20:
+        if len(digests) != (last - first + 1) * 20:
             await self._lost("chunk checksums")
-        return raw
+        return digests, head
 
     async def _fetch(self, index: int, digest: bytes) -> bytes:
         name = keys.chunk_key(self.info.vid, index)
         chunk: bytes | None = await call(
             lambda: self.store.client.get(name), idempotent=True, kind="chunk_read"
         )
+        return await self._verify(index, chunk, digest)
+
+    async def _verify(self, index: int, chunk: bytes | None, digest: bytes) -> bytes:
         if chunk is None:
             await self._lost(f"chunk {index}")
         expected = min(self.info.chunk_size, self.info.size - index * self.info.chunk_size)
