@@ -83,6 +83,10 @@ class EmbeddedValkey:
             f"requirepass {self.password}",
             'save ""',
             "appendonly no",
+            # Should a replica ever attach: sync through memory, never an RDB file.
+            "repl-diskless-sync yes",
+            "repl-diskless-sync-delay 0",
+            "repl-diskless-load on-empty-db",
             "maxmemory-policy noeviction",
             f"maxmemory {self.maxmemory}",
             "protected-mode yes",

@@ -18,7 +18,7 @@ from typing import Any, NoReturn
 from storage import keys
 from storage.errors import BadRange, Corrupt, FileNotFound
 from storage.info import FileInfo
-from storage.store import Store, call, sha1_of
+from storage.store import Store, sha1_of
 
 #: Chunks fetched ahead of the one being sent (memory: PREFETCH + 1 chunks).
 PREFETCH = 1
@@ -90,7 +90,7 @@ class Download:
             pipe.getrange(digests_name, first * 20, (last + 1) * 20 - 1)
             pipe.get(chunk_name)
 
-        digests, head = await call(
+        digests, head = await self.store.run(
             functools.partial(self.store.batch, queue), idempotent=True, kind="chunk_read"
         )
         if len(digests) != (last - first + 1) * 20:
@@ -99,7 +99,7 @@ class Download:
 
     async def _fetch(self, index: int, digest: bytes) -> bytes:
         name = keys.chunk_key(self.info.vid, index)
-        chunk: bytes | None = await call(
+        chunk: bytes | None = await self.store.run(
             lambda: self.store.client.get(name), idempotent=True, kind="chunk_read"
         )
         return await self._verify(index, chunk, digest)

@@ -59,6 +59,8 @@ class StorageConfig:
     tls_ca: str | None = None
     #: ``url`` names one node of a Valkey Cluster (docs/decisions/0006).
     cluster: bool = False
+    #: Cluster only: seconds an idempotent command keeps retrying a failover.
+    failover_wait: float = 10.0
 
 
 def translate(exc: Exception) -> StorageError:
@@ -87,29 +89,56 @@ _CLUSTER_TRANSIENT = (
     valkey_exc.TryAgainError,
     valkey_exc.MasterDownError,
     valkey_exc.ClusterError,
+    # Not a ValkeyError: no reachable node, or a slot without a primary yet.
+    valkey_exc.ValkeyClusterException,
+    # A write reached a primary just demoted to replica.
+    valkey_exc.ReadOnlyError,
 )
+#: CONFIG GET at start-up, on every node.
+_CHECKED_CONFIG = (
+    "maxmemory-policy",
+    "save",
+    "appendonly",
+    "proto-max-bulk-len",
+    "repl-diskless-sync",
+    "repl-diskless-load",
+)
+#: Everything valkey-py raises.
+_VALKEY_ERRORS = (valkey_exc.ValkeyError, valkey_exc.ValkeyClusterException, OSError)
 _TRANSIENT = (valkey_exc.ConnectionError, ConnectionError, *_CLUSTER_TRANSIENT)
 
 
-async def call(op: Callable[[], Awaitable[T]], *, idempotent: bool, kind: str = "meta") -> T:
+async def call(
+    op: Callable[[], Awaitable[T]],
+    *,
+    idempotent: bool,
+    kind: str = "meta",
+    window: float = 0.0,
+) -> T:
     """Run one Valkey operation, retrying it only when it is safe to run twice.
 
-    ``kind`` names it for :mod:`storage.observe` (metrics)."""
+    A transient failure is retried ATTEMPTS times, and beyond that for up to
+    ``window`` seconds (a cluster failover), with backoff. ``kind`` names the
+    operation for :mod:`storage.observe` (metrics).
+    """
     attempts = ATTEMPTS if idempotent else 1
     started = time.monotonic()
-    for attempt in range(1, attempts + 1):
+    attempt = 0
+    while True:
+        attempt += 1
         try:
             result = await op()
-        except (valkey_exc.ValkeyError, OSError) as exc:
-            if isinstance(exc, _TRANSIENT) and attempt < attempts:
-                await asyncio.sleep(0.05 * attempt)
+        except _VALKEY_ERRORS as exc:
+            elapsed = time.monotonic() - started
+            again = attempt < attempts or (idempotent and elapsed < window)
+            if isinstance(exc, _TRANSIENT) and again:
+                await asyncio.sleep(min(0.05 * 2 ** (attempt - 1), 1.0))
                 continue
             error = translate(exc)
-            observe.report(kind, time.monotonic() - started, error.code.value)
+            observe.report(kind, elapsed, error.code.value)
             raise error from exc
         observe.report(kind, time.monotonic() - started, "ok")
         return result
-    raise AssertionError("unreachable")
 
 
 class Store:
@@ -126,6 +155,13 @@ class Store:
         self._delete = self.client.register_script(scripts.DELETE)
         self._list = self.client.register_script(scripts.LIST)
         self._usage = self.client.register_script(scripts.USAGE)
+
+    async def run(
+        self, op: Callable[[], Awaitable[T]], *, idempotent: bool, kind: str = "meta"
+    ) -> T:
+        """:func:`call`, riding out a cluster failover of up to ``failover_wait`` s."""
+        window = self.config.failover_wait if self.config.cluster else 0.0
+        return await call(op, idempotent=idempotent, kind=kind, window=window)
 
     async def close(self) -> None:
         # Pending releases are left to their TTLs (at most grace seconds away).
@@ -158,14 +194,16 @@ class Store:
                     raise MisconfiguredValkey(f"--valkey-cluster: {exc}") from exc
             for target in self._nodes(primaries=False):
                 config: dict[str, str] = {}
-                for name in ("maxmemory-policy", "save", "appendonly", "proto-max-bulk-len"):
+                for name in _CHECKED_CONFIG:
                     config.update(_decode_map(await self.client.config_get(name, **target)))
+                replication = await self.client.info("replication", **target)
                 self._check_config(config)
+                self._check_replication(config, replication)
         except valkey_exc.ResponseError as exc:
             if isinstance(exc, _CLUSTER_TRANSIENT):
                 raise translate(exc) from exc
             log.warning("cannot read Valkey CONFIG (%s); skipping safety checks", exc)
-        except (valkey_exc.ValkeyError, OSError) as exc:
+        except _VALKEY_ERRORS as exc:
             raise translate(exc) from exc
 
     def _check_config(self, config: dict[str, str]) -> None:
@@ -188,12 +226,27 @@ class Store:
                 f"Valkey proto-max-bulk-len {max_bulk}"
             )
 
+    def _check_replication(self, config: dict[str, str], replication: dict[str, Any]) -> None:
+        """A primary with replicas, or a replica, must sync through memory, not an RDB file."""
+        replicated = replication.get("role") == "slave" or int(
+            replication.get("connected_slaves", 0)
+        )
+        on_disk = config.get("repl-diskless-sync", "yes") != "yes" or (
+            config.get("repl-diskless-load", "disabled") == "disabled"
+        )
+        if replicated and on_disk and not self.config.allow_persistence:
+            raise MisconfiguredValkey(
+                "Valkey replication goes through an RDB file on disk: scans would be written "
+                "to disk. Set repl-diskless-sync yes and repl-diskless-load on-empty-db "
+                "on every node, or pass --allow-persistence."
+            )
+
     async def health(self) -> None:
         """Raise StorageUnavailable unless Valkey (every primary, in a cluster) answers PING."""
         targets = (
             {"target_nodes": valkey_async.ValkeyCluster.PRIMARIES} if self.config.cluster else {}
         )
-        if not await call(lambda: self.client.ping(**targets), idempotent=False):
+        if not await self.run(lambda: self.client.ping(**targets), idempotent=False):
             raise StorageUnavailable("Valkey did not answer PING")
 
     async def check_writable(self, size: int | None) -> None:
@@ -213,7 +266,7 @@ class Store:
 
             self._memory = [
                 (int(info.get("used_memory", 0)), int(info.get("maxmemory", 0)))
-                for info in await call(memory, idempotent=True)
+                for info in await self.run(memory, idempotent=True)
             ]
             self._memory_at = now
         if not _has_room(self._memory, size or 0):
@@ -223,14 +276,14 @@ class Store:
 
     async def stat(self, namespace: str, key: str) -> FileInfo:
         meta = keys.NamespaceKeys(namespace).meta(key)
-        raw = await call(lambda: self.client.hget(meta, "info"), idempotent=True)
+        raw = await self.run(lambda: self.client.hget(meta, "info"), idempotent=True)
         if raw is None:
             raise FileNotFound("no such file")
         return FileInfo.loads(raw)
 
     async def current_vid(self, namespace: str, key: str) -> str | None:
         meta = keys.NamespaceKeys(namespace).meta(key)
-        vid = await call(lambda: self.client.hget(meta, "vid"), idempotent=True)
+        vid = await self.run(lambda: self.client.hget(meta, "vid"), idempotent=True)
         return vid.decode() if vid is not None else None
 
     async def commit(self, namespace: str, info: FileInfo, ttl: int) -> None:
@@ -246,7 +299,7 @@ class Store:
             now_ms,
             ns.meta_prefix,
         ]
-        previous = await call(
+        previous = await self.run(
             lambda: self._commit(keys=[ns.meta(info.key), ns.index, ns.expiry_index], args=args),
             idempotent=True,  # COMMIT is idempotent by vid; see scripts.py
             kind="commit",
@@ -256,7 +309,7 @@ class Store:
 
     async def delete(self, namespace: str, key: str) -> bool:
         ns = keys.NamespaceKeys(namespace)
-        raw = await call(
+        raw = await self.run(
             lambda: self._delete(
                 keys=[ns.meta(key), ns.index, ns.expiry_index], args=[key.encode()]
             ),
@@ -279,7 +332,7 @@ class Store:
             start = b"[" + low
         # UTF-8 never contains 0xFF, so prefix + 0xFF bounds every key that extends it.
         stop = b"(" + low + b"\xff" if low else b"+"
-        reply = await call(
+        reply = await self.run(
             lambda: self._list(keys=[ns.index], args=[start, stop, limit, ns.meta_prefix]),
             idempotent=True,
         )
@@ -301,7 +354,7 @@ class Store:
             async for name in self.client.scan_iter(match=keys.INDEX_PATTERN, _type="zset"):
                 names.add(name)
 
-        await call(scan, idempotent=True)
+        await self.run(scan, idempotent=True)
         usage: dict[str, tuple[int, int]] = {}
         for name in sorted(names):
             namespace = keys.namespace_of_index(name)
@@ -315,7 +368,7 @@ class Store:
             walk = functools.partial(
                 self._usage, keys=[ns.index], args=[start, page, ns.meta_prefix]
             )
-            reply = await call(walk, idempotent=True)
+            reply = await self.run(walk, idempotent=True)
             last, scanned, page_files, page_bytes = reply
             files += int(page_files)
             size += int(page_bytes)
@@ -392,7 +445,7 @@ class Store:
                 for name in batch:
                     pipe.pexpire(name, ttl_ms, **flags)
 
-            await call(functools.partial(self.batch, queue), idempotent=True)
+            await self.run(functools.partial(self.batch, queue), idempotent=True)
 
     async def unlink_many(self, names: Iterable[str]) -> None:
         for batch in _batches(names):
@@ -400,7 +453,7 @@ class Store:
             async def run(batch: list[str] = batch) -> None:
                 await self.client.unlink(*batch)
 
-            await call(run, idempotent=True)
+            await self.run(run, idempotent=True)
 
 
 class _Recorder:

@@ -23,7 +23,7 @@ from typing import Any
 from storage import keys
 from storage.errors import StorageError, StorageUnavailable
 from storage.info import FileInfo
-from storage.store import Store, call, new_vid, sha1_of
+from storage.store import Store, new_vid, sha1_of
 
 log = logging.getLogger("valise.storage")
 
@@ -94,7 +94,7 @@ class ChunkWriter:
         staging_ms = self.store.config.staging_ttl * 1000
         digest = asyncio.create_task(sha1_of(chunk))
         try:
-            await call(
+            await self.store.run(
                 lambda: self.store.client.set(name, chunk, px=staging_ms),
                 idempotent=True,
                 kind="chunk_write",
@@ -191,7 +191,7 @@ class ChunkWriter:
                 pipe.set(tail_name, tail, px=final_ms)
             pipe.set(keys.digests_key(self.vid), digests, px=final_ms)
 
-        replies = await call(
+        replies = await self.store.run(
             functools.partial(self.store.batch, queue), idempotent=True, kind="commit"
         )
         extended = replies[: len(earlier)]

@@ -110,11 +110,14 @@ class LocalCluster:
             time.sleep(0.1)
 
     def _ok(self, node: EmbeddedValkey) -> bool:
+        """Serving every slot, and (a replica) in sync with its primary."""
         try:
             info = self.node_cli(node, "CLUSTER", "INFO")
+            replication = self.node_cli(node, "INFO", "replication")
         except (RuntimeError, subprocess.TimeoutExpired):
             return False
-        return "cluster_state:ok" in info and "cluster_slots_ok:16384" in info
+        synced = "role:slave" not in replication or "master_link_status:up" in replication
+        return "cluster_state:ok" in info and "cluster_slots_ok:16384" in info and synced
 
     def live_nodes(self) -> list[EmbeddedValkey]:
         return [n for n in self.nodes if n.process is not None and n.process.poll() is None]

@@ -203,6 +203,29 @@ def test_refuses_unsafe_valkey(
 
 
 @pytest.mark.single_node
+def test_refuses_replication_through_disk(own_valkey: EmbeddedValkey) -> None:
+    """A replica that would load its primary's data from an RDB file writes scans to disk."""
+    vk = sync_valkey(own_valkey.url)
+    vk.config_set("repl-diskless-load", "disabled")
+    vk.replicaof("127.0.0.1", "1")  # role: replica (of nothing reachable)
+    try:
+        result = subprocess.run(
+            [sys.executable, "server.py", "--port", "0", "--valkey-url", own_valkey.url],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+    finally:
+        vk.replicaof("NO", "ONE")
+        vk.config_set("repl-diskless-load", "on-empty-db")
+        vk.close()
+    assert result.returncode == 2
+    assert "repl-diskless-load" in result.stderr
+
+
+@pytest.mark.single_node
 @pytest.mark.asyncio
 async def test_storage_full(own_valkey: EmbeddedValkey) -> None:
     running = await start_server(own_valkey.url, make_config())
