@@ -1,9 +1,10 @@
 """Asynchronous Valise client (PROTOCOL.md section 2).
 
 One connection, requests one at a time (an internal lock serialises concurrent
-callers). Files stream in frames: memory stays at about one frame whatever the
-file size. Every call retries with bounded, jittered backoff when that is
-safe: see :meth:`AsyncClient._call`.
+callers). Files stream in frames: memory stays at a few frames whatever the
+file size (while a download streams, the receive buffer holds up to four).
+Every call retries with bounded, jittered backoff when that is safe: see
+:meth:`AsyncClient._call`.
 """
 
 from __future__ import annotations

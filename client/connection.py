@@ -1,8 +1,10 @@
-"""One client connection: asyncio streams around the sans-IO :mod:`client.wire` codec.
+"""One client connection: an asyncio transport around the sans-IO :mod:`client.wire` codec.
 
 The connection writes ``[header, payload]`` pairs and drains; it reads by
-feeding whatever arrives into a :class:`~client.wire.FrameDecoder`, so a read
-cancelled mid-frame loses nothing. Socket-level failures become
+letting the transport receive straight into the
+:class:`~client.wire.FrameDecoder`'s buffer (:class:`asyncio.BufferedProtocol`),
+so a read cancelled mid-frame loses nothing and a DATA payload is copied once
+on its way from the socket to the caller. Socket-level failures become
 :class:`~client.errors.ConnectionFailed`, :class:`~client.errors.ConnectionLost`
 or :class:`~client.errors.RequestTimeout`; no ``OSError`` escapes.
 """
@@ -27,7 +29,139 @@ from .wire import Frame, FrameType
 
 __all__ = ["Connection"]
 
-_READ_SIZE = 256 * 1024
+
+class _FrameProtocol(asyncio.BufferedProtocol):
+    """Transport callbacks: bytes into the decoder, end of stream, write flow control.
+
+    One reader at a time waits in :meth:`wait_readable`; it is woken when the
+    decoder may have a frame, not for every socket read. When nobody waits
+    and the decoder's buffer is full, the socket is paused until a reader
+    comes back (backpressure, as ``StreamReader`` does).
+    """
+
+    def __init__(self, decoder: wire.FrameDecoder) -> None:
+        self._decoder = decoder
+        self._loop = asyncio.get_running_loop()
+        self._transport: asyncio.BaseTransport | None = None
+        self._over_ssl = False
+        self._reader: asyncio.Future[None] | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._progress_at = 0.0
+        self._reading_paused = False
+        self._writing_paused = False
+        self._drainers: list[asyncio.Future[None]] = []
+        self.closed: asyncio.Future[None] = self._loop.create_future()
+        #: The peer ended its side (or the connection is gone).
+        self.eof = False
+        #: Why the connection was lost, when it was lost with an error.
+        self.error: BaseException | None = None
+
+    # -- transport callbacks -----------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = transport
+        self._over_ssl = transport.get_extra_info("sslcontext") is not None
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return self._decoder.get_buffer()
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self._decoder.buffer_updated(nbytes)
+        self._progress_at = self._loop.time()
+        if self._reader is not None:
+            if self._decoder.ready:
+                self._wake()
+        elif self._decoder.full and not self._reading_paused:
+            self._reading_paused = True
+            self._pause(True)
+
+    def eof_received(self) -> bool:
+        self.eof = True
+        self._wake()
+        # Keep our sending side open after the server's half-close (a fatal
+        # ERROR's lingering close), as StreamReaderProtocol does; TLS cannot.
+        return not self._over_ssl
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.eof = True
+        self.error = exc
+        self._wake()
+        for waiter in self._drainers:
+            if not waiter.done():
+                waiter.set_exception(ConnectionResetError("Connection lost"))
+        if not self.closed.done():
+            self.closed.set_result(None)
+
+    def pause_writing(self) -> None:
+        self._writing_paused = True
+
+    def resume_writing(self) -> None:
+        self._writing_paused = False
+        for waiter in self._drainers:
+            if not waiter.done():
+                waiter.set_result(None)
+
+    # -- for Connection ------------------------------------------------------
+
+    async def wait_readable(self, limit: float | None) -> None:
+        """Wait until a frame may be ready or the stream ended.
+
+        Raises ``TimeoutError`` after ``limit`` seconds without a single byte
+        from the peer (not: without a whole frame).
+        """
+        if self.eof:
+            return
+        if self._reading_paused:
+            self._reading_paused = False
+            self._pause(False)
+        waiter = self._loop.create_future()
+        self._reader = waiter
+        if limit is not None:
+            self._progress_at = self._loop.time()
+            self._timer = self._loop.call_later(limit, self._check_idle, waiter, limit)
+        try:
+            await waiter
+        finally:
+            self._reader = None
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+
+    def _check_idle(self, waiter: asyncio.Future[None], limit: float) -> None:
+        if waiter.done():
+            return
+        idle = self._loop.time() - self._progress_at
+        if idle >= limit:
+            waiter.set_exception(TimeoutError())
+        else:
+            # Bytes came meanwhile: time the silence from the last of them.
+            self._timer = self._loop.call_later(limit - idle, self._check_idle, waiter, limit)
+
+    async def drain(self) -> None:
+        if self.error is not None:
+            raise ConnectionResetError(f"Connection lost: {self.error}")
+        if self.closed.done():
+            raise ConnectionResetError("Connection lost")
+        if not self._writing_paused:
+            return
+        waiter = self._loop.create_future()
+        self._drainers.append(waiter)
+        try:
+            await waiter
+        finally:
+            self._drainers.remove(waiter)
+
+    def _wake(self) -> None:
+        if self._reader is not None and not self._reader.done():
+            self._reader.set_result(None)
+
+    def _pause(self, pause: bool) -> None:
+        transport = self._transport
+        if isinstance(transport, asyncio.ReadTransport) and not transport.is_closing():
+            if pause:
+                transport.pause_reading()
+            else:
+                transport.resume_reading()
 
 
 class Connection:
@@ -35,14 +169,15 @@ class Connection:
 
     def __init__(
         self,
-        reader: asyncio.StreamReader,
-        writer: asyncio.StreamWriter,
+        transport: asyncio.Transport,
+        protocol: _FrameProtocol,
+        decoder: wire.FrameDecoder,
         *,
         timeout: float | None,
     ) -> None:
-        self._reader = reader
-        self._writer = writer
-        self._decoder = wire.FrameDecoder()
+        self._transport = transport
+        self._protocol = protocol
+        self._decoder = decoder
         self.timeout = timeout
         #: Largest DATA frame we send: 64 KiB until HELLO announces ``max_frame``.
         self.max_frame_out = wire.PRE_HELLO_MAX_FRAME
@@ -60,16 +195,18 @@ class Connection:
         ssl: ssl_mod.SSLContext | None = None,
     ) -> Connection:
         """Connect within ``io_timeout``, which then bounds every read and write."""
+        loop = asyncio.get_running_loop()
+        decoder = wire.FrameDecoder()
         try:
             async with asyncio.timeout(io_timeout):
-                reader, writer = await asyncio.open_connection(
-                    host, port, ssl=ssl, limit=_READ_SIZE
+                transport, protocol = await loop.create_connection(
+                    lambda: _FrameProtocol(decoder), host, port, ssl=ssl
                 )
         except TimeoutError as exc:
             raise ConnectionFailed(f"connecting to {host}:{port} timed out") from exc
         except (OSError, ssl_mod.SSLError) as exc:
             raise ConnectionFailed(f"cannot connect to {host}:{port}: {exc}") from exc
-        return cls(reader, writer, timeout=io_timeout)
+        return cls(transport, protocol, decoder, timeout=io_timeout)
 
     def set_max_frame(self, max_frame: int) -> None:
         """Apply the server's ``max_frame`` from HELLO to both directions."""
@@ -84,9 +221,9 @@ class Connection:
             raise ConnectionLost("connection is closed")
         try:
             for part in parts:
-                self._writer.write(part)
+                self._transport.write(part)
             async with asyncio.timeout(self.timeout):
-                await self._writer.drain()
+                await self._protocol.drain()
         except TimeoutError as exc:
             raise RequestTimeout("server stopped reading (write timed out)") from exc
         except (OSError, RuntimeError) as exc:
@@ -101,27 +238,28 @@ class Connection:
     async def read_frame(self, *, wait_forever: bool = False) -> Frame:
         """The next frame from the server.
 
-        Each read is bounded by the connection's timeout, unless
+        The server may stay silent for at most the connection's timeout
+        (a slow frame is fine while its bytes keep coming), unless
         ``wait_forever`` (the watcher task that runs during an upload).
         """
         limit = None if wait_forever else self.timeout
+        protocol = self._protocol
         while True:
             frame = self._decoder.next_frame()
             if frame is not wire.NEED_DATA:
                 assert isinstance(frame, Frame)
                 return frame
-            try:
-                async with asyncio.timeout(limit):
-                    data = await self._reader.read(_READ_SIZE)
-            except TimeoutError as exc:
-                raise RequestTimeout(f"no reply from the server within {limit} s") from exc
-            except (OSError, ssl_mod.SSLError) as exc:
-                raise ConnectionLost(f"connection dropped: {exc}") from exc
-            if not data:
+            if protocol.error is not None:
+                error = protocol.error
+                raise ConnectionLost(f"connection dropped: {error}") from error
+            if protocol.eof:
                 partial = self._decoder.buffered
                 detail = f" in the middle of a frame ({partial} bytes)" if partial else ""
                 raise ConnectionLost(f"server closed the connection{detail}")
-            self._decoder.receive_data(data)
+            try:
+                await protocol.wait_readable(limit)
+            except TimeoutError as exc:
+                raise RequestTimeout(f"no reply from the server within {limit} s") from exc
 
     async def read_reply(self) -> dict[str, Any]:
         """Read an OK (returned as a dict) or an ERROR (raised as its exception)."""
@@ -141,14 +279,14 @@ class Connection:
         """Drop the connection now (state unknown, or after a fatal ERROR)."""
         if not self.closed:
             self.closed = True
-            self._writer.transport.abort()
+            self._transport.abort()
 
     async def aclose(self) -> None:
         """Close politely, waiting briefly for the transport to finish."""
         if self.closed:
             return
         self.closed = True
-        self._writer.close()
+        self._transport.close()
         with contextlib.suppress(Exception):
             async with asyncio.timeout(1.0):
-                await self._writer.wait_closed()
+                await asyncio.shield(self._protocol.closed)

@@ -16,10 +16,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from client import errors
+from client import errors, wire
 from client.aio import AsyncClient
 from client.cli import exit_code_for, human_bytes, parse_server
-from client.connection import Connection
+from client.connection import Connection, _FrameProtocol
 from client.files import Sink, Source
 from client.nctools import decode_stream
 from client.transfer import verify_download
@@ -568,3 +568,296 @@ def test_list_follows_cursor(monkeypatch: pytest.MonkeyPatch) -> None:
         {"prefix": "p", "cursor": "a", "limit": 2},
         {"prefix": "p", "cursor": "b", "limit": 2},
     ]
+
+
+# -- receive path: the decoder's own buffer and the transport protocol -----------
+
+
+@pytest.fixture
+def small_buffers() -> Iterator[None]:
+    """Tiny buffer sizes, so a few hundred bytes of frames compact and grow the buffer."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(wire, "_MIN_BUFFER", 16)
+        mp.setattr(wire, "_MIN_FREE", 8)
+        mp.setattr(wire, "_MAX_SLACK", 96)
+        yield
+
+
+def _pattern(size: int, seed: int) -> bytes:
+    """Bytes that differ at every offset, so a misplaced copy cannot go unnoticed."""
+    out = b""
+    counter = 0
+    while len(out) < size:
+        out += hashlib.sha1(f"{seed}:{counter}".encode()).digest()
+        counter += 1
+    return out[:size]
+
+
+RECEIVED = [
+    Frame(FrameType.OK, b'{"length":387}'),
+    Frame(FrameType.DATA, _pattern(100, 1)),
+    Frame(FrameType.DATA, b""),
+    Frame(FrameType.DATA, _pattern(37, 2)),
+    Frame(FrameType.END, hashlib.sha1(b"x").digest()),
+    Frame(FrameType.DATA, _pattern(250, 3)),
+    Frame(FrameType.ERROR, b'{"code":"corrupt"}'),
+]
+RECEIVED_BYTES = b"".join(join(encode_frame(f.type, f.payload)) for f in RECEIVED)
+
+
+def _pour(decoder: FrameDecoder, data: bytes, frames: list[Frame], most: int) -> None:
+    """Deliver ``data`` as a transport does: into get_buffer() views, ``most`` bytes a read."""
+    view = memoryview(data)
+    while view:
+        buf = decoder.get_buffer()
+        assert len(buf) > 0
+        n = min(len(buf), len(view), most)
+        buf[:n] = view[:n]
+        decoder.buffer_updated(n)
+        view = view[n:]
+    _take(decoder, frames)
+
+
+def _take(decoder: FrameDecoder, frames: list[Frame]) -> None:
+    while True:
+        ready = decoder.ready
+        frame = decoder.next_frame()
+        if frame is NEED_DATA:
+            return
+        # A reader sleeps while ready is false: it must never miss a frame.
+        assert ready
+        assert isinstance(frame, Frame)
+        frames.append(frame)
+
+
+@pytest.mark.usefixtures("small_buffers")
+@pytest.mark.parametrize("most", [1, 3, 64, 1 << 20])
+def test_buffer_path_split_at_every_position(most: int) -> None:
+    for cut in range(len(RECEIVED_BYTES) + 1):
+        decoder = FrameDecoder()
+        frames: list[Frame] = []
+        _pour(decoder, RECEIVED_BYTES[:cut], frames, most)
+        _pour(decoder, RECEIVED_BYTES[cut:], frames, most)
+        assert frames == RECEIVED, f"split at {cut}"
+        assert decoder.buffered == 0
+        assert not decoder.ready
+        # All taken: the whole buffer is free again, nothing left to move.
+        assert len(decoder.get_buffer()) == decoder.capacity
+
+
+@pytest.mark.usefixtures("small_buffers")
+def test_buffer_path_and_receive_data_mix_at_every_position() -> None:
+    for cut in range(len(RECEIVED_BYTES) + 1):
+        decoder = FrameDecoder()
+        frames: list[Frame] = []
+        decoder.receive_data(RECEIVED_BYTES[:cut])
+        _pour(decoder, RECEIVED_BYTES[cut:], frames, 5)
+        assert frames == RECEIVED, f"split at {cut}"
+
+
+@given(cuts=st.lists(st.integers(0, len(RECEIVED_BYTES)), max_size=6), most=st.integers(1, 300))
+def test_buffer_path_any_splits(cuts: list[int], most: int) -> None:
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(wire, "_MIN_BUFFER", 16)
+        mp.setattr(wire, "_MIN_FREE", 8)
+        mp.setattr(wire, "_MAX_SLACK", 96)
+        decoder = FrameDecoder()
+        frames: list[Frame] = []
+        bounds = sorted({0, len(RECEIVED_BYTES), *cuts})
+        for lo, hi in itertools.pairwise(bounds):
+            _pour(decoder, RECEIVED_BYTES[lo:hi], frames, most)
+        assert frames == RECEIVED
+
+
+@pytest.mark.usefixtures("small_buffers")
+def test_buffer_makes_room_for_the_whole_payload() -> None:
+    decoder = FrameDecoder()
+    data = join(encode_data(_pattern(250, 4)))
+    frames: list[Frame] = []
+    _pour(decoder, data[:15], frames, 1 << 20)
+    assert frames == []
+    assert decoder.next_frame() is NEED_DATA
+    # The header is known: one read can bring the rest of the payload in one piece.
+    assert len(decoder.get_buffer()) >= 250 - 10
+    _pour(decoder, data[15:], frames, 1 << 20)
+    assert frames == [Frame(FrameType.DATA, _pattern(250, 4))]
+
+
+@pytest.mark.usefixtures("small_buffers")
+def test_buffer_shrinks_back_after_a_transfer() -> None:
+    decoder = FrameDecoder()
+    frames: list[Frame] = []
+    first = decoder.capacity
+    _pour(decoder, join(encode_data(_pattern(250, 6))), frames, 1 << 20)
+    assert decoder.capacity > first
+    _pour(decoder, join(encode_end(SHA_EMPTY)), frames, 1 << 20)
+    assert [f.type for f in frames] == [FrameType.DATA, FrameType.END]
+    assert decoder.capacity == first
+
+
+def test_hostile_length_is_refused_before_the_buffer_grows() -> None:
+    decoder = FrameDecoder(max_data=1024)
+    before = decoder.capacity
+    frames: list[Frame] = []
+    with pytest.raises(errors.ProtocolError, match="exceeds"):
+        _pour(decoder, HEADER.pack(FrameType.DATA, 0xFFFFFFFF), frames, 5)
+    decoder.get_buffer()
+    assert decoder.capacity == before
+    with pytest.raises(ValueError, match="beyond"):
+        decoder.buffer_updated(before + 1)
+
+
+class FakeTransport(asyncio.Transport):
+    """What the protocol sees of a socket: writes recorded, reading paused or not."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.written: list[bytes] = []
+        self.reading = asyncio.Event()
+        self.reading.set()
+        self.closing = False
+
+    @property
+    def paused(self) -> bool:
+        return not self.reading.is_set()
+
+    def write(self, data: Any) -> None:
+        self.written.append(bytes(data))
+
+    def pause_reading(self) -> None:
+        self.reading.clear()
+
+    def resume_reading(self) -> None:
+        self.reading.set()
+
+    def is_closing(self) -> bool:
+        return self.closing
+
+    def close(self) -> None:
+        self.closing = True
+
+    def abort(self) -> None:
+        self.closing = True
+
+
+def _wired(timeout: float | None = 5.0) -> tuple[Connection, _FrameProtocol, FakeTransport]:
+    decoder = FrameDecoder()
+    protocol = _FrameProtocol(decoder)
+    transport = FakeTransport()
+    protocol.connection_made(transport)
+    return Connection(transport, protocol, decoder, timeout=timeout), protocol, transport
+
+
+async def _deliver(
+    protocol: _FrameProtocol, transport: FakeTransport, data: bytes, most: int
+) -> None:
+    """Be the transport: fill get_buffer() views ``most`` bytes a read, never while paused."""
+    view = memoryview(data)
+    while view:
+        await transport.reading.wait()
+        buf = protocol.get_buffer(-1)
+        assert len(buf) > 0
+        n = min(len(buf), len(view), most)
+        buf[:n] = view[:n]
+        protocol.buffer_updated(n)
+        view = view[n:]
+        await asyncio.sleep(0)
+
+
+async def _read(conn: Connection, count: int) -> list[Frame]:
+    return [await conn.read_frame() for _ in range(count)]
+
+
+@pytest.mark.usefixtures("small_buffers")
+@pytest.mark.parametrize("most", [1, 7, 1 << 20])
+def test_connection_reads_frames_split_at_every_position(most: int) -> None:
+    async def main() -> None:
+        for cut in range(len(RECEIVED_BYTES) + 1):
+            conn, protocol, transport = _wired()
+            reader = asyncio.create_task(_read(conn, len(RECEIVED)))
+            for part in (RECEIVED_BYTES[:cut], RECEIVED_BYTES[cut:]):
+                # A transport paused for good (or a reader never woken) hangs here.
+                await asyncio.wait_for(_deliver(protocol, transport, part, most), 5.0)
+            assert await asyncio.wait_for(reader, 5.0) == RECEIVED, f"split at {cut}"
+
+    asyncio.run(main())
+
+
+@pytest.mark.usefixtures("small_buffers")
+def test_reading_pauses_while_nobody_reads_and_resumes_for_a_reader() -> None:
+    async def main() -> None:
+        conn, protocol, transport = _wired()
+        delivery = asyncio.create_task(_deliver(protocol, transport, RECEIVED_BYTES, 1 << 20))
+        for _ in range(10):
+            await asyncio.sleep(0)
+        assert transport.paused
+        assert not delivery.done()
+        assert await asyncio.wait_for(_read(conn, len(RECEIVED)), 5.0) == RECEIVED
+        await asyncio.wait_for(delivery, 5.0)
+        assert not transport.paused
+
+    asyncio.run(main())
+
+
+def test_frames_before_end_of_stream_then_connection_lost() -> None:
+    async def main() -> None:
+        data = join(encode_control(FrameType.OK, {}) + encode_data(b"abcdef"))
+        conn, protocol, transport = _wired()
+        await _deliver(protocol, transport, data[:-2], 1 << 20)
+        protocol.eof_received()
+        assert (await conn.read_frame()).type is FrameType.OK
+        with pytest.raises(errors.ConnectionLost, match=r"middle of a frame \(9 bytes\)"):
+            await conn.read_frame()
+
+        conn, protocol, transport = _wired()
+        reader = asyncio.create_task(conn.read_frame())
+        await asyncio.sleep(0)
+        protocol.connection_lost(ConnectionResetError("reset by peer"))
+        with pytest.raises(errors.ConnectionLost, match="reset by peer"):
+            await reader
+        with pytest.raises(errors.ConnectionLost):
+            await conn.send(encode_data(b"x"))
+
+    asyncio.run(main())
+
+
+def test_read_timeout_counts_silence_not_slow_frames() -> None:
+    async def main() -> None:
+        data = join(encode_data(_pattern(40, 5)))
+        conn, protocol, transport = _wired(timeout=0.5)
+
+        async def trickle() -> None:
+            for i in range(len(data)):
+                await asyncio.sleep(0.025)
+                await _deliver(protocol, transport, data[i : i + 1], 1)
+
+        # The frame takes ~1 s, twice the timeout, but bytes keep coming.
+        feeder = asyncio.create_task(trickle())
+        assert (await conn.read_frame()).payload == _pattern(40, 5)
+        await feeder
+        conn.timeout = 0.05
+        with pytest.raises(errors.RequestTimeout):
+            await conn.read_frame()
+
+    asyncio.run(main())
+
+
+def test_send_waits_for_the_transport_to_drain() -> None:
+    async def main() -> None:
+        conn, protocol, transport = _wired()
+        protocol.pause_writing()
+        sender = asyncio.create_task(conn.send(encode_data(b"abc")))
+        await asyncio.sleep(0.01)
+        assert not sender.done()
+        assert transport.written == [b"\x03\x00\x00\x00\x03", b"abc"]
+        protocol.resume_writing()
+        await asyncio.wait_for(sender, 5.0)
+
+        protocol.pause_writing()
+        sender = asyncio.create_task(conn.send(encode_data(b"d")))
+        await asyncio.sleep(0.01)
+        protocol.connection_lost(None)
+        with pytest.raises(errors.ConnectionLost):
+            await sender
+
+    asyncio.run(main())

@@ -222,14 +222,16 @@ def test_slow_file_is_sent_once_after_it_settles_and_restart_does_not_resend(
 ) -> None:
     scans = tmp_path / "scans"
     scans.mkdir()
-    timing = ("--settle", "1.5", "--interval", "0.1")
+    # A settle time far above the 0.4 s between writes: a loaded CI machine
+    # must not make a pause look like a settled file.
+    timing = ("--settle", "3", "--interval", "0.1")
     agent = Agent(port, scans, prefix, tmp_path / "log1", *timing)
     agents.append(agent)
     wait_for("the agent to start", lambda: "watching" in agent.log())
 
     pieces = [os.urandom(100_000) for _ in range(6)]
     slow = scans / "slow.nii"
-    for piece in pieces:  # 6 appends, 0.4 s apart: 2 s of writing, > --settle
+    for piece in pieces:  # 6 appends, 0.4 s apart: 2.4 s of writing
         with open(slow, "ab") as fh:
             fh.write(piece)
         assert stored(port, prefix + "slow.nii") is None, "sent while still changing"
