@@ -55,6 +55,10 @@ class Config:
     valkey_cluster: bool
     log_keys: bool
     log_level: str
+    workers: int
+    metrics_port: int | None
+    metrics_host: str
+    metrics_sample: float
 
 
 def _flag(
@@ -104,6 +108,12 @@ def parse_args(argv: Sequence[str] | None = None) -> Config:
     _flag(p, "tls-client-ca", str, None, "require client certificates signed by this CA")
     _flag(p, "valkey-tls-ca", str, None, "CA for a valkeys:// Valkey URL")
     _flag(p, "log-level", str, "info", "debug, info, warning or error")
+    _flag(p, "workers", int, 1, "processes serving the port (SO_REUSEPORT); limits are per worker")
+    _flag(
+        p, "metrics-port", int, None, "serve Prometheus /metrics and /healthz here (default: off)"
+    )
+    _flag(p, "metrics-host", str, "127.0.0.1", "address for --metrics-port")
+    _flag(p, "metrics-sample", float, 60.0, "seconds between samples of files/bytes per namespace")
     _switch(p, "valkey-cluster", "--valkey-url is a Valkey Cluster node (valkey-py ValkeyCluster)")
     _switch(p, "allow-persistence", "accept a Valkey with RDB/AOF on")
     _switch(p, "log-keys", "log key names in clear (they can be PHI; default: a keyed hash)")
@@ -132,3 +142,9 @@ def _validate(p: argparse.ArgumentParser, c: Config) -> None:
         p.error("--valkey-cluster needs --valkey-url (a node of the cluster)")
     if c.max_connections < 1 or c.valkey_connections < 1:
         p.error("--max-connections and --valkey-connections must be >= 1")
+    if not 1 <= c.workers <= 256:
+        p.error("--workers must be between 1 and 256")
+    if c.metrics_port is not None and not 0 <= c.metrics_port <= 65535:
+        p.error("--metrics-port must be between 0 and 65535")
+    if c.metrics_sample <= 0:
+        p.error("--metrics-sample must be > 0")

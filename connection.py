@@ -182,11 +182,13 @@ class Connection:
         if isinstance(event, Data | UploadEnd | Abort):
             return
         key = getattr(event, "key", None)
-        self._request = (type(event).__name__.lower(), key, _now())
+        op = type(event).__name__.lower()
+        self._request = (op, key, _now())
         self._nbytes = 0
+        self.server.metrics.request_started(op)
 
     def _end(self, outcome: str) -> None:
-        """Write the access-log record of the request in progress, once."""
+        """Write the access-log record (and the metrics) of the request in progress, once."""
         if self._request is None:
             return
         op, key, started = self._request
@@ -201,6 +203,7 @@ class Connection:
             started=started,
             outcome=outcome,
         )
+        self.server.metrics.request_ended(op, outcome, _now() - started, self._nbytes)
 
     async def _receive(self) -> None:
         """Read more input within the idle timeout, the frame deadline and the upload rate."""
@@ -350,7 +353,6 @@ class Connection:
         await self._ok(
             {**download.info.wire(), "offset": download.offset, "length": download.length}
         )
-        self._nbytes = download.length
         step = self.config.max_frame
         try:
             async with contextlib.aclosing(download.pieces()) as pieces:
@@ -359,6 +361,8 @@ class Connection:
                         frame = piece[at : at + step]
                         self.writer.write(HEADER.pack(FrameType.DATA, len(frame)))
                         self.writer.write(frame)
+                        # Bytes actually sent: a download cut short logs (and counts) less.
+                        self._nbytes += len(frame)
                         await self._drain()
         except StorageError as exc:
             # The stream ends at a frame boundary: not fatal (PROTOCOL.md, GET).

@@ -8,17 +8,20 @@ behind :mod:`storage`.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import signal
 import ssl
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
+import workers
 from access import AccessLog
 from auth import FailureDelay, TokenFileError, Tokens
 from config import Config, parse_args
 from connection import LINGER_TOTAL, READ_SIZE, Connection, fatal
+from metrics import Exporter, Metrics
 from protocol.errors import ErrorCode
 from storage.embedded import EmbeddedValkey
 from storage.errors import MisconfiguredValkey, StorageError
@@ -30,12 +33,21 @@ log = logging.getLogger("valise")
 
 
 class Server:
-    def __init__(self, config: Config, store: Store, tokens: Tokens | None = None) -> None:
+    def __init__(
+        self,
+        config: Config,
+        store: Store,
+        tokens: Tokens | None = None,
+        metrics: Metrics | None = None,
+    ) -> None:
         self.config = config
         self.store = store
         self.tokens = tokens
         self.auth_failures = FailureDelay()
         self.access = AccessLog(log_keys=config.log_keys)
+        self.metrics = metrics if metrics is not None else Metrics()
+        #: /metrics and /healthz when --metrics-port is set (a worker's parent serves them).
+        self.exporter: Exporter | None = None
         self.closing = False
         self.connections: dict[asyncio.Task[None], Connection] = {}
         self._listener: asyncio.Server | None = None
@@ -60,8 +72,19 @@ class Server:
             limit=2 * READ_SIZE,
             ssl=tls_context(self.config),
             ssl_handshake_timeout=self.config.idle_timeout if self.config.tls_cert else None,
+            # --workers: every worker listens on the same port; the kernel spreads connections.
+            reuse_port=self.config.workers > 1,
         )
+        self.metrics.observe_storage()
         host, port = self._listener.sockets[0].getsockname()[:2]
+        if self.config.metrics_port is not None:
+            self.exporter = Exporter(
+                self.metrics.registry,
+                self.store,
+                sample_every=self.config.metrics_sample,
+                unhealthy=lambda: "shutting down" if self.closing else None,
+            )
+            await self.exporter.start(self.config.metrics_host, self.config.metrics_port)
         return host, port
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -75,8 +98,11 @@ class Server:
         assert task is not None
         if refuse is None:
             self.connections[task] = connection
+        else:
+            self.metrics.refused.labels(str(refuse.code)).inc()
         try:
-            await connection.run(refuse)
+            with self.metrics.connections.track_inprogress():
+                await connection.run(refuse)
         finally:
             self.connections.pop(task, None)
 
@@ -111,6 +137,9 @@ class Server:
                 task.cancel()
             if late:
                 await asyncio.wait(late, timeout=LINGER_TOTAL + 1)
+        self.metrics.stop_observing()
+        if self.exporter is not None:
+            await self.exporter.close()
 
 
 def tls_context(config: Config) -> ssl.SSLContext | None:
@@ -140,7 +169,18 @@ def storage_config(config: Config, url: str) -> StorageConfig:
     )
 
 
-async def serve(config: Config, url: str, tokens: Tokens | None) -> None:
+def announce(host: str, port: int, workers: int = 1) -> None:
+    """The one line users and tests parse; more words may follow HOST:PORT."""
+    suffix = f" ({workers} workers)" if workers > 1 else ""
+    print(f"valise listening on {host}:{port}{suffix}", flush=True)
+
+
+async def serve(
+    config: Config,
+    url: str,
+    tokens: Tokens | None,
+    ready: Callable[[str, int], None] = announce,
+) -> None:
     store = Store(storage_config(config, url))
     try:
         stop = asyncio.Event()
@@ -151,7 +191,7 @@ async def serve(config: Config, url: str, tokens: Tokens | None) -> None:
         server = Server(config, store, tokens)
         loop.add_signal_handler(signal.SIGHUP, server.reload_tokens)
         host, port = await server.start()
-        print(f"valise listening on {host}:{port}", flush=True)
+        ready(host, port)
         await stop.wait()
         log.info("shutting down")
         await server.shutdown()
@@ -159,10 +199,32 @@ async def serve(config: Config, url: str, tokens: Tokens | None) -> None:
         await store.close()
 
 
+def run(main: Coroutine[Any, Any, int | None]) -> int:
+    """Run ``main`` in a fresh event loop; a start-up failure is one line and exit code 2."""
+    try:
+        return asyncio.run(main) or 0
+    except (OSError, ssl.SSLError) as exc:
+        # Certificates that cannot be read, a port in use: say what, not a traceback.
+        print(f"valise: cannot start: {exc}", file=sys.stderr)
+    except MisconfiguredValkey as exc:
+        print(f"valise: refusing to start: {exc}", file=sys.stderr)
+    except StorageError as exc:
+        print(f"valise: cannot use Valkey: {exc.message}", file=sys.stderr)
+    return 2
+
+
+def work(url: str, tokens: Tokens | None, config: Config, ready: Callable[[str, int], None]) -> int:
+    """One worker of ``--workers N`` (in a forked process): the single-process server."""
+    return run(serve(config, url, tokens, ready))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     config = parse_args(argv)
+    # Several workers log to one stderr: say which one.
+    pid = "[%(process)d]" if config.workers > 1 else ""
     logging.basicConfig(
-        level=config.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+        level=config.log_level.upper(),
+        format=f"%(asctime)s %(levelname)s %(name)s{pid}: %(message)s",
     )
     try:
         tokens = Tokens.load(config.tokens) if config.tokens else None
@@ -177,21 +239,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         url = embedded.url
         log.info("started a private valkey-server (persistence off, noeviction)")
     try:
-        asyncio.run(serve(config, url, tokens))
-    except (OSError, ssl.SSLError) as exc:
-        # Certificates that cannot be read, a port in use: say what, not a traceback.
-        print(f"valise: cannot start: {exc}", file=sys.stderr)
-        return 2
-    except MisconfiguredValkey as exc:
-        print(f"valise: refusing to start: {exc}", file=sys.stderr)
-        return 2
-    except StorageError as exc:
-        print(f"valise: cannot use Valkey: {exc.message}", file=sys.stderr)
-        return 2
+        if config.workers == 1:
+            return run(serve(config, url, tokens))
+        supervisor = workers.Supervisor(
+            config, storage_config(config, url), functools.partial(work, url, tokens), announce
+        )
+        return run(supervisor.run())
     finally:
+        # Only after every worker has exited: they finish their transfers first.
         if embedded is not None:
             embedded.stop()
-    return 0
 
 
 if __name__ == "__main__":

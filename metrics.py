@@ -1,0 +1,395 @@
+"""Prometheus metrics: what a server process counts, and the endpoint that serves them.
+
+Labels never name a file: they are an operation, an outcome (``ok`` or an
+error code), a Valkey call kind, a transfer direction, a namespace (from the
+tokens file). Key names can be PHI and never become a label or a log line.
+
+The endpoint is a tiny HTTP/1.1 handler on the server's own event loop, not
+prometheus_client's threaded server: ``/healthz`` awaits the Store on this
+loop, the usage gauges are replaced between two awaits (a scrape never sees
+them half-updated), and the reads are bounded in size and time like every
+other socket we serve.
+
+With ``--workers N`` each worker counts into prometheus_client's multiprocess
+files (:func:`use_multiprocess`) and the parent serves the sum
+(:func:`multiprocess_registry`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+    multiprocess,
+    values,
+)
+from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector
+
+from storage import observe
+from storage.errors import StorageError
+from storage.store import Store
+
+log = logging.getLogger("valise.metrics")
+
+#: Seconds; a request is anything from a PING to a 64 GiB upload.
+REQUEST_BUCKETS = (0.001, 0.005, 0.025, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600)
+#: Seconds; one Valkey call moves at most one chunk.
+VALKEY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 30)
+#: /healthz answers within this many seconds even when Valkey hangs.
+HEALTH_TIMEOUT = 2.0
+#: Bounds on one HTTP request to the endpoint: head size, seconds in all.
+HTTP_LIMIT = 8192
+HTTP_TIMEOUT = 10.0
+
+_DIRECTION = {"put": "upload", "get": "download"}
+
+# No *_created series: the multiprocess sums have none, so one process would
+# expose them and several would not; the start time is no use to an alert.
+disable_created_metrics()  # type: ignore[no-untyped-call]
+
+
+class Metrics:
+    """The counters of one server process (one worker).
+
+    Each instance has its own registry, so several servers in one process
+    (the tests) never collide; in multiprocess mode the values live in the
+    shared files whatever the registry.
+    """
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry()
+        r = self.registry
+        self.requests = Counter(
+            "valise_requests",
+            "Requests by operation and outcome (ok, aborted, disconnected or the error code).",
+            ["op", "outcome"],
+            registry=r,
+        )
+        self.request_seconds = Histogram(
+            "valise_request_seconds",
+            "Request duration by operation; a PUT or GET lasts its whole transfer.",
+            ["op"],
+            buckets=REQUEST_BUCKETS,
+            registry=r,
+        )
+        self.received = Counter(
+            "valise_received_bytes", "File bytes received in uploads (DATA payload).", registry=r
+        )
+        self.sent = Counter(
+            "valise_sent_bytes", "File bytes sent in downloads (DATA payload).", registry=r
+        )
+        # Per worker (a pid label under --workers): --max-connections is per worker.
+        self.connections = Gauge(
+            "valise_connections",
+            "Open client connections (per worker process when there are several).",
+            multiprocess_mode="liveall",
+            registry=r,
+        )
+        self.refused = Counter(
+            "valise_connections_refused",
+            "Connections refused at accept (busy: --max-connections; shutting_down).",
+            ["code"],
+            registry=r,
+        )
+        self.transfers = Gauge(
+            "valise_transfers",
+            "Uploads and downloads in progress.",
+            ["direction"],
+            multiprocess_mode="livesum",
+            registry=r,
+        )
+        self.valkey_seconds = Histogram(
+            "valise_valkey_call_seconds",
+            "Valkey call duration (retries included) by kind and outcome.",
+            ["kind", "outcome"],
+            buckets=VALKEY_BUCKETS,
+            registry=r,
+        )
+        self.valkey_errors = Counter(
+            "valise_valkey_errors",
+            "Failed Valkey calls by outcome (the error code the failure maps to).",
+            ["outcome"],
+            registry=r,
+        )
+        for direction in _DIRECTION.values():
+            self.transfers.labels(direction)  # present at 0 before the first transfer
+
+    def request_started(self, op: str) -> None:
+        direction = _DIRECTION.get(op)
+        if direction is not None:
+            self.transfers.labels(direction).inc()
+
+    def request_ended(self, op: str, outcome: str, seconds: float, nbytes: int) -> None:
+        """Called where the access-log record is written, once per request."""
+        self.requests.labels(op, outcome).inc()
+        self.request_seconds.labels(op).observe(seconds)
+        direction = _DIRECTION.get(op)
+        if direction is None:
+            return
+        self.transfers.labels(direction).dec()
+        (self.received if direction == "upload" else self.sent).inc(nbytes)
+
+    def valkey_call(self, kind: str, seconds: float, outcome: str) -> None:
+        """A :mod:`storage.observe` observer."""
+        self.valkey_seconds.labels(kind, outcome).observe(seconds)
+        if outcome != "ok":
+            self.valkey_errors.labels(outcome).inc()
+
+    def observe_storage(self) -> None:
+        observe.subscribe(self.valkey_call)
+
+    def stop_observing(self) -> None:
+        observe.unsubscribe(self.valkey_call)
+
+
+class Usage:
+    """Files and bytes per namespace, sampled in the background (a walk of every index)."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.files = Gauge(
+            "valise_stored_files",
+            "Live files per namespace (sampled).",
+            ["namespace"],
+            registry=registry,
+        )
+        self.bytes = Gauge(
+            "valise_stored_bytes",
+            "Bytes of live files per namespace (sampled).",
+            ["namespace"],
+            registry=registry,
+        )
+        self.sampled = Gauge(
+            "valise_usage_sampled_timestamp_seconds",
+            "Unix time of the last successful usage sample (0: none yet).",
+            registry=registry,
+        )
+
+    async def sample(self, store: Store) -> bool:
+        """Replace the gauges with a fresh walk; keep the old ones if Valkey fails."""
+        try:
+            found = await store.usage()
+        except StorageError as exc:
+            log.warning("usage not sampled: %s", exc.message)
+            return False
+        # No await from here on: a scrape sees the old figures or the new ones.
+        self.files.clear()
+        self.bytes.clear()
+        for namespace, (files, size) in found.items():
+            self.files.labels(namespace).set(files)
+            self.bytes.labels(namespace).set(size)
+        self.sampled.set_to_current_time()
+        return True
+
+
+async def check_store(store: Store) -> str | None:
+    """None when Valkey answers PING within HEALTH_TIMEOUT; else why not, for the 503.
+
+    Not ``asyncio.wait_for``: it waits for the cancelled PING to end, and
+    valkey-py can swallow a cancel (see :func:`_stop_if_cancelled`), which
+    would hold /healthz for the whole storage timeout. A late probe is
+    cancelled and left to end on its own.
+    """
+    probe = asyncio.ensure_future(store.health())
+    done, _ = await asyncio.wait({probe}, timeout=HEALTH_TIMEOUT)
+    if not done:
+        probe.cancel()
+        _late_probes.add(probe)
+        probe.add_done_callback(_forget_probe)
+        return f"Valkey did not answer within {HEALTH_TIMEOUT:g} s"
+    error = probe.exception()
+    if isinstance(error, StorageError):
+        return error.message
+    if error is not None:
+        raise error
+    return None
+
+
+_late_probes: set[asyncio.Future[None]] = set()
+
+
+def _forget_probe(probe: asyncio.Future[None]) -> None:
+    _late_probes.discard(probe)
+    if not probe.cancelled():
+        probe.exception()  # retrieved: no "exception was never retrieved" at exit
+
+
+def _stop_if_cancelled() -> None:
+    """Deliver a cancel that a Valkey call swallowed.
+
+    valkey-py checks a pooled connection under ``asyncio.timeout(0)``; on
+    Python 3.11 a cancel landing in that window is taken for the timeout and
+    lost, and the call completes. The task still counts the cancel request.
+    """
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
+
+
+class Exporter:
+    """``/metrics`` and ``/healthz`` over HTTP, and the usage sampler behind them.
+
+    ``unhealthy`` names a reason to answer 503 before Valkey is asked (the
+    server is shutting down, no worker is alive).
+    """
+
+    def __init__(
+        self,
+        registry: CollectorRegistry,
+        store: Store,
+        *,
+        sample_every: float,
+        unhealthy: Callable[[], str | None] = lambda: None,
+    ) -> None:
+        self.registry = registry
+        self.store = store
+        self.usage = Usage(registry)
+        self.sample_every = sample_every
+        self.unhealthy = unhealthy
+        #: Where it listens, once started (``--metrics-port 0`` picks a port).
+        self.address: tuple[str, int] | None = None
+        self._listener: asyncio.Server | None = None
+        self._sampler: asyncio.Task[None] | None = None
+
+    async def start(self, host: str, port: int) -> tuple[str, int]:
+        self._listener = await asyncio.start_server(self._serve, host, port, limit=HTTP_LIMIT)
+        self._sampler = asyncio.create_task(self._sample_forever())
+        self.address = self._listener.sockets[0].getsockname()[:2]
+        log.info("metrics on http://%s:%d/metrics and /healthz", *self.address)
+        return self.address
+
+    @property
+    def sockets(self) -> list[int]:
+        """The listening descriptors (a forked worker closes its copies)."""
+        return [s.fileno() for s in self._listener.sockets] if self._listener else []
+
+    async def close(self) -> None:
+        if self._sampler is not None:
+            self._sampler.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sampler
+        if self._listener is not None:
+            self._listener.close()
+            await self._listener.wait_closed()
+
+    async def _sample_forever(self) -> None:
+        while True:
+            await self.usage.sample(self.store)
+            _stop_if_cancelled()
+            await asyncio.sleep(self.sample_every)
+
+    async def health(self) -> str | None:
+        return self.unhealthy() or await check_store(self.store)
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            async with asyncio.timeout(HTTP_TIMEOUT):
+                head = await reader.readuntil(b"\r\n\r\n")
+                method, status, ctype, body = await self._respond(head)
+                writer.write(_response(status, ctype, body, head_only=method == b"HEAD"))
+                await writer.drain()
+        except (TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
+            pass  # a client that never finishes its request gets nothing
+        except (ConnectionError, OSError):
+            pass
+        finally:
+            writer.close()
+            with contextlib.suppress(Exception):
+                await writer.wait_closed()
+
+    async def _respond(self, head: bytes) -> tuple[bytes, str, str, bytes]:
+        """(method, status, content type, body) for one request head."""
+        text = "text/plain; charset=utf-8"
+        parts = head.split(b"\r\n", 1)[0].split(b" ")
+        if len(parts) != 3 or not parts[2].startswith(b"HTTP/"):
+            return b"", "400 Bad Request", text, b"bad request\n"
+        method, target = parts[0], parts[1].split(b"?", 1)[0]
+        if method not in (b"GET", b"HEAD"):
+            return method, "405 Method Not Allowed", text, b"GET or HEAD\n"
+        if target == b"/metrics":
+            return method, "200 OK", CONTENT_TYPE_PLAIN_0_0_4, generate_latest(self.registry)
+        if target == b"/healthz":
+            reason = await self.health()
+            if reason is None:
+                return method, "200 OK", text, b"ok\n"
+            return method, "503 Service Unavailable", text, f"unavailable: {reason}\n".encode()
+        return method, "404 Not Found", text, b"try /metrics or /healthz\n"
+
+
+def _response(status: str, ctype: str, body: bytes, *, head_only: bool) -> bytes:
+    head = (
+        f"HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {len(body)}\r\n"
+        "Cache-Control: no-store\r\nConnection: close\r\n\r\n"
+    )
+    return head.encode() + (b"" if head_only else body)
+
+
+# -- several worker processes ---------------------------------------------------
+
+
+def metrics_directory() -> Path:
+    """A private 0700 directory for the multiprocess files, in memory (/dev/shm).
+
+    The files hold only counters and labels, no PHI, but nothing of ours goes
+    to disk when memory will do; without /dev/shm, the temp dir (logged).
+    """
+    shm = Path("/dev/shm")
+    prefix = f"valise-metrics-{os.getpid()}-"
+    if shm.is_dir() and os.access(shm, os.W_OK):
+        return Path(tempfile.mkdtemp(prefix=prefix, dir=shm))
+    path = Path(tempfile.mkdtemp(prefix=prefix))
+    log.warning("no /dev/shm: worker metrics files go to %s", path)
+    return path
+
+
+def remove_directory(path: Path) -> None:
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def use_multiprocess(directory: Path) -> None:
+    """In a worker, before its first metric: count into files in ``directory``.
+
+    prometheus_client picks its value class at import time from
+    PROMETHEUS_MULTIPROC_DIR; the worker is forked after that import, so the
+    class is set here (the library's documented escape hatch, see its
+    ``values.MultiProcessValue``).
+    """
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(directory)
+    values.ValueClass = values.MultiProcessValue()  # type: ignore[no-untyped-call]
+
+
+def multiprocess_registry(directory: Path) -> CollectorRegistry:
+    """The parent's registry: the sum of every worker's files."""
+    registry = CollectorRegistry()
+    MultiProcessCollector(registry, path=str(directory))  # type: ignore[no-untyped-call]
+    return registry
+
+
+class SupervisorMetrics:
+    """The parent's own figures under --workers, beside the workers' sums."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry()
+        self.workers = Gauge("valise_workers", "Worker processes running.", registry=self.registry)
+        self.restarts = Counter(
+            "valise_worker_restarts",
+            "Workers started again after one died.",
+            registry=self.registry,
+        )
+
+
+def worker_exited(directory: Path, pid: int) -> None:
+    """Drop a dead worker's live gauges; its counters stay in the sums."""
+    multiprocess.mark_process_dead(pid, str(directory))  # type: ignore[no-untyped-call]
