@@ -59,6 +59,7 @@ class Config:
     metrics_port: int | None
     metrics_host: str
     metrics_sample: float
+    failover_wait: float
 
 
 def _flag(
@@ -114,6 +115,9 @@ def parse_args(argv: Sequence[str] | None = None) -> Config:
     )
     _flag(p, "metrics-host", str, "127.0.0.1", "address for --metrics-port")
     _flag(p, "metrics-sample", float, 60.0, "seconds between samples of files/bytes per namespace")
+    _flag(
+        p, "failover-wait", float, 10.0, "cluster: seconds a chunk read/write rides out a failover"
+    )
     _switch(p, "valkey-cluster", "--valkey-url is a Valkey Cluster node (valkey-py ValkeyCluster)")
     _switch(p, "allow-persistence", "accept a Valkey with RDB/AOF on")
     _switch(p, "log-keys", "log key names in clear (they can be PHI; default: a keyed hash)")
@@ -146,5 +150,7 @@ def _validate(p: argparse.ArgumentParser, c: Config) -> None:
         p.error("--workers must be between 1 and 256")
     if c.metrics_port is not None and not 0 <= c.metrics_port <= 65535:
         p.error("--metrics-port must be between 0 and 65535")
+    if c.failover_wait < 0:
+        p.error("--failover-wait must be >= 0")
     if c.metrics_sample <= 0:
         p.error("--metrics-sample must be > 0")

@@ -166,6 +166,7 @@ def storage_config(config: Config, url: str) -> StorageConfig:
         allow_persistence=config.allow_persistence,
         tls_ca=config.valkey_tls_ca,
         cluster=config.valkey_cluster,
+        failover_wait=config.failover_wait,
     )
 
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import dataclasses
 import functools
 import logging
@@ -34,11 +33,11 @@ from typing import NoReturn
 import metrics
 from config import Config
 from connection import LINGER_TOTAL
+from storage.embedded import die_with_parent
 from storage.store import StorageConfig, Store
 
 log = logging.getLogger("valise.workers")
 
-PR_SET_PDEATHSIG = 1
 FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 #: Restart delay after a worker dies: doubles with each quick death, up to the max.
 BACKOFF_FIRST = 0.5
@@ -370,8 +369,7 @@ def _forget_parent_loop(mask: Iterable[int]) -> None:
 
 def _die_with(parent: int) -> None:
     """SIGTERM from the kernel when the parent dies, even by SIGKILL (as the private Valkey)."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    die_with_parent()
     if os.getppid() != parent:  # it died before the prctl
         os._exit(1)
 

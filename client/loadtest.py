@@ -900,7 +900,8 @@ class SpawnedServer:
                 code = self.proc.returncode
                 raise SpawnError(f"the spawned server did not start (exit {code}):\n{tail}")
             if line.startswith("valise listening on "):
-                host, port = parse_server(line.removeprefix("valise listening on ").strip())
+                # "valise listening on HOST:PORT", maybe followed by " (N workers)".
+                host, port = parse_server(line.split()[3])
                 return ("127.0.0.1" if host in ("0.0.0.0", "") else host, port)
 
     @staticmethod

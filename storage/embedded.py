@@ -37,7 +37,8 @@ def valkey_server_binary() -> str:
     return path
 
 
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child
+def die_with_parent() -> None:  # pragma: no cover - runs in the child
+    """SIGTERM from the kernel when our parent dies, even by SIGKILL (Linux prctl)."""
     libc = ctypes.CDLL(None, use_errno=True)
     libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
@@ -103,7 +104,7 @@ class EmbeddedValkey:
             stdin=subprocess.PIPE,
             stdout=subprocess.DEVNULL,
             start_new_session=True,
-            preexec_fn=_die_with_parent,  # PDEATHSIG must be set in the child
+            preexec_fn=die_with_parent,  # PDEATHSIG must be set in the child
         )
         assert self.process.stdin is not None
         self.process.stdin.write(self.config().encode())

@@ -138,6 +138,11 @@ async def call(
             observe.report(kind, elapsed, error.code.value)
             raise error from exc
         observe.report(kind, time.monotonic() - started, "ok")
+        # valkey-py (asyncio.timeout(0) in can_read_destructive) can swallow a
+        # cancel that lands at the wrong moment on 3.11; honour it here.
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            raise asyncio.CancelledError
         return result
 
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import ctypes
 import hashlib
 import importlib
 import json
@@ -49,7 +48,7 @@ from valkey.backoff import NoBackoff
 
 from config import parse_size
 from protocol.frames import HEADER, FrameType
-from storage.embedded import EmbeddedValkey, default_maxmemory
+from storage.embedded import EmbeddedValkey, default_maxmemory, die_with_parent
 from tests.cluster import LocalCluster
 
 MB = 1_000_000
@@ -57,7 +56,6 @@ MIB = 1024**2
 REPO = Path(__file__).resolve().parent.parent
 TTL = 900
 CLK_TCK = os.sysconf("SC_CLK_TCK")
-PR_SET_PDEATHSIG = 1
 
 #: Every subprocess this run started; main() ends whatever is still alive.
 _children: list[subprocess.Popen[bytes]] = []
@@ -184,11 +182,6 @@ class CpuMeter:
 # -- processes ---------------------------------------------------------------
 
 
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-
-
 def _end(proc: subprocess.Popen[bytes], timeout: float = 15.0) -> None:
     if proc.poll() is None:
         proc.send_signal(signal.SIGTERM)
@@ -250,7 +243,7 @@ def valise_server(
             stdout=subprocess.PIPE,
             stderr=err,
             start_new_session=True,
-            preexec_fn=_die_with_parent,
+            preexec_fn=die_with_parent,
         )
     _children.append(proc)
     try:
@@ -269,7 +262,8 @@ def _listening(proc: subprocess.Popen[bytes], log: Path, timeout: float = 20.0) 
         if ready:
             line = proc.stdout.readline()
             if line.startswith(b"valise listening on "):
-                host, _, port = line.decode().split()[-1].rpartition(":")
+                # "valise listening on HOST:PORT", maybe followed by " (N workers)".
+                host, _, port = line.decode().split()[3].rpartition(":")
                 return host, int(port)
         if proc.poll() is not None:
             break

@@ -25,8 +25,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
-import ctypes
 import hashlib
 import json
 import math
@@ -47,7 +45,7 @@ from typing import IO, Any
 import valkey
 
 from protocol.frames import FrameType
-from storage.embedded import EmbeddedValkey
+from storage.embedded import EmbeddedValkey, die_with_parent
 from tests.wire import Reply, WireClient, control, frame
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -535,11 +533,6 @@ class Client:
 # -- processes -------------------------------------------------------------------------
 
 
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-
-
 def start_server(url: str, log: IO[bytes]) -> tuple[subprocess.Popen[bytes], str, int]:
     # --valkey-url through the environment: the URL holds a password, which `ps` shows.
     args = ["--port", "0", "--chunk-size", "1MiB", "--grace", str(GRACE)]
@@ -551,7 +544,7 @@ def start_server(url: str, log: IO[bytes]) -> tuple[subprocess.Popen[bytes], str
         stdout=subprocess.PIPE,
         stderr=log,
         env={**os.environ, "VALISE_VALKEY_URL": url},
-        preexec_fn=_die_with_parent,
+        preexec_fn=die_with_parent,
     )
     assert proc.stdout is not None
     ready, _, _ = select.select([proc.stdout], [], [], 30)
@@ -559,7 +552,7 @@ def start_server(url: str, log: IO[bytes]) -> tuple[subprocess.Popen[bytes], str
     if not line.startswith("valise listening on "):
         stop_process(proc)
         raise RuntimeError(f"server did not start: {line!r}")
-    host, port = line.split()[-1].rsplit(":", 1)
+    host, port = line.split()[3].rsplit(":", 1)  # maybe followed by " (N workers)"
     return proc, host, int(port)
 
 

@@ -7,7 +7,6 @@ seconds); the whole integration suite also runs on one (`make test-cluster`).
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import hashlib
 import os
 import random
@@ -64,11 +63,8 @@ def replicated() -> Iterator[LocalCluster]:
         yield cluster
 
 
-async def serve(cluster: LocalCluster, failover_wait: float = 10.0, **overrides: Any) -> Running:
-    config = make_config(valkey_cluster=True, **overrides)
-    running = await start_server(cluster.url, config)
-    running.store.config = dataclasses.replace(running.store.config, failover_wait=failover_wait)
-    return running
+async def serve(cluster: LocalCluster, **overrides: Any) -> Running:
+    return await start_server(cluster.url, make_config(valkey_cluster=True, **overrides))
 
 
 @pytest_asyncio.fixture
