@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 
 import valkey.asyncio as valkey_async
 import valkey.exceptions as valkey_exc
+from valkey.asyncio.connection import Connection
 from valkey.asyncio.retry import Retry
 from valkey.backoff import NoBackoff
 
@@ -488,6 +489,28 @@ def _has_room(nodes: Sequence[tuple[int, int]], size: int) -> bool:
     return not limited or size < free
 
 
+class _PieceWriter:
+    """Mixin for valkey-py connections: write a packed command piece by piece.
+
+    valkey-py hands a SET's header and the value (a memoryview) to
+    ``StreamWriter.writelines``, which on CPython 3.11 joins them first: a copy
+    of every chunk, and a second chunk-sized buffer held while it is sent.
+    Written one by one, the value goes to the socket from our buffer and
+    only what the socket cannot take at once is copied.
+    """
+
+    _writer: asyncio.StreamWriter
+
+    async def _send_packed_command(self, command: Iterable[bytes]) -> None:
+        for piece in command:
+            self._writer.write(piece)
+        await self._writer.drain()
+
+
+def _writing_pieces(connection_class: type[Any]) -> type[Any]:
+    return type(f"Valise{connection_class.__name__}", (_PieceWriter, connection_class), {})
+
+
 def _single_client(config: StorageConfig) -> Any:
     tls: dict[str, Any] = {"ssl_ca_certs": config.tls_ca} if config.tls_ca else {}
     pool = valkey_async.BlockingConnectionPool.from_url(
@@ -502,6 +525,7 @@ def _single_client(config: StorageConfig) -> Any:
         socket_read_size=1024 * 1024,
         health_check_interval=30,
     )
+    pool.connection_class = _writing_pieces(pool.connection_class)
     return valkey_async.Valkey(connection_pool=pool)
 
 
@@ -550,7 +574,9 @@ def _cluster_client(config: StorageConfig) -> Any:
     )
     # from_url takes no socket_read_size; the node connections are made from
     # these kwargs when the cluster is first contacted.
-    client.nodes_manager.connection_kwargs["socket_read_size"] = 1024 * 1024
+    kwargs = client.nodes_manager.connection_kwargs
+    kwargs["socket_read_size"] = 1024 * 1024
+    kwargs["connection_class"] = _writing_pieces(kwargs.get("connection_class", Connection))
     return client
 
 
