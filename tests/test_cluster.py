@@ -91,6 +91,33 @@ async def test_chunks_of_one_file_spread_over_shards(
     await client.close()
 
 
+def server_connections(cluster: LocalCluster) -> int:
+    """Connections open to the cluster's nodes, other than the one asking."""
+    total = 0
+    for node in cluster.live_nodes():
+        vk = node_client(cluster, node)
+        total += len(vk.client_list(_type="normal")) - 1
+        vk.close()
+    return total
+
+
+async def test_connections_stay_few_whatever_the_file_size(shared_cluster: LocalCluster) -> None:
+    """Each connection's reply parser keeps its last chunk-sized buffer, so the
+    connections a transfer touches must not grow with its chunks (they did:
+    one per chunk, and a 768 MiB download held 581 MiB of server memory)."""
+    running = await serve(shared_cluster)
+    before = server_connections(shared_cluster)
+    client = await running.client()
+    data = os.urandom(96 * CHUNK)
+    assert (await client.put("many-chunks", data)).ok
+    assert (await client.get("many-chunks")).data == data
+    await client.close()
+    opened = server_connections(shared_cluster) - before
+    await stop_server(running)
+    # Batches run 8 commands at a time; a download needs two per node at most.
+    assert opened <= 3 * 10, opened
+
+
 async def test_list_delete_and_room_check_on_a_cluster(on_shared: Running) -> None:
     client = await on_shared.client()
     for i in range(5):
