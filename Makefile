@@ -32,7 +32,8 @@ types: $(VENV)/.dev
 unit: $(VENV)/.dev
 	$(BIN)/python -m pytest -q $(ARGS)
 
-test: lint types unit
+# The suite twice: on one valkey-server, then on a local 3-primary cluster.
+test: lint types unit test-cluster
 
 # The whole suite against a local 3-primary Valkey Cluster.
 test-cluster: $(VENV)/.dev
