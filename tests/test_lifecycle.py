@@ -169,6 +169,18 @@ def test_embedded_valkey_dies_with_a_killed_server() -> None:
         pytest.fail("valkey-server outlived a SIGKILLed server")
 
 
+def start_once(valkey_url: str) -> subprocess.CompletedProcess[str]:
+    """The server started on ``valkey_url``, expected to refuse and exit."""
+    return subprocess.run(
+        [sys.executable, "server.py", "--port", "0", "--valkey-url", valkey_url],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+
+
 @pytest.mark.single_node
 @pytest.mark.parametrize(
     ("setting", "value", "message"),
@@ -184,14 +196,7 @@ def test_refuses_unsafe_valkey(
     vk = sync_valkey(own_valkey.url)
     vk.config_set(setting, value)
     try:
-        result = subprocess.run(
-            [sys.executable, "server.py", "--port", "0", "--valkey-url", own_valkey.url],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            timeout=30,
-            check=False,
-        )
+        result = start_once(own_valkey.url)
     finally:
         vk.config_set("appendonly", "no")
         vk.config_set("save", "")
@@ -209,20 +214,14 @@ def test_refuses_replication_through_disk(own_valkey: EmbeddedValkey) -> None:
     vk.config_set("repl-diskless-load", "disabled")
     vk.replicaof("127.0.0.1", "1")  # role: replica (of nothing reachable)
     try:
-        result = subprocess.run(
-            [sys.executable, "server.py", "--port", "0", "--valkey-url", own_valkey.url],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            timeout=30,
-            check=False,
-        )
+        result = start_once(own_valkey.url)
     finally:
         vk.replicaof("NO", "ONE")
         vk.config_set("repl-diskless-load", "on-empty-db")
         vk.close()
     assert result.returncode == 2
     assert "repl-diskless-load" in result.stderr
+    assert own_valkey.password not in result.stderr + result.stdout
 
 
 @pytest.mark.single_node
