@@ -44,6 +44,8 @@ T = TypeVar("T")
 ATTEMPTS = 3
 #: Keys per PEXPIRE/UNLINK batch.
 BATCH = 512
+#: Bytes of a command handed to the Valkey socket at a time.
+SEND_PIECE = 1024 * 1024
 #: Commands of one batch in flight at once on a cluster.
 BATCH_CONCURRENCY = 8
 #: Seconds the INFO memory figures behind the PUT-time room check are reused.
@@ -504,15 +506,20 @@ class _PieceWriter:
     valkey-py hands a SET's header and the value (a memoryview) to
     ``StreamWriter.writelines``, which on CPython 3.11 joins them first: a copy
     of every chunk, and a second chunk-sized buffer held while it is sent.
-    Written one by one, the value goes to the socket from our buffer and
-    only what the socket cannot take at once is copied.
+    Written a megabyte at a time with a drain in between, the value goes to
+    the socket from our buffer and asyncio copies at most a megabyte of it.
     """
 
     _writer: asyncio.StreamWriter
 
     async def _send_packed_command(self, command: Iterable[bytes]) -> None:
         for piece in command:
-            self._writer.write(piece)
+            # A megabyte at a time: asyncio copies what the socket cannot take
+            # at once into its buffer, so at most that much is held twice.
+            view = memoryview(piece)
+            for at in range(0, len(view), SEND_PIECE):
+                self._writer.write(view[at : at + SEND_PIECE])
+                await self._writer.drain()
         await self._writer.drain()
 
 
