@@ -43,7 +43,7 @@ def fatal(code: ErrorCode, message: str) -> ProtocolError:
 
 def _wire(exc: StorageError, *, fatal: bool) -> ProtocolError:
     """A storage failure as the ERROR the client gets; fatality depends on where we are."""
-    return ProtocolError(exc.code, exc.message, fatal=fatal)
+    return ProtocolError(exc.code, exc.message, fatal=fatal, **exc.extra)
 
 
 def _now() -> float:
@@ -95,6 +95,8 @@ class Connection:
         self.proto = ServerConnection(
             Limits(self.config.max_frame, self.config.max_file_size, self.config.max_ttl),
             hello_required=server.tokens is not None,
+            # The chunk writer hashes the file in its worker thread instead.
+            hash_uploads=False,
         )
         #: What this connection may do; decided by HELLO when tokens are configured.
         self.grant = OPEN

@@ -65,6 +65,20 @@ class ProtocolError(Exception):
         return f"ProtocolError({self.code!s}, {self.message!r}, fatal={self.fatal})"
 
 
+CHECKSUM_MESSAGE = "SHA-1 of the bytes received does not match END"
+
+
+def checksum_mismatch(expected: str, actual: str) -> ProtocolError:
+    """END's digest differs from the bytes received; the connection goes on."""
+    return ProtocolError(
+        ErrorCode.CHECKSUM_MISMATCH,
+        CHECKSUM_MESSAGE,
+        fatal=False,
+        expected=expected,
+        actual=actual,
+    )
+
+
 def bad_frame(message: str) -> ProtocolError:
     """A framing violation; always fatal (PROTOCOL.md section 1)."""
     return ProtocolError(ErrorCode.BAD_FRAME, message, fatal=True)

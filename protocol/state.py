@@ -14,6 +14,8 @@ UPLOADING  DATA                         Data (counted, hashed)
 UPLOADING  END                          UploadEnd if digest and size
                                         match, else a non-fatal error;
                                         -> IDLE either way
+                                        (hash_uploads=False: the
+                                        caller checks the digest)
 UPLOADING  ABORT                        Abort, -> IDLE
 UPLOADING  any request                  bad_frame, fatal
 any        after a fatal error          nothing more is decoded
@@ -40,7 +42,7 @@ from protocol.decoder import (
     decode_control,
     decode_digest,
 )
-from protocol.errors import ErrorCode, ProtocolError, bad_frame
+from protocol.errors import ErrorCode, ProtocolError, bad_frame, checksum_mismatch
 from protocol.frames import Frame, FrameType
 
 
@@ -60,10 +62,17 @@ class Data:
 
 @dataclass(frozen=True, slots=True)
 class UploadEnd:
-    """END with a digest and size that match what was received."""
+    """END with a size that matches what was received.
+
+    ``sha1`` is END's digest (lowercase hex). With ``hash_uploads`` (the
+    default) it has been checked against the bytes received; without, the
+    caller checks it (the server hashes in its chunk writer, off the event
+    loop) and ``verified`` is False.
+    """
 
     size: int
     sha1: str
+    verified: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,10 +95,10 @@ class _Upload:
 
     __slots__ = ("declared", "hasher", "received")
 
-    def __init__(self, declared: int | None) -> None:
+    def __init__(self, declared: int | None, *, hashed: bool) -> None:
         self.declared = declared
         self.received = 0
-        self.hasher = hashlib.sha1(usedforsecurity=False)
+        self.hasher = hashlib.sha1(usedforsecurity=False) if hashed else None
 
 
 _PARSERS: dict[FrameType, Callable[[dict[str, Any]], requests.Request]] = {
@@ -109,8 +118,11 @@ class ServerConnection:
     decodes nothing more; after a non-fatal one it goes on.
     """
 
-    def __init__(self, limits: Limits, *, hello_required: bool = False) -> None:
+    def __init__(
+        self, limits: Limits, *, hello_required: bool = False, hash_uploads: bool = True
+    ) -> None:
         self.limits = limits
+        self.hash_uploads = hash_uploads
         self.state = State.HANDSHAKE if hello_required else State.IDLE
         self._decoder = FrameDecoder(max_data=limits.max_frame, check=self._check_type)
         self._upload: _Upload | None = None
@@ -173,7 +185,7 @@ class ServerConnection:
             put = requests.parse_put(
                 obj, max_file_size=self.limits.max_file_size, max_ttl=self.limits.max_ttl
             )
-            self._upload = _Upload(put.size)
+            self._upload = _Upload(put.size, hashed=self.hash_uploads)
             self.state = State.UPLOADING
             return put
         request = _PARSERS[frame.type](obj)
@@ -199,7 +211,8 @@ class ServerConnection:
                 raise ProtocolError(
                     ErrorCode.TOO_LARGE, f"upload exceeds its {what} of {limit} bytes", fatal=True
                 )
-            upload.hasher.update(frame.payload)
+            if upload.hasher is not None:
+                upload.hasher.update(frame.payload)
             return Data(frame.payload)
         if frame.type is FrameType.ABORT:
             decode_control(frame)
@@ -214,15 +227,11 @@ class ServerConnection:
                     f"received {upload.received} bytes, PUT declared {upload.declared}",
                     fatal=False,
                 )
+            if upload.hasher is None:
+                return UploadEnd(upload.received, digest.hex(), verified=False)
             actual = upload.hasher.hexdigest()
             if digest.hex() != actual:
-                raise ProtocolError(
-                    ErrorCode.CHECKSUM_MISMATCH,
-                    "SHA-1 of the bytes received does not match END",
-                    fatal=False,
-                    expected=digest.hex(),
-                    actual=actual,
-                )
+                raise checksum_mismatch(digest.hex(), actual)
             return UploadEnd(upload.received, actual)
         raise AssertionError(f"{frame.type.name} passed the header check inside an upload")
 

@@ -7,15 +7,17 @@ the server is in the conversation, so it is not decided here.
 
 from __future__ import annotations
 
-from protocol.errors import ErrorCode
+from protocol.errors import CHECKSUM_MESSAGE, ErrorCode
 
 
 class StorageError(Exception):
     code: ErrorCode = ErrorCode.INTERNAL
 
-    def __init__(self, message: str) -> None:
+    def __init__(self, message: str, **extra: str) -> None:
         super().__init__(message)
         self.message = message
+        #: Further fields of the ERROR frame (PROTOCOL.md section 4).
+        self.extra = extra
 
 
 class StorageFull(StorageError):
@@ -36,6 +38,15 @@ class FileNotFound(StorageError):
 
 class BadRange(StorageError):
     code = ErrorCode.BAD_RANGE
+
+
+class ChecksumMismatch(StorageError):
+    """The upload's bytes do not hash to the digest its END carried; nothing was published."""
+
+    code = ErrorCode.CHECKSUM_MISMATCH
+
+    def __init__(self, expected: str, actual: str) -> None:
+        super().__init__(CHECKSUM_MESSAGE, expected=expected, actual=actual)
 
 
 class Corrupt(StorageError):

@@ -3,8 +3,10 @@
 DATA frames of any size are copied into a chunk buffer; each full buffer is
 written as one ``SET valise:c:VID:I`` with the short staging TTL while the next
 buffer fills (two buffers, one SET in flight: memory per upload is bounded by
-two chunks whatever the file size). Each chunk's SHA-1 is computed in a worker
-thread alongside its SET. Nothing is visible until :meth:`ChunkWriter.commit`.
+two chunks whatever the file size). Each chunk's SHA-1, and the whole file's
+running SHA-1, are computed in a worker thread alongside its SET, in chunk
+order, off the event loop. Nothing is visible until :meth:`ChunkWriter.commit`,
+and only when the whole file's SHA-1 matches END's.
 
 While the upload lives, a keeper task pushes the staging TTL forward (``GT``:
 it never shortens a TTL) so a stalled but connected client keeps its chunks;
@@ -16,14 +18,15 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import hashlib
 import logging
 import time
 from typing import Any
 
 from storage import keys
-from storage.errors import StorageError, StorageUnavailable
+from storage.errors import ChecksumMismatch, StorageError, StorageUnavailable
 from storage.info import FileInfo
-from storage.store import Store, new_vid, sha1_of
+from storage.store import THREAD_HASH_MIN, Store, new_vid
 
 log = logging.getLogger("valise.storage")
 
@@ -43,6 +46,9 @@ class ChunkWriter:
         self._buffers = [bytearray(), bytearray()]
         self._fill = 0
         self._digests: list[bytes] = []
+        #: The whole file's SHA-1, fed one chunk at a time in order (at most
+        #: one chunk is hashed at a time: the next waits in ``_settle``).
+        self._file_hash = hashlib.sha1(usedforsecurity=False)
         self._inflight: asyncio.Task[bytes] | None = None
         self._keeper: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
@@ -92,7 +98,7 @@ class ChunkWriter:
     async def _store_chunk(self, index: int, chunk: memoryview) -> bytes:
         name = keys.chunk_key(self.vid, index)
         staging_ms = self.store.config.staging_ttl * 1000
-        digest = asyncio.create_task(sha1_of(chunk))
+        digest = asyncio.create_task(self._hash(chunk))
         try:
             await self.store.run(
                 lambda: self.store.client.set(name, chunk, px=staging_ms),
@@ -102,6 +108,16 @@ class ChunkWriter:
         finally:
             sha = await digest
         return sha
+
+    async def _hash(self, chunk: memoryview) -> bytes:
+        """The chunk's SHA-1, and the file's SHA-1 fed; in a worker thread when large."""
+        if len(chunk) < THREAD_HASH_MIN:
+            return self._hash_now(chunk)
+        return await asyncio.to_thread(self._hash_now, chunk)
+
+    def _hash_now(self, chunk: memoryview) -> bytes:
+        self._file_hash.update(chunk)
+        return hashlib.sha1(chunk, usedforsecurity=False).digest()
 
     async def _keep_alive(self) -> None:
         period = max(1.0, self.store.config.staging_ttl / 3)
@@ -126,13 +142,22 @@ class ChunkWriter:
             self._keeper = None
 
     async def commit(self, size: int, sha1: str) -> FileInfo:
-        """Store the tail, extend every chunk to its final TTL, then commit atomically."""
+        """Check the file's SHA-1 against ``sha1`` (END's), store the tail, extend
+        every chunk to its final TTL, then commit atomically.
+
+        A digest that does not match raises :class:`ChecksumMismatch` and
+        removes what was staged."""
         if size != self.size:
             raise AssertionError("writer and protocol disagree on the upload size")
         try:
             await self._settle()
             await self._stop_keeper()
             tail = memoryview(self._buffers[0])[: self._fill] if self._fill else None
+            if tail is not None:
+                self._digests.append(await self._hash(tail))
+            actual = self._file_hash.hexdigest()
+            if actual != sha1:
+                raise ChecksumMismatch(expected=sha1, actual=actual)
             now = time.time()
             info = FileInfo(
                 key=self.key,
@@ -140,7 +165,7 @@ class ChunkWriter:
                 sha1=sha1,
                 content_type=self.content_type,
                 chunk_size=self.chunk_size,
-                chunks=len(self._digests) + (tail is not None),
+                chunks=len(self._digests),
                 created_at=now,
                 expires_at=now + self.ttl,
                 vid=self.vid,
@@ -176,12 +201,11 @@ class ChunkWriter:
         """One pipeline: the tail chunk and the digest list at their final TTL,
         and every earlier chunk's TTL extended to it (a one-chunk file: one trip)."""
         final_ms = (self.ttl + self.store.config.grace) * 1000
-        earlier = self._chunk_names()
-        if tail is not None:
-            self._digests.append(await sha1_of(tail))
-        if not self._digests:
+        names = self._chunk_names()
+        earlier = names[:-1] if tail is not None else names
+        if not names:
             return
-        tail_name = keys.chunk_key(self.vid, len(earlier))
+        tail_name = names[-1]
         digests = b"".join(self._digests)
 
         def queue(pipe: Any) -> None:

@@ -411,6 +411,20 @@ def test_wrong_raw_digest_reports_lowercase_hex() -> None:
     assert run.state is State.IDLE
 
 
+def test_unhashed_upload_leaves_the_digest_to_the_caller() -> None:
+    # The server's mode: its chunk writer hashes off the event loop and checks END.
+    conn = ServerConnection(LIMITS, hash_uploads=False)
+    wrong = bytes(range(20))
+    conn.receive_data(put("k") + data(b"abc") + raw(FrameType.END, wrong))
+    conn.receive_data(put("k", size=9) + data(b"abc") + end(b"abc"))
+    items: list[Any] = []
+    drain(conn, items)
+    assert items[2] == UploadEnd(3, wrong.hex(), verified=False)
+    # The size is still the state machine's to check.
+    assert_error(items[-1], ErrorCode.SIZE_MISMATCH, fatal=False)
+    assert conn.state is State.IDLE
+
+
 @pytest.mark.parametrize(("declared", "sent"), [(10, b"abc"), (1, b""), (3, b"ab")])
 def test_short_upload_is_non_fatal_size_mismatch(declared: int, sent: bytes) -> None:
     run = feed(put("k", size=declared) + data(sent) + end(sent) + ctl(FrameType.PING))
