@@ -11,7 +11,8 @@ chunk size, the Valise server as a subprocess on 127.0.0.1, then measures:
 5. 1 and 2 for every ``--chunk-sizes`` value (the server is restarted per size).
 
 MB = 10**6 bytes. Each measurement runs ``--repeat`` times: median (min-max).
-``--profile DIR`` instead runs one upload and one download under cProfile.
+``--profile DIR`` instead runs one upload, one download and the small files
+under cProfile.
 """
 
 from __future__ import annotations
@@ -836,8 +837,17 @@ async def profile_transfers(vk: EmbeddedValkey | LocalCluster, s: Settings, out:
             finally:
                 wire.close()
         print(f"\n== {phase}: {s.size / MB:.0f} MB in {seconds:.2f} s under cProfile ({prof})")
-        stats = pstats.Stats(str(prof))
-        stats.sort_stats("tottime").print_stats(15)
+        pstats.Stats(str(prof)).sort_stats("tottime").print_stats(15)
+    prof = out / "small.prof"
+    small = os.urandom(4096)
+    payload = Payload(data, view, sha1, small, hashlib.sha1(small).digest(), sha1)
+    with valise_server(vk.url, s.default_chunk, out, profile=prof, target=s.target) as server:
+        result = await small_files(server, payload, s)
+    print(
+        f"\n== small files: {result['pairs_per_s']:.0f} PUT+GET pairs/s for "
+        f"{s.small_seconds:.0f} s under cProfile ({prof})"
+    )
+    pstats.Stats(str(prof)).sort_stats("tottime").print_stats(25)
 
 
 # -- entry point --------------------------------------------------------------
@@ -856,7 +866,7 @@ def parse_args(argv: Sequence[str] | None) -> tuple[Settings, argparse.Namespace
     p.add_argument("--concurrent-size", type=parse_size, help="bytes each (default 256MiB)")
     p.add_argument("--json", type=Path, default=Path("bench-results.json"))
     p.add_argument("--client", choices=["auto", "aio", "own"], default="auto")
-    p.add_argument("--profile", type=Path, help="only profile one upload and one download")
+    p.add_argument("--profile", type=Path, help="only profile an upload, a download, small files")
     p.add_argument("--valkey-cluster", action="store_true", help="a local 3-primary cluster")
     p.add_argument("--auth", action="store_true", help="a tokens file; clients send a token")
     p.add_argument("--server-args", default="", help="more server flags, e.g. '--workers 2'")
@@ -870,7 +880,7 @@ def parse_args(argv: Sequence[str] | None) -> tuple[Settings, argparse.Namespace
         repeat=ns.repeat or (1 if quick else 3),
         chunk_sizes=chunk_sizes,
         default_chunk=ns.default_chunk if ns.default_chunk in chunk_sizes else chunk_sizes[0],
-        small_seconds=ns.small_seconds or (3.0 if quick else 20.0),
+        small_seconds=ns.small_seconds or (3.0 if quick or ns.profile else 20.0),
         small_connections=ns.small_connections,
         concurrent=ns.concurrent,
         concurrent_size=ns.concurrent_size or (16 * MIB if quick else 256 * MIB),
