@@ -65,9 +65,13 @@ class NamespaceKeys:
         return f"{self.tag}:ex"
 
 
+CHUNK_PREFIX = f"{PREFIX}:c:"
+DIGESTS_PREFIX = f"{PREFIX}:s:"
+
+
 def chunk_key(vid: str, index: int) -> str:
-    return f"{PREFIX}:c:{vid}:{index}"
+    return f"{CHUNK_PREFIX}{vid}:{index}"
 
 
 def digests_key(vid: str) -> str:
-    return f"{PREFIX}:s:{vid}"
+    return DIGESTS_PREFIX + vid

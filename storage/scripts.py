@@ -1,20 +1,31 @@
-"""Lua scripts: the steps that must be atomic. All keys of one script share a hash tag.
+"""Lua scripts: the steps that must be atomic. All keys of one script share a hash tag,
+except in the two single-node scripts at the end.
 
 COMMIT makes a verified upload visible in one step and is idempotent: run twice
 with the same vid (a retry after a dropped reply) it changes nothing the second
 time and returns the same previous version, so the retry can never schedule
 the new version for deletion (docs/decisions/0002-atomic-commit.md).
+
+COMMIT_ONE and OPEN serve small files in one round trip each on a single
+Valkey (docs/decisions/0008-small-files-one-round-trip.md). They touch a
+version's chunk keys, which have no hash tag, so a cluster never runs them.
 """
 
 from __future__ import annotations
 
-# KEYS: meta, index, expiry index
-# ARGV: info json, vid, ttl ms, file key, expires at ms, now ms, meta prefix
-COMMIT = """
+# Already committed (a retry): the same reply as the first time, nothing changed.
+_COMMITTED = """
 local current = redis.call('HMGET', KEYS[1], 'vid', 'info', 'prev')
 if current[1] == ARGV[2] then
   return current[3] or ''
 end
+"""
+
+# KEYS: meta, index, expiry index
+# ARGV: info json, vid, ttl ms, file key, expires at ms, now ms, meta prefix
+COMMIT = (
+    _COMMITTED
+    + """
 local previous = current[2] or ''
 local ttl = tonumber(ARGV[3])
 redis.call('DEL', KEYS[1])
@@ -36,6 +47,39 @@ for _, member in ipairs(stale) do
   end
 end
 return previous
+"""
+)
+
+# One node only. COMMIT with the file's only chunk and its digest list written
+# first, at their final TTL: a small PUT in one round trip. Valkey refuses a
+# script's first write when it is out of memory and never a later one, so an
+# OOM leaves nothing behind.
+# KEYS: meta, index, expiry index, chunk 0, digests
+# ARGV: those of COMMIT, then the chunk, the digests, their TTL in ms
+COMMIT_ONE = (
+    _COMMITTED
+    + """
+redis.call('SET', KEYS[4], ARGV[8], 'PX', ARGV[10])
+redis.call('SET', KEYS[5], ARGV[9], 'PX', ARGV[10])
+"""
+    + COMMIT[len(_COMMITTED) :]
+)
+
+# One node only. A GET's start in one round trip: the file info, its version's
+# digest list and, when it is no larger than ARGV[3] bytes, its first chunk
+# (false otherwise, or when missing: the reader then fetches it as usual).
+# KEYS: meta;  ARGV: chunk key prefix, digests key prefix, largest first chunk
+OPEN = """
+local meta = redis.call('HMGET', KEYS[1], 'info', 'vid')
+if not meta[1] then
+  return false
+end
+local head = ARGV[1] .. meta[2] .. ':0'
+local chunk = false
+if redis.call('STRLEN', head) <= tonumber(ARGV[3]) then
+  chunk = redis.call('GET', head)
+end
+return {meta[1], redis.call('GET', ARGV[2] .. meta[2]), chunk}
 """
 
 # KEYS: meta, index, expiry index;  ARGV: file key

@@ -48,6 +48,9 @@ BATCH = 512
 SEND_PIECE = 1024 * 1024
 #: Commands of one batch in flight at once on a cluster.
 BATCH_CONCURRENCY = 8
+#: On one node, a file of one chunk no larger than this is written and
+#: committed in one script, and read with its info (scripts.COMMIT_ONE, OPEN).
+SMALL_FILE = 256 * 1024
 #: Seconds the INFO memory figures behind the PUT-time room check are reused.
 MEMORY_CACHE = 0.5
 
@@ -162,7 +165,10 @@ class Store:
         self._releases: set[asyncio.Task[None]] = set()
         self._memory: list[tuple[int, int]] = []
         self._memory_at = -MEMORY_CACHE
+        self._memory_refresh: asyncio.Future[None] | None = None
         self._commit = self.client.register_script(scripts.COMMIT)
+        self._commit_one = self.client.register_script(scripts.COMMIT_ONE)
+        self._open = self.client.register_script(scripts.OPEN)
         self._delete = self.client.register_script(scripts.DELETE)
         self._list = self.client.register_script(scripts.LIST)
         self._usage = self.client.register_script(scripts.USAGE)
@@ -178,9 +184,10 @@ class Store:
         # Pending releases are left to their TTLs (at most grace seconds away).
         for handle in self._timers:
             handle.cancel()
-        for task in list(self._releases):
+        pending = [*self._releases, *([self._memory_refresh] if self._memory_refresh else [])]
+        for task in pending:
             task.cancel()
-        await asyncio.gather(*self._releases, return_exceptions=True)
+        await asyncio.gather(*pending, return_exceptions=True)
         await self.client.aclose()
         if not self.config.cluster:
             # A pool passed in explicitly is not closed by the client.
@@ -266,22 +273,31 @@ class Store:
         The memory figures are cached for MEMORY_CACHE seconds: a busy server
         accepting thousands of small PUTs a second asks Valkey twice a second.
         """
-        now = time.monotonic()
-        if now - self._memory_at > MEMORY_CACHE:
-
-            async def memory() -> list[dict[str, Any]]:
-                return [
-                    await self.client.info("memory", **target)
-                    for target in self._nodes(primaries=True)
-                ]
-
-            self._memory = [
-                (int(info.get("used_memory", 0)), int(info.get("maxmemory", 0)))
-                for info in await self.run(memory, idempotent=True)
-            ]
-            self._memory_at = now
+        if time.monotonic() - self._memory_at > MEMORY_CACHE:
+            # One refresh at a time: the PUTs that arrive meanwhile share it.
+            if self._memory_refresh is None:
+                self._memory_refresh = asyncio.ensure_future(self._refresh_memory())
+                self._memory_refresh.add_done_callback(self._memory_refreshed)
+            await asyncio.shield(self._memory_refresh)
         if not _has_room(self._memory, size or 0):
             raise StorageFull("Valkey has no room for this upload")
+
+    async def _refresh_memory(self) -> None:
+        async def memory() -> list[dict[str, Any]]:
+            return [
+                await self.client.info("memory", **target) for target in self._nodes(primaries=True)
+            ]
+
+        self._memory = [
+            (int(info.get("used_memory", 0)), int(info.get("maxmemory", 0)))
+            for info in await self.run(memory, idempotent=True)
+        ]
+        self._memory_at = time.monotonic()
+
+    def _memory_refreshed(self, task: asyncio.Future[None]) -> None:
+        self._memory_refresh = None
+        if not task.cancelled():
+            task.exception()  # retrieved: each waiter has raised it already
 
     # -- metadata -------------------------------------------------------
 
@@ -300,23 +316,55 @@ class Store:
     async def commit(self, namespace: str, info: FileInfo, ttl: int) -> None:
         """Make ``info`` the visible version of its key, atomically; free the one it replaces."""
         ns = keys.NamespaceKeys(namespace)
-        now_ms = int(time.time() * 1000)
-        args: list[str | bytes | int] = [
-            info.dumps(),
-            info.vid,
-            ttl * 1000,
-            info.key.encode(),
-            int(info.expires_at * 1000),
-            now_ms,
-            ns.meta_prefix,
+        await self._run_commit(
+            self._commit,
+            [ns.meta(info.key), ns.index, ns.expiry_index],
+            _commit_args(ns, info, ttl),
+        )
+
+    async def commit_one(
+        self,
+        namespace: str,
+        info: FileInfo,
+        ttl: int,
+        chunk: memoryview,
+        digest: bytes,
+        chunk_ttl_ms: int,
+    ) -> None:
+        """One node only: write a one-chunk file's chunk and digest, and commit it,
+        in one round trip (scripts.COMMIT_ONE)."""
+        ns = keys.NamespaceKeys(namespace)
+        names = [
+            ns.meta(info.key),
+            ns.index,
+            ns.expiry_index,
+            keys.chunk_key(info.vid, 0),
+            keys.digests_key(info.vid),
         ]
+        args = [*_commit_args(ns, info, ttl), chunk, digest, chunk_ttl_ms]
+        await self._run_commit(self._commit_one, names, args)
+
+    async def _run_commit(self, script: Any, names: list[Any], args: list[Any]) -> None:
         previous = await self.run(
-            lambda: self._commit(keys=[ns.meta(info.key), ns.index, ns.expiry_index], args=args),
-            idempotent=True,  # COMMIT is idempotent by vid; see scripts.py
+            lambda: script(keys=names, args=args),
+            idempotent=True,  # idempotent by vid; see scripts.py
             kind="commit",
         )
         if previous:
             await self.release(FileInfo.loads(previous))
+
+    async def open(self, namespace: str, key: str) -> tuple[FileInfo, bytes | None, bytes | None]:
+        """One node only: a file's info, its digest list and (when no larger than
+        SMALL_FILE) its first chunk, in one round trip (scripts.OPEN)."""
+        meta = keys.NamespaceKeys(namespace).meta(key)
+        args = [keys.CHUNK_PREFIX, keys.DIGESTS_PREFIX, SMALL_FILE]
+        reply = await self.run(
+            lambda: self._open(keys=[meta], args=args), idempotent=True, kind="chunk_read"
+        )
+        if not reply:
+            raise FileNotFound("no such file")
+        info, digests, head = reply
+        return FileInfo.loads(info), digests, head
 
     async def delete(self, namespace: str, key: str) -> bool:
         ns = keys.NamespaceKeys(namespace)
@@ -484,6 +532,19 @@ class _Recorder:
             self.calls.append((name, args, kwargs))
 
         return record
+
+
+def _commit_args(ns: keys.NamespaceKeys, info: FileInfo, ttl: int) -> list[Any]:
+    """ARGV of scripts.COMMIT."""
+    return [
+        info.dumps(),
+        info.vid,
+        ttl * 1000,
+        info.key.encode(),
+        int(info.expires_at * 1000),
+        int(time.time() * 1000),
+        ns.meta_prefix,
+    ]
 
 
 def _has_room(nodes: Sequence[tuple[int, int]], size: int) -> bool:

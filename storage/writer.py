@@ -26,7 +26,7 @@ from typing import Any
 from storage import keys
 from storage.errors import ChecksumMismatch, StorageError, StorageUnavailable
 from storage.info import FileInfo
-from storage.store import THREAD_HASH_MIN, Store, new_vid
+from storage.store import SMALL_FILE, THREAD_HASH_MIN, Store, new_vid
 
 log = logging.getLogger("valise.storage")
 
@@ -170,12 +170,26 @@ class ChunkWriter:
                 expires_at=now + self.ttl,
                 vid=self.vid,
             )
-            await self._finish_chunks(tail)
+            # On one node a small one-chunk file is written with its commit.
+            one_trip = (
+                not self.store.config.cluster
+                and tail is not None
+                and len(self._digests) == 1
+                and len(tail) <= SMALL_FILE
+            )
+            if not one_trip:
+                await self._finish_chunks(tail)
         except BaseException:
             await self.abort()
             raise
         try:
-            await self.store.commit(self.namespace, info, self.ttl)
+            if one_trip:
+                assert tail is not None
+                await self.store.commit_one(
+                    self.namespace, info, self.ttl, tail, self._digests[0], self._final_ms
+                )
+            else:
+                await self.store.commit(self.namespace, info, self.ttl)
         except StorageUnavailable:
             # The script may have run and only its reply been lost: never remove
             # chunks that may be visible. Ask; if Valkey cannot say, the chunks
@@ -200,7 +214,7 @@ class ChunkWriter:
     async def _finish_chunks(self, tail: memoryview | None) -> None:
         """One pipeline: the tail chunk and the digest list at their final TTL,
         and every earlier chunk's TTL extended to it (a one-chunk file: one trip)."""
-        final_ms = (self.ttl + self.store.config.grace) * 1000
+        final_ms = self._final_ms
         names = self._chunk_names()
         earlier = names[:-1] if tail is not None else names
         if not names:
@@ -224,6 +238,11 @@ class ChunkWriter:
             # server stalled past the staging TTL). Publishing would make a file
             # with a hole: refuse, and the caller aborts the upload.
             raise StorageUnavailable("the upload's staged chunks expired before the commit")
+
+    @property
+    def _final_ms(self) -> int:
+        """The TTL of a committed file's chunks: the file's own, plus grace for readers."""
+        return (self.ttl + self.store.config.grace) * 1000
 
     def _chunk_names(self) -> list[str]:
         return [keys.chunk_key(self.vid, i) for i in range(len(self._digests))]

@@ -262,6 +262,42 @@ async def test_storage_full(own_valkey: EmbeddedValkey) -> None:
 
 @pytest.mark.single_node
 @pytest.mark.asyncio
+async def test_small_put_refused_by_a_full_valkey_leaves_nothing(
+    own_valkey: EmbeddedValkey, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A one-chunk file is written and committed by one script: OOM refuses all of it."""
+    # Keep the PUT-time room check on its first figures, so the PUT reaches Valkey.
+    monkeypatch.setattr("storage.store.MEMORY_CACHE", 3600.0)
+    running = await start_server(own_valkey.url, make_config())
+    vk = sync_valkey(own_valkey.url)
+    client = await running.client()
+    try:
+        assert (await client.put("scan", b"old bytes")).ok
+        before = sorted(vk.scan_iter(match="valise:*"))
+        vk.config_set("maxmemory", 1)
+        await client.send(control(FrameType.PUT, {"key": "scan"}))
+        vid = (await client.reply()).body["upload_id"]
+        new = b"new bytes" * 100
+        await client.send(
+            frame(FrameType.DATA, new) + frame(FrameType.END, hashlib.sha1(new).digest())
+        )
+        reply = await client.reply()
+        assert reply.code == "storage_full" and reply.body["fatal"] is False
+        assert keys_of(vk, vid) == []
+        assert sorted(vk.scan_iter(match="valise:*")) == before
+        vk.config_set("maxmemory", 512 * 1024**2)
+        # The same connection goes on and still reads the old version.
+        assert (await client.get("scan")).data == b"old bytes"
+    finally:
+        vk.config_set("maxmemory", 512 * 1024**2)
+        await client.close()
+        await running.server.shutdown()
+        await running.store.close()
+        vk.close()
+
+
+@pytest.mark.single_node
+@pytest.mark.asyncio
 async def test_valkey_down_is_unavailable_then_recovers() -> None:
     import socket
 
