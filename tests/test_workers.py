@@ -210,8 +210,16 @@ async def test_killed_worker_is_restarted(pool: Pool) -> None:
     before = pool.workers
     victim = min(before)
     os.kill(victim, signal.SIGKILL)
-    wait_until(lambda: len(pool.workers) == 2 and victim not in pool.workers, "a new worker")
-    (newcomer,) = pool.workers - before
+    # One look per check: two pgreps could see the victim, then neither it nor a newcomer.
+    now: set[int] = set()
+
+    def replaced() -> bool:
+        now.clear()
+        now.update(pool.workers)
+        return len(now) == 2 and victim not in now
+
+    wait_until(replaced, "a new worker")
+    (newcomer,) = now - before
     samples: Samples = await scrape(pool.metrics)
     assert samples("valise_worker_restarts_total") == 1
     assert samples("valise_workers") == 2
