@@ -151,6 +151,37 @@ async def test_slow_valkey_answers_unavailable_without_leaking(
     await client.close()
 
 
+async def test_valkey_that_stops_reading_a_chunk_times_out(restartable: Restartable) -> None:
+    """A SET of 8 MiB to a Valkey that stopped reading fills the socket: the write times out."""
+    running = await start_server(
+        restartable.url,
+        make_config(storage_timeout=1.0, chunk_size=8 * 1024**2, max_frame=1024**2),
+    )
+    vk: Any = sync_valkey(restartable.url)
+    client = await running.client()
+    try:
+        await client.send(control(FrameType.PUT, {"key": "k"}))
+        vid = (await client.reply()).body["upload_id"]
+        sleeper = asyncio.create_task(asyncio.to_thread(vk.execute_command, "DEBUG", "SLEEP", "4"))
+        await asyncio.sleep(0.2)
+        data = random.Random(3).randbytes(24 * 1024**2)
+        with contextlib.suppress(ConnectionError):
+            await client.send(frame(FrameType.DATA, data[: 1024**2]) * 24)
+        reply = await client.reply()
+        await sleeper
+        assert reply.code == "unavailable" and reply.body["fatal"] is True
+        # Nothing became visible; what reached Valkey is removed or expiring.
+        await client.close()
+        client = await running.client()
+        assert (await client.request(FrameType.STAT, {"key": "k"})).code == "not_found"
+        for name in vk.scan_iter(match=f"valise:c:{vid}:*"):
+            assert 0 < vk.pttl(name) <= running.config.staging_ttl * 1000
+    finally:
+        vk.close()
+        await client.close()
+        await stop_server(running)
+
+
 async def test_valkey_dropping_connections_mid_upload(
     faulty: Running, restartable: Restartable, prefix: str
 ) -> None:
