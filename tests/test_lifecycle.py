@@ -41,6 +41,7 @@ async def test_every_key_has_a_ttl(client: WireClient, prefix: str, vk: Any) -> 
     assert (await client.put(prefix + "a", b"x" * (3 * CHUNK), ttl=50)).ok
     assert (await client.put(prefix + "a", b"y" * CHUNK, ttl=50)).ok
     assert (await client.put(prefix + "b", b"")).ok
+    assert (await client.put(prefix + "s", b"one small chunk")).ok
     await client.send(control(FrameType.PUT, {"key": prefix + "c"}))
     await client.send(frame(FrameType.DATA, b"z" * 65536) * 3)
     assert (await client.reply()).ok
@@ -55,13 +56,17 @@ async def test_every_key_has_a_ttl(client: WireClient, prefix: str, vk: Any) -> 
 async def test_committed_ttls(client: WireClient, prefix: str, vk: Any) -> None:
     from storage import keys
 
-    assert (await client.put(prefix + "a", b"x" * (2 * CHUNK), ttl=500)).ok
-    meta = keys.NamespaceKeys("").meta(prefix + "a")
-    vid = vk.hget(meta, "vid").decode()
-    assert 490_000 < vk.pttl(meta) <= 500_000
-    # Chunks outlive the file by the grace period, for downloads in flight.
-    for name in keys_of(vk, vid):
-        assert 550_000 < vk.pttl(name) <= 560_000
+    # Several chunks, and a small file of one (written with its commit on one node).
+    for key, data in (("a", b"x" * (2 * CHUNK)), ("s", b"one small chunk")):
+        assert (await client.put(prefix + key, data, ttl=500)).ok
+        meta = keys.NamespaceKeys("").meta(prefix + key)
+        vid = vk.hget(meta, "vid").decode()
+        assert 490_000 < vk.pttl(meta) <= 500_000
+        # Chunks and digests outlive the file by the grace period, for downloads in flight.
+        names = keys_of(vk, vid)
+        assert len(names) == len(data) // CHUNK + (len(data) % CHUNK > 0) + 1
+        for name in names:
+            assert 550_000 < vk.pttl(name) <= 560_000
 
 
 @pytest.mark.asyncio
