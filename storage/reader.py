@@ -35,7 +35,8 @@ class Download:
         offset: int,
         length: int,
         *,
-        start: tuple[bytes, bytes] | None = None,
+        digests: bytes | None = None,
+        head: bytes | None = None,
     ) -> None:
         self.store = store
         self.namespace = namespace
@@ -44,8 +45,9 @@ class Download:
         self.length = length
         self.whole = offset == 0 and length == info.size
         self._hasher = None if self.whole else hashlib.sha1(usedforsecurity=False)
-        #: Every chunk digest and chunk 0, when they came with the info.
-        self._start_with = start
+        #: Every chunk digest, and chunk 0 when small, when they came with the info.
+        self._digests = digests
+        self._head = head
 
     @property
     def sha1(self) -> str:
@@ -69,8 +71,11 @@ class Download:
             at = (index - first) * 20
             fetches.append(asyncio.create_task(self._fetch(index, digests[at : at + 20])))
 
-        # The first chunk came with the digests; verify it like any other.
-        fetches.append(asyncio.ensure_future(self._verify(first, head, digests[:20])))
+        if head is None:
+            fetch(first)
+        else:
+            # The first chunk came with the digests; verify it like any other.
+            fetches.append(asyncio.ensure_future(self._verify(first, head, digests[:20])))
         ahead = first + 1
         try:
             for index in range(first, last + 1):
@@ -91,13 +96,13 @@ class Download:
             await asyncio.gather(*fetches, return_exceptions=True)
 
     async def _start(self, first: int, last: int) -> tuple[bytes, bytes | None]:
-        """The range's chunk digests and its first chunk, in one round trip."""
-        if self._start_with is not None and first == 0:
-            digests, head = self._start_with
-            digests = digests[: (last + 1) * 20]
-            if len(digests) != (last + 1) * 20:
+        """The range's chunk digests and its first chunk (None: fetch it), in one round trip."""
+        if self._digests is not None:
+            # They came with the info (one node); chunk 0 too when it is small.
+            digests = self._digests[first * 20 : (last + 1) * 20]
+            if len(digests) != (last - first + 1) * 20:
                 await self._lost("chunk checksums")
-            return digests, head
+            return digests, self._head if first == 0 else None
         digests_name = keys.digests_key(self.info.vid)
         chunk_name = keys.chunk_key(self.info.vid, first)
 
@@ -138,14 +143,12 @@ class Download:
 async def open_download(
     store: Store, namespace: str, key: str, offset: int | None, length: int | None
 ) -> Download:
-    begin: tuple[bytes, bytes] | None = None
+    digests = head = None
     if store.config.cluster:
         info = await store.stat(namespace, key)
     else:
         # One node: the info, the digests and a small first chunk in one trip.
         info, digests, head = await store.open(namespace, key)
-        if digests is not None and head is not None:
-            begin = (digests, head)
     start = offset or 0
     if start > info.size:
         raise BadRange(f"offset {start} is beyond the file's {info.size} bytes")
@@ -156,5 +159,6 @@ async def open_download(
         info,
         start,
         available if length is None else min(length, available),
-        start=begin,
+        digests=digests,
+        head=head,
     )
