@@ -561,6 +561,10 @@ def _has_room(nodes: Sequence[tuple[int, int]], size: int) -> bool:
     return not limited or size < free
 
 
+#: Chunks are megabytes: read replies in 1 MiB pieces, not valkey-py's 64 KiB.
+READ_SIZE = 1024 * 1024
+
+
 class _PieceWriter:
     """Mixin for valkey-py connections: how a packed command goes to the socket.
 
@@ -634,8 +638,7 @@ def _single_client(config: StorageConfig) -> Any:
         socket_timeout=config.timeout,
         socket_connect_timeout=min(config.timeout, 5.0),
         retry=Retry(NoBackoff(), 0),
-        # Chunks are megabytes: read replies in 1 MiB pieces, not 64 KiB.
-        socket_read_size=1024 * 1024,
+        socket_read_size=READ_SIZE,
         health_check_interval=30,
     )
     pool.connection_class = _writing_pieces(pool.connection_class)
@@ -708,7 +711,7 @@ def _cluster_client(config: StorageConfig) -> Any:
     # from_url takes no socket_read_size; the node connections are made from
     # these kwargs when the cluster is first contacted.
     kwargs = client.nodes_manager.connection_kwargs
-    kwargs["socket_read_size"] = 1024 * 1024
+    kwargs["socket_read_size"] = READ_SIZE
     kwargs["connection_class"] = _writing_pieces(kwargs.get("connection_class", Connection))
     return client
 

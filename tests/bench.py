@@ -50,6 +50,7 @@ from valkey.backoff import NoBackoff
 from config import parse_size
 from protocol.frames import HEADER, FrameType
 from storage.embedded import EmbeddedValkey, default_maxmemory, die_with_parent
+from storage.store import READ_SIZE
 from tests.cluster import LocalCluster
 
 MB = 1_000_000
@@ -503,9 +504,9 @@ class Settings:
 
 
 def raw_client(url: str, cluster: bool = False) -> Any:
-    """valkey-py asyncio with the pool storage/store.py builds."""
+    """valkey-py asyncio with the pool storage/store.py builds (1 MiB socket reads too)."""
     if cluster:
-        return valkey_async.ValkeyCluster.from_url(
+        client = valkey_async.ValkeyCluster.from_url(
             url,
             max_connections=64,
             socket_timeout=30.0,
@@ -513,6 +514,8 @@ def raw_client(url: str, cluster: bool = False) -> Any:
             retry=Retry(NoBackoff(), 0),
             health_check_interval=30,
         )
+        client.nodes_manager.connection_kwargs["socket_read_size"] = READ_SIZE
+        return client
     pool = valkey_async.BlockingConnectionPool.from_url(
         url,
         max_connections=64,
@@ -520,6 +523,7 @@ def raw_client(url: str, cluster: bool = False) -> Any:
         socket_timeout=30.0,
         socket_connect_timeout=5.0,
         retry=Retry(NoBackoff(), 0),
+        socket_read_size=READ_SIZE,
         health_check_interval=30,
     )
     return valkey_async.Valkey(connection_pool=pool)
