@@ -18,6 +18,7 @@ import pytest
 
 from protocol.frames import FrameType
 from storage.embedded import EmbeddedValkey
+from tests import conftest
 from tests.conftest import (
     CHUNK,
     Running,
@@ -358,6 +359,36 @@ async def test_reader_that_stops_reading_is_cut_off(server: Running, prefix: str
     while (got := await stalled.frame()) is not None and got.type is FrameType.DATA:
         received += len(got.payload)
     assert received < len(data)
+    await writer.close()
+    await stalled.close()
+
+
+def gets_served(vk: Any) -> int:
+    """GET commands Valkey has answered (every node of a cluster)."""
+    if conftest.CLUSTER:
+        stats = vk.info("commandstats", target_nodes=vk.ALL_NODES).values()
+    else:
+        stats = [vk.info("commandstats")]
+    return sum(s.get("cmdstat_get", {}).get("calls", 0) for s in stats)
+
+
+@pytest.mark.asyncio
+async def test_reader_that_stops_reading_stops_the_fetching(
+    server: Running, prefix: str, vk: Any
+) -> None:
+    writer = await server.client()
+    data = b"f" * (400 * CHUNK)  # 25 MiB: well beyond what loopback sockets hold
+    assert (await writer.put(prefix + "big", data)).ok
+    stalled = await server.client()
+    stalled.writer.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    before = gets_served(vk)
+    await stalled.send(control(FrameType.GET, {"key": prefix + "big"}))
+    await asyncio.sleep(1.0)
+    # The server read what the sockets absorbed plus its few chunks, not the file.
+    fetched = gets_served(vk) - before
+    assert 0 < fetched < 200
+    await asyncio.sleep(0.5)
+    assert gets_served(vk) - before == fetched
     await writer.close()
     await stalled.close()
 
