@@ -18,6 +18,7 @@ from typing import Any
 
 import workers
 from access import AccessLog
+from allocator import keep_chunks_on_heap
 from auth import FailureDelay, TokenFileError, Tokens
 from config import Config, parse_args
 from connection import LINGER_TOTAL, READ_SIZE, Connection, fatal
@@ -221,6 +222,8 @@ def work(url: str, tokens: Tokens | None, config: Config, ready: Callable[[str, 
 
 def main(argv: Sequence[str] | None = None) -> int:
     config = parse_args(argv)
+    # Before the first chunk is allocated; forked workers inherit it.
+    keep_chunks_on_heap()
     # Several workers log to one stderr: say which one.
     pid = "[%(process)d]" if config.workers > 1 else ""
     logging.basicConfig(
