@@ -32,12 +32,13 @@ types: $(VENV)/.dev
 unit: $(VENV)/.dev
 	$(BIN)/python -m pytest -q $(ARGS)
 
-# The suite twice: on one valkey-server, then on a local 3-primary cluster.
+# The suite twice: on one valkey-server with asyncio's event loop, then on a
+# local 3-primary cluster with uvloop's (--loop uvloop), so each runs it all once.
 test: lint types unit test-cluster
 
-# The whole suite against a local 3-primary Valkey Cluster.
+# The whole suite against a local 3-primary Valkey Cluster, under uvloop.
 test-cluster: $(VENV)/.dev
-	$(BIN)/python -m pytest -q --valkey-cluster $(ARGS)
+	$(BIN)/python -m pytest -q --valkey-cluster --loop uvloop $(ARGS)
 
 bench: $(VENV)/.dev
 	$(BIN)/python -m tests.bench $(ARGS)

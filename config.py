@@ -25,6 +25,10 @@ def parse_size(text: str) -> int:
     return int(match.group(1)) * _UNITS[unit]
 
 
+#: --loop choices: the standard library's, or libuv's through uvloop.
+LOOPS = ("asyncio", "uvloop")
+
+
 @dataclass(frozen=True, slots=True)
 class Config:
     host: str
@@ -60,6 +64,7 @@ class Config:
     metrics_host: str
     metrics_sample: float
     failover_wait: float
+    loop: str
 
 
 def _flag(
@@ -118,6 +123,7 @@ def parse_args(argv: Sequence[str] | None = None) -> Config:
     _flag(
         p, "failover-wait", float, 10.0, "cluster: seconds a chunk read/write rides out a failover"
     )
+    _flag(p, "loop", str, "asyncio", "event loop: asyncio or uvloop (faster small requests)")
     _switch(p, "valkey-cluster", "--valkey-url is a Valkey Cluster node (valkey-py ValkeyCluster)")
     _switch(p, "allow-persistence", "accept a Valkey with RDB/AOF on")
     _switch(p, "log-keys", "log key names in clear (they can be PHI; default: a keyed hash)")
@@ -154,3 +160,5 @@ def _validate(p: argparse.ArgumentParser, c: Config) -> None:
         p.error("--failover-wait must be >= 0")
     if c.metrics_sample <= 0:
         p.error("--metrics-sample must be > 0")
+    if c.loop not in LOOPS:
+        p.error(f"--loop must be one of: {', '.join(LOOPS)}")

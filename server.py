@@ -16,6 +16,8 @@ import sys
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
+import uvloop
+
 import workers
 from access import AccessLog
 from allocator import keep_chunks_on_heap
@@ -201,9 +203,11 @@ async def serve(
         await store.close()
 
 
-def run(main: Coroutine[Any, Any, int | None]) -> int:
+def run(main: Coroutine[Any, Any, int | None], loop: str = "asyncio") -> int:
     """Run ``main`` in a fresh event loop; a start-up failure is one line and exit code 2."""
     try:
+        if loop == "uvloop":
+            return uvloop.run(main) or 0
         return asyncio.run(main) or 0
     except (OSError, ssl.SSLError) as exc:
         # Certificates that cannot be read, a port in use: say what, not a traceback.
@@ -217,7 +221,7 @@ def run(main: Coroutine[Any, Any, int | None]) -> int:
 
 def work(url: str, tokens: Tokens | None, config: Config, ready: Callable[[str, int], None]) -> int:
     """One worker of ``--workers N`` (in a forked process): the single-process server."""
-    return run(serve(config, url, tokens, ready))
+    return run(serve(config, url, tokens, ready), config.loop)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -244,7 +248,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         log.info("started a private valkey-server (persistence off, noeviction)")
     try:
         if config.workers == 1:
-            return run(serve(config, url, tokens))
+            return run(serve(config, url, tokens), config.loop)
         supervisor = workers.Supervisor(
             config, storage_config(config, url), functools.partial(work, url, tokens), announce
         )

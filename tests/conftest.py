@@ -2,22 +2,24 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import subprocess
 import sys
 import tempfile
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import pytest_asyncio
+import uvloop
 import valkey
 from hypothesis import HealthCheck, settings
 
 from auth import Tokens
-from config import Config, parse_args
+from config import LOOPS, Config, parse_args
 from server import Server, storage_config
 from storage.embedded import EmbeddedValkey
 from storage.store import Store
@@ -45,6 +47,9 @@ CHUNK = 64 * 1024
 #: local 3-primary cluster, and every server the tests start uses it.
 CLUSTER = False
 
+#: Set by ``--loop``: the event loop of the tests, and of every server they start.
+LOOP = "asyncio"
+
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption(
@@ -52,11 +57,15 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         action="store_true",
         help="run against a local 3-primary Valkey Cluster instead of one valkey-server",
     )
+    parser.addoption(
+        "--loop", choices=LOOPS, default="asyncio", help="event loop for tests and servers"
+    )
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    global CLUSTER
+    global CLUSTER, LOOP
     CLUSTER = bool(config.getoption("--valkey-cluster"))
+    LOOP = config.getoption("--loop")
     config.addinivalue_line("markers", "config(**overrides): server settings for this test")
     config.addinivalue_line(
         "markers", "single_node: needs one valkey-server it can kill or reconfigure"
@@ -70,6 +79,15 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "single_node" in item.keywords:
             item.add_marker(skip)
+
+
+def pytest_asyncio_loop_factories(
+    config: pytest.Config, item: pytest.Item
+) -> dict[str, Callable[[], asyncio.AbstractEventLoop]]:
+    """pytest-asyncio's hook: every test's loop, and so the in-process servers'."""
+    if LOOP == "uvloop":
+        return {"uvloop": uvloop.new_event_loop}
+    return {"asyncio": asyncio.new_event_loop}
 
 
 @pytest.fixture(scope="session")
@@ -166,6 +184,8 @@ def start_process(valkey_url: str, *args: str) -> tuple[subprocess.Popen[str], i
                 "--valkey-url",
                 valkey_url,
                 *(["--valkey-cluster"] if CLUSTER else []),
+                "--loop",
+                LOOP,
                 *args,
             ],
             cwd=ROOT,
