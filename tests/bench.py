@@ -691,6 +691,7 @@ async def run_all(vk: EmbeddedValkey | LocalCluster, s: Settings, workdir: Path)
             "python": platform.python_version(),
             "platform": platform.platform(),
             "valkey": info.get("valkey_version"),
+            **calibrate(payload.view),
         },
         "settings": {
             "size": s.size,
@@ -777,12 +778,34 @@ async def default_chunk_phases(
     }
 
 
+def calibrate(data: memoryview) -> dict[str, float]:
+    """How fast this machine is right now, to compare runs of different days.
+
+    Shared virtual machines drift by 2-4x between days; the ratios to raw
+    Valkey absorb some of it, the small-file rate (pure Python work) none.
+    """
+    started = time.perf_counter()
+    total = 0
+    for i in range(1_000_000):
+        total += i
+    loop_ns = (time.perf_counter() - started) * 1000
+    piece = data[: 64 * MIB]
+    started = time.perf_counter()
+    hashlib.sha1(piece).digest()
+    sha1_mbps = len(piece) / MB / (time.perf_counter() - started)
+    return {"python_loop_ns": round(loop_ns, 1), "sha1_mbps": round(sha1_mbps)}
+
+
 def print_table(results: dict[str, Any], s: Settings) -> None:
     m = results["machine"]
     print()
     print(
         f"Valise benchmark {results['date']}: {m['cpus']} cores, {m['memory_gib']} GiB, "
         f"Python {m['python']}, valkey {m['valkey']}, client {results['settings']['client']}"
+    )
+    print(
+        f"machine speed now: {m['python_loop_ns']} ns per Python loop step, "
+        f"SHA-1 {m['sha1_mbps']} MB/s on one core (compare runs of different days by these)"
     )
     print(f"target: {results['settings']['target']}")
     print(f"{s.size / MB:.0f} MB per transfer, {s.repeat} run(s): median (min-max); MB = 10^6 B")
