@@ -31,6 +31,7 @@ import select
 import shlex
 import signal
 import socket
+import ssl
 import statistics
 import subprocess
 import sys
@@ -43,6 +44,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import trustme
 import valkey.asyncio as valkey_async
 from valkey.asyncio.retry import Retry
 from valkey.backoff import NoBackoff
@@ -203,9 +205,11 @@ class ValiseProcess:
     port: int
     log: Path
     token: str | None = None
+    #: The clients' context when the server listens with TLS (--tls).
+    tls: ssl.SSLContext | None = None
 
     async def wire(self) -> Wire:
-        return await Wire.connect(self.host, self.port, self.token)
+        return await Wire.connect(self.host, self.port, self.token, self.tls)
 
     @property
     def pid(self) -> int:
@@ -230,6 +234,15 @@ def valise_server(
     # grace 0: a deleted file's chunks are freed at once, so runs do not pile up in Valkey.
     command += ["--grace", "0", "--shutdown-grace", "5", "--log-level", "warning"]
     token = None
+    tls = None
+    if target is not None and target.tls:
+        # A private CA for this run: the clients verify the server's name.
+        ca = trustme.CA()
+        pem = workdir / f"tls-{uuid.uuid4().hex[:6]}.pem"
+        ca.issue_cert("127.0.0.1").private_key_and_cert_chain_pem.write_to_path(str(pem))
+        command += ["--tls-cert", str(pem), "--tls-key", str(pem)]
+        tls = ssl.create_default_context()
+        ca.configure_trust(tls)
     if target is not None:
         command += ["--valkey-cluster"] if target.cluster else []
         command += target.server_args
@@ -250,7 +263,7 @@ def valise_server(
     _children.append(proc)
     try:
         host, port = _listening(proc, log)
-        yield ValiseProcess(proc, host, port, log, token)
+        yield ValiseProcess(proc, host, port, log, token, tls)
     finally:
         _end(proc)
 
@@ -279,7 +292,7 @@ def _listening(proc: subprocess.Popen[bytes], log: Path, timeout: float = 20.0) 
 class Wire:
     """Raw frames over a non-blocking socket: DATA streamed, downloads hashed, not kept."""
 
-    def __init__(self, sock: socket.socket) -> None:
+    def __init__(self, sock: socket.socket | None) -> None:
         self.sock = sock
         self.loop = asyncio.get_running_loop()
         self._buf = bytearray(4 * MIB)
@@ -289,16 +302,22 @@ class Wire:
         self.max_frame = 64 * 1024
 
     @classmethod
-    async def connect(cls, host: str, port: int, token: str | None = None) -> Wire:
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.setblocking(False)
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        try:
-            await asyncio.get_running_loop().sock_connect(sock, (host, port))
-        except BaseException:
-            sock.close()
-            raise
-        wire = cls(sock)
+    async def connect(
+        cls, host: str, port: int, token: str | None = None, tls: ssl.SSLContext | None = None
+    ) -> Wire:
+        wire: Wire
+        if tls is not None:
+            wire = TlsWire(*await asyncio.open_connection(host, port, ssl=tls))
+        else:
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            sock.setblocking(False)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            try:
+                await asyncio.get_running_loop().sock_connect(sock, (host, port))
+            except BaseException:
+                sock.close()
+                raise
+            wire = cls(sock)
         hello_request: dict[str, Any] = {"version": 1, "client": "valise-bench"}
         if token is not None:
             hello_request["token"] = token
@@ -307,9 +326,11 @@ class Wire:
         return wire
 
     def close(self) -> None:
+        assert self.sock is not None
         self.sock.close()
 
     async def send(self, *parts: bytes | memoryview) -> None:
+        assert self.sock is not None
         total = sum(len(part) for part in parts)
         try:
             sent = self.sock.sendmsg(parts)
@@ -331,10 +352,14 @@ class Wire:
             left = self._end - self._start
             self._buf[:left] = self._view[self._start : self._end]
             self._start, self._end = 0, left
-        n = await self.loop.sock_recv_into(self.sock, self._view[self._end :])
+        n = await self._recv_into(self._view[self._end :])
         if n == 0:
             raise BenchError("server closed the connection")
         self._end += n
+
+    async def _recv_into(self, view: memoryview) -> int:
+        assert self.sock is not None
+        return await self.loop.sock_recv_into(self.sock, view)
 
     async def _exact(self, n: int) -> bytes:
         while self._end - self._start < n:
@@ -423,6 +448,27 @@ class Wire:
         await self.request(FrameType.DELETE, {"key": key})
 
 
+class TlsWire(Wire):
+    """The same frames over TLS: asyncio streams (the loop's sock_* calls take no TLS)."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        super().__init__(None)
+        self.reader, self.writer = reader, writer
+
+    def close(self) -> None:
+        self.writer.close()
+
+    async def send(self, *parts: bytes | memoryview) -> None:
+        for part in parts:
+            self.writer.write(part)
+        await self.writer.drain()
+
+    async def _recv_into(self, view: memoryview) -> int:
+        data = await self.reader.read(len(view))
+        view[: len(data)] = data
+        return len(data)
+
+
 def _control(kind: FrameType, obj: dict[str, Any]) -> bytes:
     payload = json.dumps(obj).encode()
     return HEADER.pack(kind, len(payload)) + payload
@@ -478,11 +524,14 @@ class Target:
     cluster: bool = False
     server_args: list[str] = field(default_factory=list)
     auth: bool = False
+    tls: bool = False
 
     def describe(self) -> str:
         parts = ["Valkey Cluster (3 primaries)" if self.cluster else "one valkey-server"]
         if self.auth:
             parts.append("token auth")
+        if self.tls:
+            parts.append("TLS")
         if self.server_args:
             parts.append("server " + " ".join(self.server_args))
         return ", ".join(parts)
@@ -558,7 +607,7 @@ async def valise_up_down(
     key = f"bench/big/{uuid.uuid4().hex[:8]}"
     sha1 = payload.sha1 if size == len(payload.data) else hashlib.sha1(payload.view[:size]).digest()
     if client_cls is not None:
-        async with client_cls(server.host, server.port, token=server.token) as c:
+        async with client_cls(server.host, server.port, token=server.token, ssl=server.tls) as c:
             started = time.perf_counter()
             with cpu[0]:
                 await c.put(key, payload.data if size == len(payload.data) else payload.view[:size])
@@ -896,6 +945,7 @@ def parse_args(argv: Sequence[str] | None) -> tuple[Settings, argparse.Namespace
     p.add_argument("--profile", type=Path, help="only profile an upload, a download, small files")
     p.add_argument("--valkey-cluster", action="store_true", help="a local 3-primary cluster")
     p.add_argument("--auth", action="store_true", help="a tokens file; clients send a token")
+    p.add_argument("--tls", action="store_true", help="the server listens with TLS (private CA)")
     p.add_argument("--server-args", default="", help="more server flags, e.g. '--workers 2'")
     ns = p.parse_args(argv)
     quick = ns.quick
@@ -913,7 +963,7 @@ def parse_args(argv: Sequence[str] | None) -> tuple[Settings, argparse.Namespace
         concurrent_size=ns.concurrent_size or (16 * MIB if quick else 256 * MIB),
         json_path=ns.json,
         client=ns.client,
-        target=Target(ns.valkey_cluster, shlex.split(ns.server_args), ns.auth),
+        target=Target(ns.valkey_cluster, shlex.split(ns.server_args), ns.auth, ns.tls),
     )
     if ns.profile:
         s.default_chunk = ns.default_chunk
