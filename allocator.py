@@ -6,7 +6,7 @@ to the kernel once it exceeds the trim threshold. Both thresholds adapt by
 default, and with three 8 MiB chunks alive per download the heap top was
 trimmed and re-grown over and over: 12,000-37,000 page faults per 512 MiB
 download, each a page the kernel zeroes. Fixed thresholds keep chunk buffers
-on the heap and reuse them (docs/decisions/0009-allocator-thresholds.md).
+on the heap and reuse them (docs/decisions/0009-download-pipeline-and-allocator.md).
 """
 
 from __future__ import annotations
