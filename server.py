@@ -18,14 +18,14 @@ from typing import Any
 
 import uvloop
 
-import workers
-from access import AccessLog
-from allocator import keep_chunks_on_heap
-from auth import FailureDelay, TokenFileError, Tokens
-from config import Config, parse_args
-from connection import LINGER_TOTAL, READ_SIZE, Connection, fatal
-from metrics import Exporter, Metrics
 from protocol.errors import ErrorCode
+from service import workers
+from service.access import AccessLog
+from service.allocator import keep_chunks_on_heap
+from service.auth import FailureDelay, TokenFileError, Tokens
+from service.config import Config, parse_args
+from service.connection import LINGER_TOTAL, READ_SIZE, Connection, fatal
+from service.metrics import Exporter, Metrics
 from storage.embedded import EmbeddedValkey
 from storage.errors import MisconfiguredValkey, StorageError
 from storage.store import StorageConfig, Store

@@ -49,8 +49,8 @@ import valkey.asyncio as valkey_async
 from valkey.asyncio.retry import Retry
 from valkey.backoff import NoBackoff
 
-from config import parse_size
 from protocol.frames import HEADER, FrameType
+from service.config import parse_size
 from storage.embedded import EmbeddedValkey, default_maxmemory, die_with_parent
 from storage.store import READ_SIZE
 from tests.cluster import LocalCluster

@@ -18,9 +18,9 @@ import uvloop
 import valkey
 from hypothesis import HealthCheck, settings
 
-from auth import Tokens
-from config import LOOPS, Config, parse_args
 from server import Server, storage_config
+from service.auth import Tokens
+from service.config import LOOPS, Config, parse_args
 from storage.embedded import EmbeddedValkey
 from storage.store import Store
 from tests.cluster import LocalCluster

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 
-from auth import FailureDelay, TokenFileError, Tokens
 from protocol.frames import FrameType
+from service.auth import FailureDelay, TokenFileError, Tokens
 from storage.embedded import EmbeddedValkey
 from tests.conftest import Running, make_config, reap, start_process, start_server, stop_server
 from tests.wire import WireClient

@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from auth import Tokens
 from protocol.frames import FrameType
+from service.auth import Tokens
 from storage.embedded import EmbeddedValkey
 from tests.conftest import Running, make_config, start_server, stop_server
 from tests.wire import WireClient, control, frame

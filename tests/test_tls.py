@@ -14,9 +14,9 @@ import pytest
 import pytest_asyncio
 import trustme
 
-from auth import Tokens
 from client import AsyncClient, ValiseError
 from client.tls import context
+from service.auth import Tokens
 from storage.embedded import EmbeddedValkey
 from tests.conftest import Running, make_config, start_server, stop_server
 

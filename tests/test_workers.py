@@ -17,13 +17,13 @@ from pathlib import Path
 
 import pytest
 
-from config import parse_args
 from protocol.frames import FrameType
+from service.config import parse_args
+from service.workers import reserve_port
 from storage.embedded import EmbeddedValkey
 from tests.conftest import reap, start_process
 from tests.test_metrics import Samples, scrape
 from tests.wire import WireClient
-from workers import reserve_port
 
 HOST = "127.0.0.1"
 

@@ -13,12 +13,12 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any
 
-from auth import OPEN
 from protocol import requests
 from protocol.decoder import CLOSED, Sentinel
 from protocol.errors import ErrorCode, ProtocolError
 from protocol.frames import HEADER, MAX_CONTROL, FrameType, control_size, encode_control
 from protocol.state import Abort, Data, Event, Limits, ServerConnection, UploadEnd
+from service.auth import OPEN
 from storage.errors import StorageError
 from storage.reader import open_download
 from storage.writer import ChunkWriter

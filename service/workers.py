@@ -30,9 +30,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import NoReturn
 
-import metrics
-from config import Config
-from connection import LINGER_TOTAL
+from service import metrics
+from service.config import Config
+from service.connection import LINGER_TOTAL
 from storage.embedded import die_with_parent
 from storage.store import StorageConfig, Store
 

@@ -1,0 +1,1 @@
+"""Server-side glue: config, connections, auth, access log, metrics, workers."""
