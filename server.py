@@ -20,17 +20,15 @@ import uvloop
 
 from protocol.errors import ErrorCode
 from service import workers
-from service.access import AccessLog
 from service.allocator import keep_chunks_on_heap
-from service.auth import FailureDelay, TokenFileError, Tokens
+from service.auth import TokenFileError, Tokens
 from service.config import Config, parse_args
-from service.connection import LINGER_TOTAL, READ_SIZE, Connection, fatal
+from service.connection import Connection, fatal
 from service.metrics import Exporter, Metrics
+from service.state import LINGER_TOTAL, READ_SIZE, Served, ServerState
 from storage.embedded import EmbeddedValkey
 from storage.errors import MisconfiguredValkey, StorageError
 from storage.store import StorageConfig, Store
-
-VERSION = "0.1.0"
 
 log = logging.getLogger("valise")
 
@@ -45,27 +43,23 @@ class Server:
     ) -> None:
         self.config = config
         self.store = store
-        self.tokens = tokens
-        self.auth_failures = FailureDelay()
-        self.access = AccessLog(log_keys=config.log_keys)
-        self.metrics = metrics if metrics is not None else Metrics()
+        #: What the connections share; they get this, never the Server.
+        self.state = ServerState(
+            config, store, tokens, metrics if metrics is not None else Metrics()
+        )
+        self.metrics = self.state.metrics
+        self.auth_failures = self.state.auth_failures
         #: /metrics and /healthz when --metrics-port is set (a worker's parent serves them).
         self.exporter: Exporter | None = None
-        self.closing = False
-        self.connections: dict[asyncio.Task[None], Connection] = {}
         self._listener: asyncio.Server | None = None
 
-    def hello(self) -> dict[str, Any]:
-        c = self.config
-        return {
-            "server": f"valise/{VERSION}",
-            "version": 1,
-            "max_frame": c.max_frame,
-            "chunk_size": c.chunk_size,
-            "max_file_size": c.max_file_size,
-            "default_ttl": c.default_ttl,
-            "max_ttl": c.max_ttl,
-        }
+    @property
+    def closing(self) -> bool:
+        return self.state.closing
+
+    @property
+    def connections(self) -> dict[asyncio.Task[None], Served]:
+        return self.state.connections
 
     async def start(self) -> tuple[str, int]:
         self._listener = await asyncio.start_server(
@@ -91,7 +85,7 @@ class Server:
         return host, port
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        connection = Connection(self, reader, writer)
+        connection = Connection(self.state, reader, writer)
         refuse = None
         if len(self.connections) >= self.config.max_connections:
             refuse = fatal(ErrorCode.BUSY, "too many connections; try again later")
@@ -114,20 +108,15 @@ class Server:
         if self.config.tokens is None:
             return
         try:
-            self.tokens = Tokens.load(self.config.tokens)
+            self.state.tokens = Tokens.load(self.config.tokens)
         except TokenFileError as exc:
             log.error("tokens file not reloaded: %s", exc)
             return
         log.info("tokens file reloaded")
 
-    def forget(self, connection: Connection) -> None:
-        for task, known in list(self.connections.items()):
-            if known is connection:
-                del self.connections[task]
-
     async def shutdown(self) -> None:
         """Stop accepting, let transfers finish within the grace, end the rest."""
-        self.closing = True
+        self.state.closing = True
         if self._listener is not None:
             self._listener.close()
         for task, connection in list(self.connections.items()):

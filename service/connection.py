@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from protocol import requests
 from protocol.decoder import CLOSED, Sentinel
@@ -19,24 +19,15 @@ from protocol.errors import ErrorCode, ProtocolError
 from protocol.frames import HEADER, MAX_CONTROL, FrameType, control_size, encode_control
 from protocol.state import Abort, Data, Event, Limits, ServerConnection, UploadEnd
 from service.auth import OPEN
+from service.state import LINGER_BYTES, LINGER_IDLE, LINGER_TOTAL, READ_SIZE, ServerState
 from storage.errors import StorageError
 from storage.reader import open_download
 from storage.writer import ChunkWriter
 
-if TYPE_CHECKING:
-    from server import Server
-
-READ_SIZE = 1024 * 1024
 #: DATA frames up to GATHER bytes are sent together with the frames around
 #: them, GATHER_FRAMES parts (headers and payloads) at most: one send, not three.
 GATHER = 64 * 1024
 GATHER_FRAMES = 32
-#: Lingering close (PROTOCOL.md section 2): after a fatal ERROR, read and
-#: discard what the client still sends, within these bounds, so a client
-#: still streaming reads the ERROR instead of a reset.
-LINGER_BYTES = 32 * 1024 * 1024
-LINGER_IDLE = 6.0
-LINGER_TOTAL = 10.0
 
 log = logging.getLogger("valise")
 
@@ -89,16 +80,16 @@ class Closing(Exception):
 
 class Connection:
     def __init__(
-        self, server: Server, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+        self, state: ServerState, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
-        self.server = server
-        self.config = server.config
-        self.store = server.store
+        self.state = state
+        self.config = state.config
+        self.store = state.store
         self.reader = reader
         self.writer = writer
         self.proto = ServerConnection(
             Limits(self.config.max_frame, self.config.max_file_size, self.config.max_ttl),
-            hello_required=server.tokens is not None,
+            hello_required=state.tokens is not None,
             # The chunk writer hashes the file in its worker thread instead.
             hash_uploads=False,
         )
@@ -117,7 +108,7 @@ class Connection:
             error = refuse or await self._serve_until_error()
             if error is not None:
                 # A lingering close no longer counts against --max-connections.
-                self.server.forget(self)
+                self.state.forget(self)
                 await self._linger(error)
         except asyncio.CancelledError:
             pass  # shutdown gave up waiting; the socket is closed below
@@ -180,7 +171,7 @@ class Connection:
                     raise Closing(_wire(exc, fatal=True)) from None
                 await self._error(_wire(exc, fatal=False))
             self.busy = self.proto.uploading
-            if self.server.closing and not self.busy:
+            if self.state.closing and not self.busy:
                 raise Closing(fatal(ErrorCode.SHUTTING_DOWN, "server is shutting down"))
 
     def _begin(self, event: Event) -> None:
@@ -191,7 +182,7 @@ class Connection:
         op = type(event).__name__.lower()
         self._request = (op, key, _now())
         self._nbytes = 0
-        self.server.metrics.request_started(op)
+        self.state.metrics.request_started(op)
 
     def _end(self, outcome: str) -> None:
         """Write the access-log record (and the metrics) of the request in progress, once."""
@@ -200,7 +191,7 @@ class Connection:
         op, key, started = self._request
         self._request = None
         peer = self.writer.get_extra_info("peername", ("?", 0))
-        self.server.access.record(
+        self.state.access.record(
             peer=f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer),
             namespace=self.grant.namespace,
             op=op,
@@ -209,7 +200,7 @@ class Connection:
             started=started,
             outcome=outcome,
         )
-        self.server.metrics.request_ended(op, outcome, _now() - started, self._nbytes)
+        self.state.metrics.request_ended(op, outcome, _now() - started, self._nbytes)
 
     async def _receive(self) -> None:
         """Read more input within the idle timeout, the frame deadline and the upload rate."""
@@ -310,22 +301,22 @@ class Connection:
                 await self._drain()
             case requests.Hello(token=token):
                 await self._hello(token)
-                await self._ok(self.server.hello())
+                await self._ok(self.state.hello())
 
     async def _hello(self, token: str | None) -> None:
-        tokens = self.server.tokens
+        tokens = self.state.tokens
         if tokens is None:
             return  # no authentication: a token, if any, is ignored
         grant = tokens.check(token) if token is not None else tokens.check_subject(self._subject())
         address = str(self.writer.get_extra_info("peername", ("?",))[0])
         if grant is None:
-            delay = self.server.auth_failures.failed(address)
+            delay = self.state.auth_failures.failed(address)
             log.warning(
-                "authentication failed (%d in all)", self.server.auth_failures.failures_total
+                "authentication failed (%d in all)", self.state.auth_failures.failures_total
             )
             await asyncio.sleep(delay)
             raise fatal(ErrorCode.UNAUTHORIZED, "unknown token")
-        self.server.auth_failures.succeeded(address)
+        self.state.auth_failures.succeeded(address)
         self.grant = grant
 
     def _subject(self) -> str | None:

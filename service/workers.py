@@ -32,7 +32,7 @@ from typing import NoReturn
 
 from service import metrics
 from service.config import Config
-from service.connection import LINGER_TOTAL
+from service.state import LINGER_TOTAL
 from storage.embedded import die_with_parent
 from storage.store import StorageConfig, Store
 

@@ -1,0 +1,71 @@
+"""What every connection of one server process shares, passed in, never reached for.
+
+A connection gets a :class:`ServerState` (uvicorn's ``ServerState``), not the
+``Server``: no import circle, and a connection is testable without a server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from protocol.frames import PROTOCOL_VERSION
+from service.access import AccessLog
+from service.auth import FailureDelay, Tokens
+from service.config import Config
+from service.metrics import Metrics
+from storage.store import Store
+
+VERSION = "0.1.0"
+
+#: Bytes asked of the socket per read.
+READ_SIZE = 1024 * 1024
+#: Lingering close (docs/protocol.md, section 2): after a fatal ERROR, read and
+#: discard what the client still sends, within these bounds, so a client
+#: still streaming reads the ERROR instead of a reset.
+LINGER_BYTES = 32 * 1024 * 1024
+LINGER_IDLE = 6.0
+LINGER_TOTAL = 10.0
+
+
+class Served(Protocol):
+    """What the server needs to know of a connection it holds."""
+
+    #: True while a request or upload is in progress (shutdown waits for it).
+    busy: bool
+
+
+@dataclass(eq=False)
+class ServerState:
+    config: Config
+    store: Store
+    tokens: Tokens | None = None
+    metrics: Metrics = field(default_factory=Metrics)
+    auth_failures: FailureDelay = field(default_factory=FailureDelay)
+    access: AccessLog = field(init=False)
+    #: Set at shutdown: idle connections end, new ones are refused.
+    closing: bool = False
+    #: Connections counted against --max-connections (not the lingering ones).
+    connections: dict[asyncio.Task[None], Served] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.access = AccessLog(log_keys=self.config.log_keys)
+
+    def hello(self) -> dict[str, Any]:
+        c = self.config
+        return {
+            "server": f"valise/{VERSION}",
+            "version": PROTOCOL_VERSION,
+            "max_frame": c.max_frame,
+            "chunk_size": c.chunk_size,
+            "max_file_size": c.max_file_size,
+            "default_ttl": c.default_ttl,
+            "max_ttl": c.max_ttl,
+        }
+
+    def forget(self, connection: Served) -> None:
+        """A lingering close no longer counts against --max-connections."""
+        for task, known in list(self.connections.items()):
+            if known is connection:
+                del self.connections[task]
