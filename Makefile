@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 ARGS ?=
 
-.PHONY: run test test-cluster lint types unit bench loadtest fuzz soak clean
+.PHONY: run test test-cluster lint types unit integration bench loadtest fuzz soak clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -29,28 +29,38 @@ lint: $(VENV)/.dev
 types: $(VENV)/.dev
 	$(BIN)/mypy
 
+# No sockets, no Valkey: seconds.
 unit: $(VENV)/.dev
-	$(BIN)/python -m pytest -q $(ARGS)
+	$(BIN)/python -m pytest -q tests/unit $(ARGS)
 
-# The suite twice: on one valkey-server with asyncio's event loop, then on a
-# local 3-primary cluster with uvloop's (--loop uvloop), so each runs it all once.
-test: lint types unit test-cluster
+# Real Valkey, real TCP, real processes.
+integration: $(VENV)/.dev
+	$(BIN)/python -m pytest -q tests/integration $(ARGS)
 
-# The whole suite against a local 3-primary Valkey Cluster, under uvloop.
+# Lint, types, then the suite on one valkey-server with asyncio's event loop,
+# then the integration tests on a local 3-primary cluster with uvloop's. Both
+# halves always run and report; the target fails at the end if either did.
+test: lint types
+	@status=0; \
+	$(BIN)/python -m pytest -q tests $(ARGS) || status=1; \
+	$(BIN)/python -m pytest -q --valkey-cluster --loop uvloop tests/integration $(ARGS) || status=1; \
+	exit $$status
+
+# The integration tests against a local 3-primary Valkey Cluster, under uvloop.
 test-cluster: $(VENV)/.dev
-	$(BIN)/python -m pytest -q --valkey-cluster --loop uvloop $(ARGS)
+	$(BIN)/python -m pytest -q --valkey-cluster --loop uvloop tests/integration $(ARGS)
 
 bench: $(VENV)/.dev
-	$(BIN)/python -m tests.bench $(ARGS)
+	$(BIN)/python -m tests.tools.bench $(ARGS)
 
 loadtest: $(VENV)/.runtime
 	$(BIN)/python -m client.loadtest --spawn --duration 30 $(ARGS)
 
 fuzz: $(VENV)/.dev
-	$(BIN)/python -m tests.fuzz $(ARGS)
+	$(BIN)/python -m tests.tools.fuzz $(ARGS)
 
 soak: $(VENV)/.dev
-	$(BIN)/python -m tests.soak $(ARGS)
+	$(BIN)/python -m tests.tools.soak $(ARGS)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis

@@ -15,8 +15,15 @@ import pytest_asyncio
 
 from protocol.frames import FrameType
 from storage.embedded import EmbeddedValkey
-from tests.conftest import CHUNK, Running, make_config, start_server, stop_server, sync_valkey
-from tests.wire import control, frame, upload_frames
+from tests.support.harness import (
+    CHUNK,
+    Running,
+    make_config,
+    start_server,
+    stop_server,
+    sync_valkey,
+)
+from tests.support.wire import control, frame, upload_frames
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.single_node]
 

@@ -11,26 +11,25 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from protocol.frames import FrameType
 from storage.embedded import EmbeddedValkey
-from tests import conftest
-from tests.conftest import (
+from tests.support import harness
+from tests.support.harness import (
     CHUNK,
+    ROOT,
     Running,
     make_config,
     reap,
+    start_address,
     start_process,
     start_server,
     sync_valkey,
 )
-from tests.wire import WireClient, control, frame
-
-ROOT = Path(__file__).resolve().parent.parent
+from tests.support.wire import WireClient, control, frame
 
 
 def keys_of(vk: Any, vid: str) -> list[bytes]:
@@ -156,7 +155,7 @@ def test_embedded_valkey_dies_with_a_killed_server() -> None:
         text=True,
     )
     assert proc.stdout is not None
-    assert proc.stdout.readline().startswith("valise listening on ")
+    assert start_address(proc.stdout.readline()) is not None
     children = subprocess.run(
         ["pgrep", "-P", str(proc.pid)], capture_output=True, text=True, check=False
     ).stdout.split()
@@ -365,7 +364,7 @@ async def test_reader_that_stops_reading_is_cut_off(server: Running, prefix: str
 
 def gets_served(vk: Any) -> int:
     """GET commands Valkey has answered (every node of a cluster)."""
-    if conftest.CLUSTER:
+    if harness.CLUSTER:
         stats = vk.info("commandstats", target_nodes=vk.ALL_NODES).values()
     else:
         stats = [vk.info("commandstats")]

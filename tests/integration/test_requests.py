@@ -12,8 +12,8 @@ import pytest
 
 from protocol.frames import FrameType
 from storage import keys
-from tests.conftest import CHUNK, Running
-from tests.wire import WireClient, control, frame
+from tests.support.harness import CHUNK, Running
+from tests.support.wire import WireClient, control, frame
 
 pytestmark = pytest.mark.asyncio
 

@@ -11,8 +11,8 @@ import pytest
 
 from protocol.frames import FrameType
 from storage.embedded import EmbeddedValkey
-from tests.conftest import Running, reap, start_process
-from tests.wire import WireClient, control, frame
+from tests.support.harness import Running, reap, start_process
+from tests.support.wire import WireClient, control, frame
 
 pytestmark = pytest.mark.asyncio
 

@@ -21,9 +21,9 @@ import valkey
 from protocol.frames import FrameType
 from storage import keys
 from storage.embedded import EmbeddedValkey
-from tests.cluster import LocalCluster
-from tests.conftest import CHUNK, Running, make_config, start_server, stop_server
-from tests.wire import WireClient, control, frame
+from tests.support.cluster import LocalCluster
+from tests.support.harness import CHUNK, Running, make_config, start_server, stop_server
+from tests.support.wire import WireClient, control, frame
 
 pytestmark = pytest.mark.asyncio
 

@@ -23,8 +23,8 @@ from pathlib import Path
 import pytest
 
 from protocol.frames import FrameType
-from tests.conftest import ROOT
-from tests.wire import WireClient
+from tests.support.harness import ROOT
+from tests.support.wire import WireClient
 
 KEY = "Patient Jane Roe 1961-02-03/brain-t1.nii"
 MARK = b"JANE-ROE-PIXELS:"

@@ -18,7 +18,7 @@ from client import AsyncClient, ValiseError
 from client.tls import context
 from service.auth import Tokens
 from storage.embedded import EmbeddedValkey
-from tests.conftest import Running, make_config, start_server, stop_server
+from tests.support.harness import Running, make_config, start_server, stop_server
 
 pytestmark = pytest.mark.asyncio
 

@@ -12,8 +12,8 @@ import pytest
 
 from protocol.frames import FrameType
 from storage import keys
-from tests.conftest import CHUNK, Running
-from tests.wire import WireClient, control, frame
+from tests.support.harness import CHUNK, Running
+from tests.support.wire import WireClient, control, frame
 
 pytestmark = pytest.mark.asyncio
 
@@ -111,7 +111,7 @@ async def test_abort_discards_upload(client: WireClient, prefix: str, vk: Any) -
 
 async def test_pipelined_requests_answer_in_order(client: WireClient, prefix: str) -> None:
     data = payload(2 * CHUNK + 5)
-    from tests.wire import upload_frames
+    from tests.support.wire import upload_frames
 
     await client.send(
         upload_frames(prefix + "a", data)
@@ -215,7 +215,7 @@ async def test_overwrite_while_reading_keeps_old_version(server: Running, prefix
 
 
 async def test_two_uploads_to_one_key_leave_one_whole_file(server: Running, prefix: str) -> None:
-    from tests.wire import upload_frames
+    from tests.support.wire import upload_frames
 
     a, b = payload(5 * CHUNK, seed=3), payload(4 * CHUNK, seed=4)
     one, two = await server.client(), await server.client()

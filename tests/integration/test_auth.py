@@ -16,8 +16,16 @@ import pytest_asyncio
 from protocol.frames import FrameType
 from service.auth import FailureDelay, TokenFileError, Tokens
 from storage.embedded import EmbeddedValkey
-from tests.conftest import Running, make_config, reap, start_process, start_server, stop_server
-from tests.wire import WireClient
+from tests.support.harness import (
+    ROOT,
+    Running,
+    make_config,
+    reap,
+    start_process,
+    start_server,
+    stop_server,
+)
+from tests.support.wire import WireClient
 
 TOKENS = f"""
 # token              namespace  mode
@@ -80,8 +88,6 @@ def test_server_refuses_to_start_on_malformed_tokens(
 ) -> None:
     import subprocess
     import sys
-
-    from tests.conftest import ROOT
 
     path = tmp_path / "tokens"
     path.write_text("good ns rw\nsecret-in-line-two\n")

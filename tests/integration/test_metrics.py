@@ -20,8 +20,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from protocol.frames import FrameType
 from service.auth import Tokens
 from storage.embedded import EmbeddedValkey
-from tests.conftest import Running, make_config, start_server, stop_server
-from tests.wire import WireClient, control, frame
+from tests.support.harness import Running, make_config, start_server, stop_server
+from tests.support.wire import WireClient, control, frame
 
 pytestmark = pytest.mark.asyncio
 

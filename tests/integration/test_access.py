@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 
 from protocol.frames import FrameType
-from tests.conftest import Running
-from tests.wire import WireClient, control, frame
+from tests.support.harness import Running
+from tests.support.wire import WireClient, control, frame
 
 pytestmark = pytest.mark.asyncio
 

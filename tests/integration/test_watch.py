@@ -16,10 +16,9 @@ import pytest
 
 from client import Client, NotFound
 from storage.embedded import EmbeddedValkey
-from tests.conftest import reap, start_process
-from tests.test_cli import free_port
+from tests.integration.test_cli import free_port
+from tests.support.harness import ROOT, reap, start_process
 
-ROOT = Path(__file__).resolve().parent.parent
 DEADLINE = 20.0
 
 

@@ -19,9 +19,8 @@ import pytest
 
 from storage import keys
 from storage.embedded import EmbeddedValkey
-from tests.conftest import reap, start_process
+from tests.support.harness import ROOT, reap, start_process
 
-ROOT = Path(__file__).resolve().parent.parent
 CHUNK = 64 * 1024
 
 

@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from tests.support.harness import ROOT
 
 
 def test_spawned_run_is_clean_and_leaves_nothing(tmp_path: Path) -> None:

@@ -1,6 +1,6 @@
 """Soak test: a real server and Valkey under mixed load, checked byte for byte.
 
-    python -m tests.soak [--minutes 10] [--clients 16] [--quick] [--keys N] [--seed N]
+    python -m tests.tools.soak [--minutes 10] [--clients 16] [--quick] [--keys N] [--seed N]
 
 Starts a private valkey-server and ``server.py`` as a subprocess (1 MiB chunks,
 grace 2 s, default TTL 60 s, staging TTL 3 s), then N asyncio clients run PUT
@@ -46,7 +46,8 @@ import valkey
 
 from protocol.frames import FrameType
 from storage.embedded import EmbeddedValkey, die_with_parent
-from tests.wire import Reply, WireClient, control, frame
+from tests.support.harness import start_address
+from tests.support.wire import Reply, WireClient, control, frame
 
 ROOT = Path(__file__).resolve().parent.parent
 MiB = 1024**2
@@ -549,11 +550,11 @@ def start_server(url: str, log: IO[bytes]) -> tuple[subprocess.Popen[bytes], str
     assert proc.stdout is not None
     ready, _, _ = select.select([proc.stdout], [], [], 30)
     line = proc.stdout.readline().decode() if ready else ""
-    if not line.startswith("valise listening on "):
+    address = start_address(line)
+    if address is None:
         stop_process(proc)
         raise RuntimeError(f"server did not start: {line!r}")
-    host, port = line.split()[3].rsplit(":", 1)  # maybe followed by " (N workers)"
-    return proc, host, int(port)
+    return proc, *address
 
 
 def stop_process(proc: subprocess.Popen[bytes]) -> None:
@@ -783,7 +784,9 @@ def _interrupt(signum: int, frame: object) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tests.soak", description="Valise soak test")
+    parser = argparse.ArgumentParser(
+        prog="python -m tests.tools.soak", description="Valise soak test"
+    )
     parser.add_argument("--minutes", type=float, default=10.0)
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--quick", action="store_true", help="one minute")

@@ -21,9 +21,9 @@ from protocol.frames import FrameType
 from service.config import parse_args
 from service.workers import reserve_port
 from storage.embedded import EmbeddedValkey
-from tests.conftest import reap, start_process
-from tests.test_metrics import Samples, scrape
-from tests.wire import WireClient
+from tests.integration.test_metrics import Samples, scrape
+from tests.support.harness import reap, start_process
+from tests.support.wire import WireClient
 
 HOST = "127.0.0.1"
 

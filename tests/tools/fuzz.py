@@ -1,7 +1,7 @@
 """Coverage-guided fuzzing of the sans-IO protocol layer (STYLE.md: the decoder's contract).
 
-    python -m tests.fuzz [--seconds 60] [--corpus DIR] [--artifacts DIR] [--engine auto]
-    python -m tests.fuzz --replay FILE...
+    python -m tests.tools.fuzz [--seconds 60] [--corpus DIR] [--artifacts DIR] [--engine auto]
+    python -m tests.tools.fuzz --replay FILE...
 
 Arbitrary bytes, split at points the input chooses, go to
 :class:`protocol.state.ServerConnection` (with and without ``hello_required``),
@@ -623,7 +623,14 @@ def run_atheris(seconds: int, corpus: Path | None, artifacts: Path) -> int:
         ]
         artifacts.mkdir(parents=True, exist_ok=True)
         before = set(artifacts.iterdir())
-        command = [sys.executable, "-m", "tests.fuzz", "--worker", "--artifacts", str(artifacts)]
+        command = [
+            sys.executable,
+            "-m",
+            "tests.tools.fuzz",
+            "--worker",
+            "--artifacts",
+            str(artifacts),
+        ]
         started = time.monotonic()
         runs = 0
         proc = subprocess.Popen(
@@ -736,7 +743,7 @@ def replay(paths: Sequence[Path]) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tests.fuzz", description=DESCRIPTION)
+    parser = argparse.ArgumentParser(prog="python -m tests.tools.fuzz", description=DESCRIPTION)
     parser.add_argument("--seconds", type=int, default=60, help="how long to fuzz (default 60)")
     parser.add_argument("--corpus", type=Path, help="libFuzzer corpus dir to load and grow")
     parser.add_argument("--artifacts", type=Path, default=DEFAULT_ARTIFACTS, help="crash inputs")

@@ -1,4 +1,4 @@
-"""Valise benchmark: `python -m tests.bench` (or `make bench ARGS=...`). Prints, never asserts.
+"""Valise benchmark: `python -m tests.tools.bench` (`make bench ARGS=...`). Prints, never asserts.
 
 One run starts a private valkey-server (unix socket, persistence off) and, per
 chunk size, the Valise server as a subprocess on 127.0.0.1, then measures:
@@ -53,7 +53,8 @@ from protocol.frames import HEADER, FrameType
 from service.config import parse_size
 from storage.embedded import EmbeddedValkey, default_maxmemory, die_with_parent
 from storage.store import READ_SIZE
-from tests.cluster import LocalCluster
+from tests.support.cluster import LocalCluster
+from tests.support.harness import start_address
 
 MB = 1_000_000
 MIB = 1024**2
@@ -276,10 +277,9 @@ def _listening(proc: subprocess.Popen[bytes], log: Path, timeout: float = 20.0) 
         ready, _, _ = select.select([proc.stdout], [], [], 0.1)
         if ready:
             line = proc.stdout.readline()
-            if line.startswith(b"valise listening on "):
-                # "valise listening on HOST:PORT", maybe followed by " (N workers)".
-                host, _, port = line.decode().split()[3].rpartition(":")
-                return host, int(port)
+            address = start_address(line)
+            if address is not None:
+                return address
         if proc.poll() is not None:
             break
     tail = log.read_text(errors="replace")[-2000:]
@@ -750,7 +750,7 @@ async def run_all(vk: EmbeddedValkey | LocalCluster, s: Settings, workdir: Path)
             "small_connections": s.small_connections,
             "concurrent": s.concurrent,
             "concurrent_size": s.concurrent_size,
-            "client": "client.aio.AsyncClient" if client_cls else "tests.bench.Wire",
+            "client": "client.aio.AsyncClient" if client_cls else "tests.tools.bench.Wire",
             "target": s.target.describe(),
         },
         "chunks": {},
@@ -930,7 +930,9 @@ async def profile_transfers(vk: EmbeddedValkey | LocalCluster, s: Settings, out:
 
 
 def parse_args(argv: Sequence[str] | None) -> tuple[Settings, argparse.Namespace]:
-    p = argparse.ArgumentParser(prog="python -m tests.bench", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(
+        prog="python -m tests.tools.bench", description=__doc__.split("\n")[0]
+    )
     p.add_argument("--quick", action="store_true", help="small sizes, 1 repeat (a smoke run)")
     p.add_argument("--size", type=parse_size, help="bytes per big transfer (default 1GiB)")
     p.add_argument("--repeat", type=int, help="runs per measurement (default 3)")
