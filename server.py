@@ -24,6 +24,7 @@ from service.allocator import keep_chunks_on_heap
 from service.auth import TokenFileError, Tokens
 from service.config import Config, parse_args
 from service.connection import Connection, fatal
+from service.looplag import LoopLag
 from service.metrics import Exporter, Metrics
 from service.state import LINGER_TOTAL, READ_SIZE, Served, ServerState
 from storage.embedded import EmbeddedValkey
@@ -49,6 +50,7 @@ class Server:
         )
         self.metrics = self.state.metrics
         self.auth_failures = self.state.auth_failures
+        self.loop_lag = LoopLag(self.metrics.registry)
         #: /metrics and /healthz when --metrics-port is set (a worker's parent serves them).
         self.exporter: Exporter | None = None
         self._listener: asyncio.Server | None = None
@@ -73,6 +75,7 @@ class Server:
             reuse_port=self.config.workers > 1,
         )
         self.metrics.observe_storage()
+        self.loop_lag.start()
         host, port = self._listener.sockets[0].getsockname()[:2]
         if self.config.metrics_port is not None:
             self.exporter = Exporter(
@@ -130,6 +133,7 @@ class Server:
             if late:
                 await asyncio.wait(late, timeout=LINGER_TOTAL + 1)
         self.metrics.stop_observing()
+        await self.loop_lag.stop()
         if self.exporter is not None:
             await self.exporter.close()
 
