@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
+import struct
 import time
 from typing import Any
 
@@ -19,7 +21,14 @@ from protocol.errors import ErrorCode, ProtocolError
 from protocol.frames import HEADER, MAX_CONTROL, FrameType, control_size, encode_control
 from protocol.state import Abort, Data, Event, Limits, ServerConnection, UploadEnd
 from service.auth import OPEN
-from service.state import LINGER_BYTES, LINGER_IDLE, LINGER_TOTAL, READ_SIZE, ServerState
+from service.state import (
+    FLUSH_AFTER_ERROR,
+    LINGER_BYTES,
+    LINGER_IDLE,
+    LINGER_TOTAL,
+    READ_SIZE,
+    ServerState,
+)
 from storage.errors import StorageError
 from storage.reader import open_download
 from storage.writer import ChunkWriter
@@ -33,6 +42,8 @@ GATHER_FRAMES = 32
 #: others by a millisecond or two at most; 1 MiB frames never reach it
 #: (the chunk writer awaits Valkey every few frames anyway).
 MAX_BURST = 256
+#: SO_LINGER on with a zero timeout: close() sends RST and frees the buffers.
+_LINGER_OFF = struct.pack("ii", 1, 0)
 
 log = logging.getLogger("valise")
 
@@ -109,19 +120,47 @@ class Connection:
         self.busy = False
 
     async def run(self, refuse: ProtocolError | None = None) -> None:
+        # How long the last bytes we wrote may take to leave after close().
+        flush = self.config.idle_timeout
         try:
             error = refuse or await self._serve_until_error()
             if error is not None:
-                # A lingering close no longer counts against --max-connections.
+                flush = FLUSH_AFTER_ERROR  # the linger was the client's time
+                # A lingering close no longer counts against --max-connections,
+                # but lingering connections are bounded too: past as many again,
+                # the ERROR is sent without the linger.
                 self.state.forget(self)
-                await self._linger(error)
+                if self.state.lingering < self.config.max_connections:
+                    self.state.lingering += 1
+                    try:
+                        await self._linger(error)
+                    finally:
+                        self.state.lingering -= 1
+                else:
+                    self.writer.write(encode_control(FrameType.ERROR, error.payload()))
         except asyncio.CancelledError:
             pass  # shutdown gave up waiting; the socket is closed below
         finally:
             self.writer.close()
         # A second cancel from shutdown may land here; the socket is closed either way.
         with contextlib.suppress(Exception, asyncio.CancelledError):
-            await self.writer.wait_closed()
+            async with asyncio.timeout(flush):
+                await self.writer.wait_closed()
+                return
+        self._reset()
+
+    def _reset(self) -> None:
+        """End a connection whose peer stopped reading: RST, buffers dropped at once.
+
+        close() waits for our buffer to drain, for ever if the peer never
+        reads; a plain abort() still leaves the kernel holding the unsent
+        bytes in FIN_WAIT1 for minutes. SO_LINGER 0 makes the close a reset.
+        """
+        sock = self.writer.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError, AttributeError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_OFF)
+        self.writer.transport.abort()
 
     async def _serve_until_error(self) -> ProtocolError | None:
         """Serve requests; the fatal ERROR to end with, or None for a quiet close."""
@@ -271,7 +310,9 @@ class Connection:
         with contextlib.suppress(TimeoutError, ConnectionError, OSError, RuntimeError):
             async with asyncio.timeout(LINGER_TOTAL):
                 self.writer.write(encode_control(FrameType.ERROR, error.payload()))
-                await self.writer.drain()
+                # A client that reads nothing of it for LINGER_IDLE never will.
+                async with asyncio.timeout(LINGER_IDLE):
+                    await self.writer.drain()
                 if self.writer.can_write_eof():
                     self.writer.write_eof()
                 discarded = 0

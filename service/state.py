@@ -27,6 +27,9 @@ READ_SIZE = 1024 * 1024
 LINGER_BYTES = 32 * 1024 * 1024
 LINGER_IDLE = 6.0
 LINGER_TOTAL = 10.0
+#: Seconds the last bytes (the ERROR's tail) may take to leave once the
+#: lingering close is over; then the socket is aborted.
+FLUSH_AFTER_ERROR = 1.0
 
 
 class Served(Protocol):
@@ -48,6 +51,8 @@ class ServerState:
     closing: bool = False
     #: Connections counted against --max-connections (not the lingering ones).
     connections: dict[asyncio.Task[None], Served] = field(default_factory=dict)
+    #: Connections in their lingering close, at most --max-connections.
+    lingering: int = 0
 
     def __post_init__(self) -> None:
         self.access = AccessLog(log_keys=self.config.log_keys)
