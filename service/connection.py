@@ -21,6 +21,7 @@ from protocol.errors import ErrorCode, ProtocolError
 from protocol.frames import HEADER, MAX_CONTROL, FrameType, control_size, encode_control
 from protocol.state import Abort, Data, Event, Limits, ServerConnection, UploadEnd
 from service.auth import OPEN
+from service.operations import Operations
 from service.state import (
     FLUSH_AFTER_ERROR,
     LINGER_BYTES,
@@ -30,7 +31,6 @@ from service.state import (
     ServerState,
 )
 from storage.errors import StorageError
-from storage.reader import open_download
 from storage.writer import ChunkWriter
 
 #: DATA frames up to GATHER bytes are sent together with the frames around
@@ -100,12 +100,12 @@ class Connection:
     ) -> None:
         self.state = state
         self.config = state.config
-        self.store = state.store
+        self.ops = Operations(state)
         self.reader = reader
         self.writer = writer
         self.proto = ServerConnection(
             Limits(self.config.max_frame, self.config.max_file_size, self.config.max_ttl),
-            hello_required=state.tokens is not None,
+            hello_required=self.ops.authenticating,
             # The chunk writer hashes the file in its worker thread instead.
             hash_uploads=False,
         )
@@ -344,35 +344,19 @@ class Connection:
             case requests.Get():
                 await self._get(event)
             case requests.Stat(key):
-                info = await self.store.stat(self.grant.namespace, key)
+                info = await self.ops.stat(self.grant, key)
                 await self._ok(info.wire())
             case requests.Delete(key):
-                self._require_write(fatal=False)
-                await self._ok({"deleted": await self.store.delete(self.grant.namespace, key)})
+                await self._ok({"deleted": await self.ops.delete(self.grant, key)})
             case requests.List():
                 await self._list(event)
             case requests.Ping(payload):
                 self.writer.write(HEADER.pack(FrameType.OK, len(payload)) + payload)
                 await self._drain()
             case requests.Hello(token=token):
-                await self._hello(token)
+                address = str(self.writer.get_extra_info("peername", ("?",))[0])
+                self.grant = await self.ops.authenticate(token, self._subject(), address)
                 await self._ok(self.state.hello())
-
-    async def _hello(self, token: str | None) -> None:
-        tokens = self.state.tokens
-        if tokens is None:
-            return  # no authentication: a token, if any, is ignored
-        grant = tokens.check(token) if token is not None else tokens.check_subject(self._subject())
-        address = str(self.writer.get_extra_info("peername", ("?",))[0])
-        if grant is None:
-            delay = self.state.auth_failures.failed(address)
-            log.warning(
-                "authentication failed (%d in all)", self.state.auth_failures.failures_total
-            )
-            await asyncio.sleep(delay)
-            raise fatal(ErrorCode.UNAUTHORIZED, "unknown token")
-        self.state.auth_failures.succeeded(address)
-        self.grant = grant
 
     def _subject(self) -> str | None:
         """The common name of the client's verified certificate (mutual TLS), if any."""
@@ -383,28 +367,16 @@ class Connection:
                     return str(value)
         return None
 
-    def _require_write(self, *, fatal: bool) -> None:
-        if not self.grant.writable:
-            raise ProtocolError(ErrorCode.FORBIDDEN, "this token may not write", fatal=fatal)
-
     async def _put(self, put: requests.Put) -> None:
-        self._require_write(fatal=True)
-        await self.store.check_writable(put.size)
-        self.upload = ChunkWriter(
-            self.store,
-            self.grant.namespace,
-            put.key,
-            ttl=put.ttl or self.config.default_ttl,
-            content_type=put.content_type,
+        self.upload = await self.ops.put(
+            self.grant, put.key, size=put.size, ttl=put.ttl, content_type=put.content_type
         )
         await self._ok(
             {"upload_id": self.upload.vid, "chunk_size": self.config.chunk_size, "offset": 0}
         )
 
     async def _get(self, get: requests.Get) -> None:
-        download = await open_download(
-            self.store, self.grant.namespace, get.key, get.offset, get.length
-        )
+        download = await self.ops.get(self.grant, get.key, get.offset, get.length)
         # Small frames are gathered and sent together (a small file's OK, DATA
         # and END in one send); a large frame goes out as it is, without a copy.
         out: list[bytes | memoryview] = [
@@ -445,8 +417,8 @@ class Connection:
         await self._drain()
 
     async def _list(self, request: requests.List) -> None:
-        files, cursor = await self.store.list(
-            self.grant.namespace, request.prefix, request.cursor, request.limit
+        files, cursor = await self.ops.list(
+            self.grant, request.prefix, request.cursor, request.limit
         )
         page: list[dict[str, Any]] = []
         budget = MAX_CONTROL - control_size({"files": [], "cursor": "x" * 2048})
