@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 
@@ -104,29 +104,62 @@ class Tokens:
 
 
 class FailureDelay:
-    """Slow down failed authentication per source address (doubling, capped, forgiven)."""
+    """Slow down failed authentication per client address (doubling, capped, forgiven).
+
+    The delay grows with every failure from an address, whatever token was
+    tried. A success forgives only the failures of the credential that
+    succeeded (a mistyped token, then the right one), never the failures of
+    other tokens from that address, and never anything at another address:
+    holding one valid token does not buy fast guesses at the others.
+    Behind a balancer the address is the client's, from the PROXY header.
+    """
+
+    #: Credentials remembered per address; failures past them still count.
+    PER_ADDRESS = 16
+    #: Addresses remembered; the stalest is dropped past it (bounded memory).
+    ADDRESSES = 10_000
 
     def __init__(self, *, base: float = 0.1, cap: float = 5.0, forgive: float = 300.0) -> None:
         self.base = base
         self.cap = cap
         self.forgive = forgive
         self.failures_total = 0
-        self._recent: dict[str, tuple[int, float]] = {}
+        self._recent: dict[str, _Failures] = {}
 
-    def failed(self, address: str) -> float:
+    def failed(self, address: str, credential: str | None = None) -> float:
         """Record a failure from ``address``; the seconds to wait before answering."""
         now = time.monotonic()
-        count, last = self._recent.get(address, (0, now))
-        if now - last > self.forgive:
-            count = 0
-        count += 1
+        entry = self._recent.get(address)
+        if entry is None or now - entry.last > self.forgive:
+            entry = self._recent[address] = _Failures()
+        entry.count += 1
+        entry.last = now
         self.failures_total += 1
-        self._recent[address] = (count, now)
-        if len(self._recent) > 10_000:
-            # Bounded memory under a spray of addresses: drop the stalest.
-            oldest = min(self._recent, key=lambda a: self._recent[a][1])
+        tag = _tag(credential)
+        if tag in entry.by_credential or len(entry.by_credential) < self.PER_ADDRESS:
+            entry.by_credential[tag] = entry.by_credential.get(tag, 0) + 1
+        if len(self._recent) > self.ADDRESSES:
+            oldest = min(self._recent, key=lambda a: self._recent[a].last)
             del self._recent[oldest]
-        return float(min(self.base * 2.0 ** (count - 1), self.cap))
+        return float(min(self.base * 2.0 ** (entry.count - 1), self.cap))
 
-    def succeeded(self, address: str) -> None:
-        self._recent.pop(address, None)
+    def succeeded(self, address: str, credential: str | None = None) -> None:
+        """``credential`` worked from ``address``: forgive its own failures there."""
+        entry = self._recent.get(address)
+        if entry is None:
+            return
+        entry.count -= entry.by_credential.pop(_tag(credential), 0)
+        if entry.count <= 0:
+            del self._recent[address]
+
+
+@dataclass(slots=True)
+class _Failures:
+    count: int = 0
+    last: float = 0.0
+    #: Failures per credential (a short hash: no token is kept in clear).
+    by_credential: dict[bytes, int] = field(default_factory=dict)
+
+
+def _tag(credential: str | None) -> bytes:
+    return _digest(credential or "")[:16]

@@ -47,12 +47,13 @@ class Operations:
             return OPEN  # no authentication: a token, if any, is ignored
         grant = tokens.check(token) if token is not None else tokens.check_subject(subject)
         failures = self.state.auth_failures
+        credential = token if token is not None else f"subject:{subject}"
         if grant is None:
-            delay = failures.failed(address)
+            delay = failures.failed(address, credential)
             log.warning("authentication failed (%d in all)", failures.failures_total)
             await asyncio.sleep(delay)
             raise ProtocolError(ErrorCode.UNAUTHORIZED, "unknown token", fatal=True)
-        failures.succeeded(address)
+        failures.succeeded(address, credential)
         return grant
 
     @staticmethod

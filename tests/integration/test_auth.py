@@ -14,7 +14,7 @@ import pytest
 import pytest_asyncio
 
 from protocol.frames import FrameType
-from service.auth import FailureDelay, TokenFileError, Tokens
+from service.auth import TokenFileError, Tokens
 from storage.embedded import EmbeddedValkey
 from tests.support.harness import (
     ROOT,
@@ -160,15 +160,6 @@ async def test_read_only_token(secured: Running, prefix: str) -> None:
     assert (await alice.get(prefix + "k")).data == b"data"
     for c in (alice, bob):
         await c.close()
-
-
-def test_failed_authentication_is_slowed_per_address() -> None:
-    delay = FailureDelay(base=0.1, cap=1.0)
-    assert [delay.failed("10.0.0.1") for _ in range(6)] == [0.1, 0.2, 0.4, 0.8, 1.0, 1.0]
-    assert delay.failed("10.0.0.2") == 0.1
-    delay.succeeded("10.0.0.1")
-    assert delay.failed("10.0.0.1") == 0.1
-    assert delay.failures_total == 8
 
 
 @pytest.mark.asyncio
