@@ -7,7 +7,7 @@ import os
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NoReturn
 
 from protocol.frames import DEFAULT_MAX_FRAME, MIN_MAX_FRAME
 
@@ -23,6 +23,27 @@ def parse_size(text: str) -> int:
     if match is None or unit not in _UNITS:
         raise argparse.ArgumentTypeError(f"not a size: {text!r} (try 8MiB or 1048576)")
     return int(match.group(1)) * _UNITS[unit]
+
+
+#: What a switch's environment twin may say, in any case; anything else is refused.
+SWITCH_WORDS = {"1": True, "true": True, "yes": True, "on": True}
+SWITCH_WORDS |= {"0": False, "false": False, "no": False, "off": False}
+
+
+def parse_switch(text: str) -> bool:
+    """``VALISE_LOG_KEYS=no`` must mean no: a word we do not know is an error, not "on"."""
+    try:
+        return SWITCH_WORDS[text.lower()]
+    except KeyError:
+        raise argparse.ArgumentTypeError(
+            f"not a switch: {text!r} (use 1/0, true/false, yes/no or on/off)"
+        ) from None
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        """One line and exit code 2: the usage block would bury the line that matters."""
+        self.exit(2, f"{self.prog}: error: {message}\n")
 
 
 #: --loop choices: the standard library's, or libuv's through uvloop.
@@ -75,20 +96,34 @@ def _flag(
     help: str,
 ) -> None:
     env = "VALISE_" + name.upper().replace("-", "_")
-    raw = os.environ.get(env)
-    value = kind(raw) if raw is not None else default
+    value = _environ(parser, env, kind, default)
     parser.add_argument(f"--{name}", type=kind, default=value, help=f"{help} (env {env})")
 
 
 def _switch(parser: argparse.ArgumentParser, name: str, help: str) -> None:
-    """An on/off flag; VALISE_<NAME> set to anything but '', 0 or false turns it on."""
+    """An on/off flag; VALISE_<NAME> says 1/0, true/false, yes/no or on/off."""
     env = "VALISE_" + name.upper().replace("-", "_")
-    on = os.environ.get(env, "").lower() not in ("", "0", "false")
+    on = _environ(parser, env, parse_switch, False)
     parser.add_argument(f"--{name}", action="store_true", default=on, help=f"{help} (env {env})")
 
 
+def _environ(
+    parser: argparse.ArgumentParser, env: str, kind: Callable[[str], Any], default: Any
+) -> Any:
+    """VALISE_<NAME> read as its flag would be; a bad value is a usage error naming it."""
+    raw = os.environ.get(env)
+    if raw is None:
+        return default
+    try:
+        return kind(raw)
+    except argparse.ArgumentTypeError as exc:
+        parser.error(f"{env}: {exc}")
+    except ValueError:
+        parser.error(f"{env}: invalid {getattr(kind, '__name__', 'value')} value: {raw!r}")
+
+
 def parse_args(argv: Sequence[str] | None = None) -> Config:
-    p = argparse.ArgumentParser(prog="server.py", description="Valise file server")
+    p = _Parser(prog="server.py", description="Valise file server")
     _flag(p, "host", str, "127.0.0.1", "address to listen on")
     _flag(p, "port", int, 7070, "TCP port; 0 picks a free one")
     _flag(p, "valkey-url", str, None, "Valkey to use; default: start a private one")
