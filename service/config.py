@@ -1,9 +1,10 @@
-"""Server settings: one table, the fields of :class:`Config`, read from flags and
-from ``VALISE_<NAME>`` variables.
+"""Server settings: one table, the fields of :class:`Config`, read from flags,
+``VALISE_<NAME>`` variables and a TOML file (``--config``), in that order.
 
-Each field carries its default, its help and its :class:`Kind` (how text becomes
-a value), so the parser, the environment and the defaults cannot disagree. A
-value goes through the same parser and the same checks whatever its source: a
+Each field carries its default, its help and its :class:`Kind` (how text or a
+TOML value becomes a value), so the parser, the environment, the file and the
+defaults cannot disagree. A value goes through the same parser and the same
+checks whatever its source: a
 bad one is a single line naming where it came from and exit code 2, never a
 traceback and never a silent guess (with PHI, ``VALISE_LOG_KEYS=no`` must mean no).
 """
@@ -15,6 +16,7 @@ import math
 import os
 import re
 import ssl
+import tomllib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any, NoReturn
@@ -87,19 +89,37 @@ def parse_text(text: str) -> str:
     return text
 
 
+_TOML_TYPES = {str: "a string", int: "an integer", float: "a float", bool: "a boolean"}
+_TOML_TYPES |= {dict: "a table", list: "an array"}
+
+
 @dataclass(frozen=True, slots=True)
 class Kind:
-    """How one sort of setting is read from a flag's or a variable's text."""
+    """How one sort of setting is read from text (a flag, a variable) or from TOML."""
 
     metavar: str | None
     parse: Callable[[str], Any]
+    #: The TOML types a file may use, and how to say so when it uses another.
+    file_types: tuple[type, ...]
+    expects: str
+
+    def from_file(self, value: object) -> Any:
+        """A TOML value of an accepted type, then the text parser: the same rules as a flag."""
+        # bool is an int to isinstance, but `port = true` is not a port.
+        if isinstance(value, self.file_types) and (
+            not isinstance(value, bool) or bool in self.file_types
+        ):
+            return self.parse(str(value).lower() if isinstance(value, bool) else str(value))
+        got = _TOML_TYPES.get(type(value), "a date or time")
+        shown = f" {value!r}" if isinstance(value, str | int | float) else ""
+        raise argparse.ArgumentTypeError(f"expected {self.expects}, not {got}{shown}")
 
 
-SIZE = Kind("SIZE", parse_size)
-INT = Kind("N", parse_int)
-SECONDS = Kind("SECONDS", parse_seconds)
-TEXT = Kind(None, parse_text)
-SWITCH = Kind(None, parse_switch)
+SIZE = Kind("SIZE", parse_size, (int, str), 'bytes (an integer) or a string like "8MiB"')
+INT = Kind("N", parse_int, (int,), "an integer")
+SECONDS = Kind("SECONDS", parse_seconds, (int, float), "a number of seconds")
+TEXT = Kind(None, parse_text, (str,), "a string")
+SWITCH = Kind(None, parse_switch, (bool,), "true or false")
 
 
 def _setting(kind: Kind, default: Any, help: str) -> Any:
@@ -117,19 +137,16 @@ LOG_LEVELS = ("debug", "info", "warning", "error")
 class Config:
     """Every setting with its default: ``Config()`` is the server as shipped.
 
-    A field is a flag (``chunk_size`` is ``--chunk-size``) and a variable
-    (``VALISE_CHUNK_SIZE``). Instances are not checked: :func:`parse_args` is.
+    A field is a flag (``chunk_size`` is ``--chunk-size``), a variable
+    (``VALISE_CHUNK_SIZE``) and a file key (``chunk-size``, the flag's name).
+    Instances are not checked: :func:`parse_args` is.
     """
 
     host: str = _setting(TEXT, "127.0.0.1", "address to listen on")
     port: int = _setting(INT, 7070, "TCP port; 0 picks a free one")
     valkey_url: str | None = _setting(TEXT, None, "Valkey to use; default: start a private one")
-    valkey_cluster: bool = _setting(
-        SWITCH, False, "--valkey-url is a Valkey Cluster node (valkey-py ValkeyCluster)"
-    )
-    valkey_maxmemory: int | None = _setting(
-        SIZE, None, "private Valkey's maxmemory (default: RAM/2)"
-    )
+    valkey_cluster: bool = _setting(SWITCH, False, "--valkey-url is a node of a Valkey Cluster")
+    valkey_maxmemory: int | None = _setting(SIZE, None, "private Valkey's cap (default: RAM/2)")
     allow_persistence: bool = _setting(SWITCH, False, "accept a Valkey with RDB/AOF on")
     chunk_size: int = _setting(SIZE, 8 * 1024**2, "bytes per Valkey chunk")
     max_frame: int = _setting(SIZE, DEFAULT_MAX_FRAME, "largest DATA payload")
@@ -141,9 +158,7 @@ class Config:
     idle_timeout: float = _setting(SECONDS, 60.0, "seconds a connection may wait silent")
     frame_timeout: float = _setting(SECONDS, 30.0, "seconds a started frame may take to arrive")
     min_rate: int = _setting(SIZE, 1024, "slowest upload accepted, bytes/s (0: off)")
-    min_rate_window: float = _setting(
-        SECONDS, 30.0, "seconds of waiting the upload rate is averaged over"
-    )
+    min_rate_window: float = _setting(SECONDS, 30.0, "seconds the upload rate is averaged over")
     storage_timeout: float = _setting(SECONDS, 30.0, "seconds to wait for Valkey")
     valkey_connections: int = _setting(INT, 64, "Valkey connection pool size")
     max_connections: int = _setting(INT, 1024, "client connections served at once")
@@ -151,27 +166,15 @@ class Config:
     tokens: str | None = _setting(TEXT, None, "tokens file: '<token> <namespace> <rw|ro>' per line")
     tls_cert: str | None = _setting(TEXT, None, "PEM certificate chain: listen with TLS 1.2+")
     tls_key: str | None = _setting(TEXT, None, "PEM private key for --tls-cert")
-    tls_client_ca: str | None = _setting(
-        TEXT, None, "require client certificates signed by this CA"
-    )
+    tls_client_ca: str | None = _setting(TEXT, None, "require client certs signed by this CA")
     valkey_tls_ca: str | None = _setting(TEXT, None, "CA for a valkeys:// Valkey URL")
-    log_keys: bool = _setting(
-        SWITCH, False, "log key names in clear (they can be PHI; default: a keyed hash)"
-    )
+    log_keys: bool = _setting(SWITCH, False, "log key names in clear (they can be PHI)")
     log_level: str = _setting(TEXT, "info", "debug, info, warning or error")
-    workers: int = _setting(
-        INT, 1, "processes serving the port (SO_REUSEPORT); limits are per worker"
-    )
-    metrics_port: int | None = _setting(
-        INT, None, "serve Prometheus /metrics and /healthz here (default: off)"
-    )
+    workers: int = _setting(INT, 1, "processes on the port (SO_REUSEPORT); limits are per worker")
+    metrics_port: int | None = _setting(INT, None, "serve Prometheus /metrics and /healthz here")
     metrics_host: str = _setting(TEXT, "127.0.0.1", "address for --metrics-port")
-    metrics_sample: float = _setting(
-        SECONDS, 60.0, "seconds between samples of files/bytes per namespace"
-    )
-    failover_wait: float = _setting(
-        SECONDS, 10.0, "cluster: seconds a chunk read/write rides out a failover"
-    )
+    metrics_sample: float = _setting(SECONDS, 60.0, "seconds between samples of stored bytes")
+    failover_wait: float = _setting(SECONDS, 10.0, "cluster: seconds I/O rides out a failover")
     loop: str = _setting(TEXT, "asyncio", "event loop: asyncio or uvloop (faster small requests)")
 
     def tls_context(self) -> ssl.SSLContext | None:
@@ -228,6 +231,7 @@ SETTINGS = tuple(
     Setting(f.name, f.metadata["kind"], f.default, f.metadata["help"]) for f in fields(Config)
 )
 _BY_FIELD = {s.field: s for s in SETTINGS}
+_BY_KEY = {s.key: s for s in SETTINGS}
 
 
 class ConfigError(ValueError):
@@ -251,6 +255,12 @@ def build_parser() -> argparse.ArgumentParser:
         description="Valise file server",
         argument_default=argparse.SUPPRESS,
     )
+    parser.add_argument(
+        "--config",
+        type=parse_text,
+        metavar="FILE",
+        help='TOML file of settings named like the flags: chunk-size = "8MiB" (env VALISE_CONFIG)',
+    )
     for s in SETTINGS:
         shown = "" if s.default is None or s.kind is SWITCH else f"default {_show(s)}; "
         help = f"{s.help} ({shown}env {s.env})".replace("%", "%%")
@@ -268,12 +278,20 @@ def _show(s: Setting) -> str:
 def parse_args(
     argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None
 ) -> Config:
-    """Each setting from its flag, else its variable, else its default; then checked."""
+    """Each setting from its flag, else its variable, else the file, else its default."""
     environ = os.environ if environ is None else environ
     parser = build_parser()
     flags = vars(parser.parse_args(argv))
     values: dict[str, Any] = {}
     sources: dict[str, str] = {}
+    path = flags.pop("config", None)
+    raw_path = environ.get("VALISE_CONFIG")
+    if raw_path is not None:
+        checked = _read(parser, "VALISE_CONFIG", TEXT, raw_path)
+        path = checked if path is None else path
+    if path is not None:
+        values = _read_file(parser, path)
+        sources = {name: f"{path}: {_BY_FIELD[name].key}" for name in values}
     for s in SETTINGS:
         raw = environ.get(s.env)
         if raw is not None:  # checked even when a flag overrides it: it is still wrong
@@ -285,7 +303,7 @@ def parse_args(
     try:
         _validate(config)
     except ConfigError as exc:
-        # Name the variable that brought a bad value, if one did.
+        # Name the variable or the file key that brought the bad value, if one did.
         where = [sources[f] + ": " for f in exc.fields if sources.get(f)]
         parser.error(f"{where[0] if where else ''}{exc}")
     return config
@@ -298,6 +316,29 @@ def _read(parser: argparse.ArgumentParser, source: str, kind: Kind, raw: str) ->
         parser.error(f"{source}: {exc}")
 
 
+def _read_file(parser: argparse.ArgumentParser, path: str) -> dict[str, Any]:
+    """The settings a TOML file gives; an unknown key or a wrong type is an error naming it."""
+    try:
+        with open(path, "rb") as file:
+            table = tomllib.load(file)
+    except OSError as exc:
+        parser.error(f"{path}: cannot read: {exc.strerror or exc}")
+    except tomllib.TOMLDecodeError as exc:
+        parser.error(f"{path}: not TOML: {exc}")
+    values: dict[str, Any] = {}
+    for key, value in table.items():
+        s = _BY_KEY.get(key)
+        if s is None:
+            dashed = key.replace("_", "-")
+            hint = f" (did you mean {dashed!r}?)" if dashed in _BY_KEY else ""
+            parser.error(f"{path}: unknown key {key!r}{hint}")
+        try:
+            values[s.field] = s.kind.from_file(value)
+        except argparse.ArgumentTypeError as exc:
+            parser.error(f"{path}: {key}: {exc}")
+    return values
+
+
 def _rule(ok: bool, message: str, *fields: str) -> None:
     if not ok:
         raise ConfigError(fields, message)
@@ -307,7 +348,10 @@ def _validate(c: Config) -> None:
     """The rules every source of a value obeys; the first broken one is raised."""
     for s in SETTINGS:
         _rule(getattr(c, s.field) != "", f"{s.flag} must not be empty", s.field)
-    _rule(0 <= c.port <= 65535, f"--port must be between 0 and 65535, not {c.port}", "port")
+    for name in ("port", "metrics_port"):
+        port = getattr(c, name)
+        flag = _BY_FIELD[name].flag
+        _rule(port is None or 0 <= port <= 65535, f"{flag} must be between 0 and 65535", name)
     _rule(
         MIN_MAX_FRAME <= c.max_frame < 2**32,
         f"--max-frame must be between {format_size(MIN_MAX_FRAME)} and 4GiB",
@@ -325,10 +369,11 @@ def _validate(c: Config) -> None:
         "max_ttl",
     )
     _rule(c.staging_ttl >= 3, "--staging-ttl must be at least 3 seconds", "staging_ttl")
-    _rule(c.grace >= 0, "--grace must be >= 0", "grace")
+    for name in ("grace", "shutdown_grace", "failover_wait"):
+        _rule(getattr(c, name) >= 0, f"{_BY_FIELD[name].flag} must be >= 0", name)
     for name in ("idle_timeout", "frame_timeout", "storage_timeout", "min_rate_window"):
         _rule(getattr(c, name) > 0, f"{_BY_FIELD[name].flag} must be > 0", name)
-    _rule(c.shutdown_grace >= 0, "--shutdown-grace must be >= 0", "shutdown_grace")
+    _rule(c.metrics_sample > 0, "--metrics-sample must be > 0", "metrics_sample")
     _rule(
         (c.tls_cert is None) == (c.tls_key is None),
         "--tls-cert and --tls-key go together",
@@ -348,13 +393,6 @@ def _validate(c: Config) -> None:
     for name in ("max_connections", "valkey_connections"):
         _rule(getattr(c, name) >= 1, f"{_BY_FIELD[name].flag} must be >= 1", name)
     _rule(1 <= c.workers <= 256, "--workers must be between 1 and 256", "workers")
-    _rule(
-        c.metrics_port is None or 0 <= c.metrics_port <= 65535,
-        "--metrics-port must be between 0 and 65535",
-        "metrics_port",
-    )
-    _rule(c.metrics_sample > 0, "--metrics-sample must be > 0", "metrics_sample")
-    _rule(c.failover_wait >= 0, "--failover-wait must be >= 0", "failover_wait")
     _rule(c.loop in LOOPS, f"--loop must be one of: {', '.join(LOOPS)}", "loop")
     _rule(
         c.log_level.lower() in LOG_LEVELS,

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
+import re
 import ssl
 from pathlib import Path
 from typing import Any
@@ -220,8 +222,8 @@ def test_unknown_flag_is_one_line(capsys: pytest.CaptureFixture[str]) -> None:
 
 #: (settings, what the one line says): each rule of _validate broken once.
 BROKEN = [
-    ({"port": "65536"}, "--port must be between 0 and 65535, not 65536"),
-    ({"port": "-1"}, "--port must be between 0 and 65535, not -1"),
+    ({"port": "65536"}, "--port must be between 0 and 65535"),
+    ({"port": "-1"}, "--port must be between 0 and 65535"),
     ({"max_frame": "65535"}, "--max-frame must be between 64KiB and 4GiB"),
     ({"max_frame": "4GiB"}, "--max-frame must be between 64KiB and 4GiB"),
     ({"chunk_size": "0"}, "--chunk-size must be between 1 byte and 512MiB"),
@@ -321,9 +323,9 @@ def test_help_names_every_flag_and_variable(capsys: pytest.CaptureFixture[str]) 
     assert "--chunk-size SIZE bytes per Valkey chunk (default 8MiB; env VALISE_CHUNK_SIZE)" in text
 
 
-def test_parser_has_one_flag_per_setting() -> None:
+def test_parser_has_one_flag_per_setting_and_config() -> None:
     flags = {o for a in build_parser()._actions for o in a.option_strings} - {"-h", "--help"}
-    assert flags == {s.flag for s in SETTINGS}
+    assert flags == {"--config", *(s.flag for s in SETTINGS)}
 
 
 def test_config_is_frozen_slotted_and_replaceable() -> None:
@@ -384,3 +386,155 @@ def test_tls_context(server_pem: tuple[Path, Path, Path]) -> None:
     assert mutual is not None
     assert mutual.verify_mode == ssl.CERT_REQUIRED
     assert len(mutual.get_ca_certs()) == 1
+
+
+# --config FILE: TOML, keys named like the flags.
+
+ROOT = Path(__file__).resolve().parents[3]
+
+
+def toml_value(s: Setting, text: str) -> str:
+    """A sample as TOML: sizes and text as strings, numbers bare, switches true."""
+    if s.kind is SWITCH:
+        return "true"
+    if s.kind in (INT, SECONDS):
+        return text
+    return json.dumps(text)
+
+
+def as_file(tmp_path: Path, fields: dict[str, str]) -> str:
+    lines = [f"{BY_FIELD[n].key} = {toml_value(BY_FIELD[n], t)}" for n, t in fields.items()]
+    return write(tmp_path, "\n".join(lines))
+
+
+def write(tmp_path: Path, text: str) -> str:
+    path = tmp_path / "valise.toml"
+    path.write_text(text + "\n")
+    return str(path)
+
+
+@pytest.mark.parametrize("s", SETTINGS, ids=setting_ids)
+def test_file_key(tmp_path: Path, s: Setting) -> None:
+    fields = with_companions(s.field)
+    assert parse_args(["--config", as_file(tmp_path, fields)], {}) == expected(fields)
+
+
+def test_file_named_by_variable(tmp_path: Path) -> None:
+    path = write(tmp_path, "port = 7171")
+    assert parse_args([], {"VALISE_CONFIG": path}).port == 7171
+
+
+def test_config_flag_beats_config_variable(tmp_path: Path) -> None:
+    path = write(tmp_path, "port = 7171")
+    other = tmp_path / "other.toml"
+    other.write_text("port = 7272\n")
+    assert parse_args(["--config", path], {"VALISE_CONFIG": str(other)}).port == 7171
+
+
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [
+        ("chunk-size = 4194304", 4 * MiB),
+        ('chunk-size = "4MiB"', 4 * MiB),
+        ('chunk-size = "4194304"', 4 * MiB),
+        ("idle-timeout = 5", 5.0),
+        ("idle-timeout = 0.25", 0.25),
+        ("log-keys = false", False),
+        ('log-level = "warning"', "warning"),
+    ],
+)
+def test_file_value_spellings(tmp_path: Path, text: str, value: object) -> None:
+    key = text.split(" =")[0]
+    config = parse_args(["--config", write(tmp_path, text)], {})
+    assert getattr(config, key.replace("-", "_")) == value
+
+
+def test_precedence_flag_then_variable_then_file_then_default(tmp_path: Path) -> None:
+    path = write(tmp_path, "port = 7171\nworkers = 2\nmax-ttl = 7200")
+    environ = {"VALISE_PORT": "7272", "VALISE_WORKERS": "3"}
+    config = parse_args(["--config", path, "--port", "7373"], environ)
+    assert (config.port, config.workers, config.max_ttl, config.grace) == (7373, 3, 7200, 60)
+
+
+def test_switch_precedence(tmp_path: Path) -> None:
+    path = write(tmp_path, "log-keys = true")
+    assert parse_args(["--config", path], {}).log_keys is True
+    assert parse_args(["--config", path], {"VALISE_LOG_KEYS": "no"}).log_keys is False
+    assert parse_args(["--config", path, "--log-keys"], {"VALISE_LOG_KEYS": "no"}).log_keys
+    off = write(tmp_path, "log-keys = false")
+    assert parse_args(["--config", off], {"VALISE_LOG_KEYS": "on"}).log_keys is True
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('chunk_size = "8MiB"', "unknown key 'chunk_size' (did you mean 'chunk-size'?)"),
+        ("prot = 7070", "unknown key 'prot'"),
+        ('config = "other.toml"', "unknown key 'config'"),
+        ("[server]\nport = 7070", "unknown key 'server'"),
+        ("--port = 7070", "unknown key '--port'"),
+        ("port 7070", "not TOML: "),
+        ("port = ", "not TOML: "),
+        ('port = "7070"', "port: expected an integer, not a string '7070'"),
+        ("port = true", "port: expected an integer, not a boolean"),
+        ("port = 7070.0", "port: expected an integer, not a float 7070.0"),
+        ("port = [7070]", "port: expected an integer, not an array"),
+        ("workers = 1979-05-27", "workers: expected an integer, not a date or time"),
+        ("chunk-size = 8.5", 'chunk-size: expected bytes (an integer) or a string like "8MiB"'),
+        ('chunk-size = "lots"', "chunk-size: not a size: 'lots'"),
+        ("chunk-size = -1", "chunk-size: not a size: '-1'"),
+        ('idle-timeout = "soon"', "idle-timeout: expected a number of seconds, not a string"),
+        ("idle-timeout = nan", "idle-timeout: not a finite number of seconds: 'nan'"),
+        ("idle-timeout = inf", "idle-timeout: not a finite number of seconds: 'inf'"),
+        ("idle-timeout = true", "idle-timeout: expected a number of seconds, not a boolean"),
+        ('log-keys = "yes"', "log-keys: expected true or false, not a string 'yes'"),
+        ("log-keys = 1", "log-keys: expected true or false, not an integer 1"),
+        ("host = 127", "host: expected a string, not an integer 127"),
+        ('host = ""', "host: empty"),
+        ("workers = 0", "workers: --workers must be between 1 and 256"),
+        ("max-ttl = 60", "max-ttl: --default-ttl (3600) must be between 1 and --max-ttl (60)"),
+        ("valkey-cluster = true", "valkey-cluster: --valkey-cluster needs --valkey-url"),
+    ],
+)
+def test_bad_file_is_one_line_naming_the_key(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, text: str, message: str
+) -> None:
+    path = write(tmp_path, text)
+    assert refused(capsys, ["--config", path]).startswith(f"{path}: {message}")
+
+
+def test_file_error_is_refused_even_under_a_flag(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    path = write(tmp_path, 'port = "7070"')
+    assert refused(capsys, ["--config", path, "--port", "7171"]).startswith(f"{path}: port: ")
+
+
+def test_unreadable_file(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    missing = str(tmp_path / "missing.toml")
+    assert (
+        refused(capsys, ["--config", missing])
+        == f"{missing}: cannot read: No such file or directory"
+    )
+    assert refused(capsys, [], {"VALISE_CONFIG": missing}).startswith(f"{missing}: cannot read")
+    assert refused(capsys, [], {"VALISE_CONFIG": ""}).startswith("VALISE_CONFIG: empty")
+    assert refused(capsys, ["--config", ""]).startswith("argument --config: empty")
+
+
+def deployment_example() -> str:
+    text = (ROOT / "docs" / "deployment.md").read_text()
+    section = text.split("## 6. Configuration file", 1)[1]
+    return section.split("```toml\n", 1)[1].split("```", 1)[0]
+
+
+def test_deployment_example_is_every_key_with_its_default(tmp_path: Path) -> None:
+    example = deployment_example()
+    assert parse_args(["--config", write(tmp_path, example)], {}) == Config()
+    keys = re.findall(r"^(?:# )?([a-z-]+) = ", example, flags=re.MULTILINE)
+    assert sorted(keys) == sorted(s.key for s in SETTINGS)
+    commented = re.findall(r"^# ([a-z-]+) = ", example, flags=re.MULTILINE)
+    assert {BY_FIELD[k.replace("-", "_")].default for k in commented} == {None}
+    # Uncommented, the examples are valid values of their keys.
+    every = re.sub(r"^# ([a-z-]+ = )", r"\1", example, flags=re.MULTILINE)
+    config = parse_args(["--config", write(tmp_path, every)], {})
+    assert all(getattr(config, k.replace("-", "_")) is not None for k in commented)
