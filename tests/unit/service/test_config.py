@@ -538,3 +538,43 @@ def test_deployment_example_is_every_key_with_its_default(tmp_path: Path) -> Non
     every = re.sub(r"^# ([a-z-]+ = )", r"\1", example, flags=re.MULTILINE)
     config = parse_args(["--config", write(tmp_path, every)], {})
     assert all(getattr(config, k.replace("-", "_")) is not None for k in commented)
+
+
+# README's flag table: the flags and defaults users read are the parser's.
+
+
+def readme_rows() -> list[tuple[list[str], str]]:
+    """(flags, default cell) of each ``| `--flag` ... |`` row of README's table."""
+    rows = []
+    for line in (ROOT / "README.md").read_text().splitlines():
+        if line.startswith("| `--"):
+            cells = [c.strip() for c in re.split(r"(?<!\\)\|", line)[1:-1]]
+            rows.append((re.findall(r"`(--[a-z-]+)`", cells[0]), cells[1]))
+    return rows
+
+
+def readme_default(flag: str, shown: str) -> object:
+    """What a default cell means: ``(...)`` is no value, a switch is off/on."""
+    if shown.startswith("("):
+        return None
+    s = BY_FIELD[flag.removeprefix("--").replace("-", "_")]
+    if s.kind is SWITCH:
+        return {"off": False, "on": True}[shown]
+    return s.kind.parse(shown)
+
+
+def test_readme_flag_table_matches_the_parser() -> None:
+    shown: dict[str, object] = {}
+    for flags, cell in readme_rows():
+        # `--a` / `--b` | 1 / 2: one default each; a single cell is the default of both.
+        parts = cell.split(" / ") if len(flags) > 1 else [cell]
+        parts = parts * len(flags) if len(parts) == 1 else parts
+        assert len(parts) == len(flags), f"{flags}: one default per flag, not {cell!r}"
+        for flag, part in zip(flags, parts, strict=True):
+            assert flag not in shown, f"{flag} twice in README"
+            shown[flag] = None if flag == "--config" else readme_default(flag, part)
+    parser = {o for a in build_parser()._actions for o in a.option_strings} - {"-h", "--help"}
+    assert set(shown) == parser
+    defaults = parse_args([], {})
+    actual = {s.flag: getattr(defaults, s.field) for s in SETTINGS} | {"--config": None}
+    assert shown == actual
