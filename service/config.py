@@ -4,9 +4,9 @@
 Each field carries its default, its help and its :class:`Kind` (how text or a
 TOML value becomes a value), so the parser, the environment, the file and the
 defaults cannot disagree. A value goes through the same parser and the same
-checks whatever its source: a
-bad one is a single line naming where it came from and exit code 2, never a
-traceback and never a silent guess (with PHI, ``VALISE_LOG_KEYS=no`` must mean no).
+checks whatever its source: a bad one is a single line naming where it came
+from and exit code 2, never a traceback and never a silent guess (with PHI,
+``VALISE_LOG_KEYS=no`` must mean no).
 """
 
 from __future__ import annotations
