@@ -30,7 +30,7 @@ from service.metrics import Exporter, Metrics
 from service.state import LINGER_TOTAL, READ_SIZE, Served, ServerState
 from storage.embedded import EmbeddedValkey
 from storage.errors import MisconfiguredValkey, StorageError
-from storage.store import StorageConfig, Store
+from storage.store import Store
 
 log = logging.getLogger("valise")
 
@@ -71,7 +71,7 @@ class Server:
             self.config.port,
             limit=2 * READ_SIZE,
             backlog=listen_backlog(self.config.max_connections),
-            ssl=tls_context(self.config),
+            ssl=self.config.tls_context(),
             ssl_handshake_timeout=self.config.idle_timeout if self.config.tls_cert else None,
             # --workers: every worker listens on the same port; the kernel spreads connections.
             reuse_port=self.config.workers > 1,
@@ -140,34 +140,6 @@ class Server:
             await self.exporter.close()
 
 
-def tls_context(config: Config) -> ssl.SSLContext | None:
-    """TLS 1.2+ for the listener; with --tls-client-ca, client certificates required."""
-    if config.tls_cert is None:
-        return None
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
-    context.load_cert_chain(config.tls_cert, config.tls_key)
-    if config.tls_client_ca is not None:
-        context.load_verify_locations(config.tls_client_ca)
-        context.verify_mode = ssl.CERT_REQUIRED
-    return context
-
-
-def storage_config(config: Config, url: str) -> StorageConfig:
-    return StorageConfig(
-        url=url,
-        chunk_size=config.chunk_size,
-        staging_ttl=config.staging_ttl,
-        grace=config.grace,
-        timeout=config.storage_timeout,
-        max_connections=config.valkey_connections,
-        allow_persistence=config.allow_persistence,
-        tls_ca=config.valkey_tls_ca,
-        cluster=config.valkey_cluster,
-        failover_wait=config.failover_wait,
-    )
-
-
 def listen_backlog(max_connections: int) -> int:
     """Room for a burst of connects: --max-connections, up to the kernel's somaxconn.
 
@@ -193,7 +165,7 @@ async def serve(
     tokens: Tokens | None,
     ready: Callable[[str, int], None] = announce,
 ) -> None:
-    store = Store(storage_config(config, url))
+    store = Store(config.storage_config(url))
     try:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
@@ -257,9 +229,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if config.workers == 1:
             return run(serve(config, url, tokens), config.loop)
-        supervisor = workers.Supervisor(
-            config, storage_config(config, url), functools.partial(work, url, tokens), announce
-        )
+        supervisor = workers.Supervisor(config, url, functools.partial(work, url, tokens), announce)
         return run(supervisor.run())
     finally:
         # Only after every worker has exited: they finish their transfers first.

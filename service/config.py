@@ -1,15 +1,30 @@
-"""Server settings: command-line flags, each also read from ``VALISE_<NAME>``."""
+"""Server settings: one table, the fields of :class:`Config`, read from flags,
+``VALISE_<NAME>`` variables and a TOML file (``--config``), in that order.
+
+Each field carries its default, its help and its :class:`Kind` (how text or a
+TOML value becomes a value), so the parser, the environment, the file and the
+defaults cannot disagree. A value goes through the same parser and the same
+checks whatever its source: a bad one is a single line naming where it came
+from and exit code 2, never a traceback and never a silent guess (with PHI,
+``VALISE_LOG_KEYS=no`` must mean no).
+"""
 
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import re
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import Any
+import ssl
+import tomllib
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, fields
+from typing import Any, NoReturn
 
 from protocol.frames import DEFAULT_MAX_FRAME, MIN_MAX_FRAME
+from storage.store import StorageConfig
+
+PROG = "server.py"
 
 _UNITS = {"": 1, "b": 1, "k": 1024, "kib": 1024, "m": 1024**2, "mib": 1024**2, "g": 1024**3}
 _UNITS |= {"gib": 1024**3, "t": 1024**4, "tib": 1024**4}
@@ -25,140 +40,362 @@ def parse_size(text: str) -> int:
     return int(match.group(1)) * _UNITS[unit]
 
 
+def format_size(size: int) -> str:
+    """The shortest spelling :func:`parse_size` reads back: ``8MiB``, ``1536``."""
+    for unit in ("TiB", "GiB", "MiB", "KiB"):
+        scale = _UNITS[unit.lower()]
+        if size and size % scale == 0:
+            return f"{size // scale}{unit}"
+    return str(size)
+
+
+#: What a switch's environment twin may say, in any case; anything else is refused.
+SWITCH_WORDS = {"1": True, "true": True, "yes": True, "on": True}
+SWITCH_WORDS |= {"0": False, "false": False, "no": False, "off": False}
+
+
+def parse_switch(text: str) -> bool:
+    """``VALISE_LOG_KEYS=no`` must mean no: a word we do not know is an error, not "on"."""
+    try:
+        return SWITCH_WORDS[text.lower()]
+    except KeyError:
+        raise argparse.ArgumentTypeError(
+            f"not a switch: {text!r} (use 1/0, true/false, yes/no or on/off)"
+        ) from None
+
+
+def parse_int(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+
+
+def parse_seconds(text: str) -> float:
+    """Seconds; ``nan`` and ``inf`` are refused (``nan`` passes every ``> 0`` check)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"not a finite number of seconds: {text!r}")
+    return value
+
+
+def parse_text(text: str) -> str:
+    """Empty is refused: ``VALISE_HOST=`` would listen on every interface."""
+    if not text:
+        raise argparse.ArgumentTypeError("empty (unset the variable to get the default)")
+    return text
+
+
+_TOML_TYPES = {str: "a string", int: "an integer", float: "a float", bool: "a boolean"}
+_TOML_TYPES |= {dict: "a table", list: "an array"}
+
+
+@dataclass(frozen=True, slots=True)
+class Kind:
+    """How one sort of setting is read from text (a flag, a variable) or from TOML."""
+
+    metavar: str | None
+    parse: Callable[[str], Any]
+    #: The TOML types a file may use, and how to say so when it uses another.
+    file_types: tuple[type, ...]
+    expects: str
+
+    def from_file(self, value: object) -> Any:
+        """A TOML value of an accepted type, then the text parser: the same rules as a flag."""
+        # bool is an int to isinstance, but `port = true` is not a port.
+        if isinstance(value, self.file_types) and (
+            not isinstance(value, bool) or bool in self.file_types
+        ):
+            return self.parse(str(value).lower() if isinstance(value, bool) else str(value))
+        got = _TOML_TYPES.get(type(value), "a date or time")
+        shown = f" {value!r}" if isinstance(value, str | int | float) else ""
+        raise argparse.ArgumentTypeError(f"expected {self.expects}, not {got}{shown}")
+
+
+SIZE = Kind("SIZE", parse_size, (int, str), 'bytes (an integer) or a string like "8MiB"')
+INT = Kind("N", parse_int, (int,), "an integer")
+SECONDS = Kind("SECONDS", parse_seconds, (int, float), "a number of seconds")
+TEXT = Kind(None, parse_text, (str,), "a string")
+SWITCH = Kind(None, parse_switch, (bool,), "true or false")
+
+
+def _setting(kind: Kind, default: Any, help: str) -> Any:
+    return field(default=default, metadata={"kind": kind, "help": help})
+
+
 #: --loop choices: the standard library's, or libuv's through uvloop.
 LOOPS = ("asyncio", "uvloop")
+
+#: --log-level choices (any case).
+LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
 @dataclass(frozen=True, slots=True)
 class Config:
-    host: str
-    port: int
-    valkey_url: str | None
-    valkey_maxmemory: int | None
-    chunk_size: int
-    max_frame: int
-    max_file_size: int
-    default_ttl: int
-    max_ttl: int
-    staging_ttl: int
-    grace: int
-    idle_timeout: float
-    frame_timeout: float
-    min_rate: int
-    min_rate_window: float
-    storage_timeout: float
-    valkey_connections: int
-    max_connections: int
-    shutdown_grace: float
-    allow_persistence: bool
-    tokens: str | None
-    tls_cert: str | None
-    tls_key: str | None
-    tls_client_ca: str | None
-    valkey_tls_ca: str | None
-    valkey_cluster: bool
-    log_keys: bool
-    log_level: str
-    workers: int
-    metrics_port: int | None
-    metrics_host: str
-    metrics_sample: float
-    failover_wait: float
-    loop: str
+    """Every setting with its default: ``Config()`` is the server as shipped.
+
+    A field is a flag (``chunk_size`` is ``--chunk-size``), a variable
+    (``VALISE_CHUNK_SIZE``) and a file key (``chunk-size``, the flag's name).
+    Instances are not checked: :func:`parse_args` is.
+    """
+
+    host: str = _setting(TEXT, "127.0.0.1", "address to listen on")
+    port: int = _setting(INT, 7070, "TCP port; 0 picks a free one")
+    valkey_url: str | None = _setting(TEXT, None, "Valkey to use; default: start a private one")
+    valkey_cluster: bool = _setting(SWITCH, False, "--valkey-url is a node of a Valkey Cluster")
+    valkey_maxmemory: int | None = _setting(SIZE, None, "private Valkey's cap (default: RAM/2)")
+    allow_persistence: bool = _setting(SWITCH, False, "accept a Valkey with RDB/AOF on")
+    chunk_size: int = _setting(SIZE, 8 * 1024**2, "bytes per Valkey chunk")
+    max_frame: int = _setting(SIZE, DEFAULT_MAX_FRAME, "largest DATA payload")
+    max_file_size: int = _setting(SIZE, 64 * 1024**3, "largest file")
+    default_ttl: int = _setting(INT, 3600, "seconds a file lives when PUT gives no ttl")
+    max_ttl: int = _setting(INT, 86400, "largest ttl a PUT may ask for")
+    staging_ttl: int = _setting(INT, 120, "seconds an abandoned upload's chunks survive")
+    grace: int = _setting(INT, 60, "seconds a replaced or deleted version stays readable")
+    idle_timeout: float = _setting(SECONDS, 60.0, "seconds a connection may wait silent")
+    frame_timeout: float = _setting(SECONDS, 30.0, "seconds a started frame may take to arrive")
+    min_rate: int = _setting(SIZE, 1024, "slowest upload accepted, bytes/s (0: off)")
+    min_rate_window: float = _setting(SECONDS, 30.0, "seconds the upload rate is averaged over")
+    storage_timeout: float = _setting(SECONDS, 30.0, "seconds to wait for Valkey")
+    valkey_connections: int = _setting(INT, 64, "Valkey connection pool size")
+    max_connections: int = _setting(INT, 1024, "client connections served at once")
+    shutdown_grace: float = _setting(SECONDS, 30.0, "seconds transfers may finish after SIGTERM")
+    tokens: str | None = _setting(TEXT, None, "tokens file: '<token> <namespace> <rw|ro>' per line")
+    tls_cert: str | None = _setting(TEXT, None, "PEM certificate chain: listen with TLS 1.2+")
+    tls_key: str | None = _setting(TEXT, None, "PEM private key for --tls-cert")
+    tls_client_ca: str | None = _setting(TEXT, None, "require client certs signed by this CA")
+    valkey_tls_ca: str | None = _setting(TEXT, None, "CA for a valkeys:// Valkey URL")
+    log_keys: bool = _setting(SWITCH, False, "log key names in clear (they can be PHI)")
+    log_level: str = _setting(TEXT, "info", "debug, info, warning or error")
+    workers: int = _setting(INT, 1, "processes on the port (SO_REUSEPORT); limits are per worker")
+    metrics_port: int | None = _setting(INT, None, "serve Prometheus /metrics and /healthz here")
+    metrics_host: str = _setting(TEXT, "127.0.0.1", "address for --metrics-port")
+    metrics_sample: float = _setting(SECONDS, 60.0, "seconds between samples of stored bytes")
+    failover_wait: float = _setting(SECONDS, 10.0, "cluster: seconds I/O rides out a failover")
+    loop: str = _setting(TEXT, "asyncio", "event loop: asyncio or uvloop (faster small requests)")
+
+    def tls_context(self) -> ssl.SSLContext | None:
+        """TLS 1.2+ for the listener; with --tls-client-ca, client certificates required."""
+        if self.tls_cert is None:
+            return None
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        context.load_cert_chain(self.tls_cert, self.tls_key)
+        if self.tls_client_ca is not None:
+            context.load_verify_locations(self.tls_client_ca)
+            context.verify_mode = ssl.CERT_REQUIRED
+        return context
+
+    def storage_config(self, url: str) -> StorageConfig:
+        """What storage/ needs of these settings, for the Valkey at ``url``."""
+        return StorageConfig(
+            url=url,
+            chunk_size=self.chunk_size,
+            staging_ttl=self.staging_ttl,
+            grace=self.grace,
+            timeout=self.storage_timeout,
+            max_connections=self.valkey_connections,
+            allow_persistence=self.allow_persistence,
+            tls_ca=self.valkey_tls_ca,
+            cluster=self.valkey_cluster,
+            failover_wait=self.failover_wait,
+        )
 
 
-def _flag(
-    parser: argparse.ArgumentParser,
-    name: str,
-    kind: Callable[[str], Any],
-    default: Any,
-    help: str,
-) -> None:
-    env = "VALISE_" + name.upper().replace("-", "_")
-    raw = os.environ.get(env)
-    value = kind(raw) if raw is not None else default
-    parser.add_argument(f"--{name}", type=kind, default=value, help=f"{help} (env {env})")
+@dataclass(frozen=True, slots=True)
+class Setting:
+    """One row of the table: a field of :class:`Config` and its three names."""
+
+    field: str
+    kind: Kind
+    default: Any
+    help: str
+
+    @property
+    def key(self) -> str:
+        return self.field.replace("_", "-")
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.key
+
+    @property
+    def env(self) -> str:
+        return "VALISE_" + self.field.upper()
 
 
-def _switch(parser: argparse.ArgumentParser, name: str, help: str) -> None:
-    """An on/off flag; VALISE_<NAME> set to anything but '', 0 or false turns it on."""
-    env = "VALISE_" + name.upper().replace("-", "_")
-    on = os.environ.get(env, "").lower() not in ("", "0", "false")
-    parser.add_argument(f"--{name}", action="store_true", default=on, help=f"{help} (env {env})")
+SETTINGS = tuple(
+    Setting(f.name, f.metadata["kind"], f.default, f.metadata["help"]) for f in fields(Config)
+)
+_BY_FIELD = {s.field: s for s in SETTINGS}
+_BY_KEY = {s.key: s for s in SETTINGS}
 
 
-def parse_args(argv: Sequence[str] | None = None) -> Config:
-    p = argparse.ArgumentParser(prog="server.py", description="Valise file server")
-    _flag(p, "host", str, "127.0.0.1", "address to listen on")
-    _flag(p, "port", int, 7070, "TCP port; 0 picks a free one")
-    _flag(p, "valkey-url", str, None, "Valkey to use; default: start a private one")
-    _flag(p, "valkey-maxmemory", parse_size, None, "private Valkey's maxmemory (default: RAM/2)")
-    _flag(p, "chunk-size", parse_size, 8 * 1024**2, "bytes per Valkey chunk")
-    _flag(p, "max-frame", parse_size, DEFAULT_MAX_FRAME, "largest DATA payload")
-    _flag(p, "max-file-size", parse_size, 64 * 1024**3, "largest file")
-    _flag(p, "default-ttl", int, 3600, "seconds a file lives when PUT gives no ttl")
-    _flag(p, "max-ttl", int, 86400, "largest ttl a PUT may ask for")
-    _flag(p, "staging-ttl", int, 120, "seconds an abandoned upload's chunks survive")
-    _flag(p, "grace", int, 60, "seconds a replaced or deleted version stays readable")
-    _flag(p, "idle-timeout", float, 60.0, "seconds a connection may wait silent")
-    _flag(p, "frame-timeout", float, 30.0, "seconds a started frame may take to arrive")
-    _flag(p, "min-rate", parse_size, 1024, "slowest upload accepted, bytes/s (0: off)")
-    _flag(p, "min-rate-window", float, 30.0, "seconds of waiting the upload rate is averaged over")
-    _flag(p, "storage-timeout", float, 30.0, "seconds to wait for Valkey")
-    _flag(p, "valkey-connections", int, 64, "Valkey connection pool size")
-    _flag(p, "max-connections", int, 1024, "client connections served at once")
-    _flag(p, "shutdown-grace", float, 30.0, "seconds transfers may finish after SIGTERM")
-    _flag(p, "tokens", str, None, "tokens file: '<token> <namespace> <rw|ro>' per line")
-    _flag(p, "tls-cert", str, None, "PEM certificate chain: listen with TLS 1.2+")
-    _flag(p, "tls-key", str, None, "PEM private key for --tls-cert")
-    _flag(p, "tls-client-ca", str, None, "require client certificates signed by this CA")
-    _flag(p, "valkey-tls-ca", str, None, "CA for a valkeys:// Valkey URL")
-    _flag(p, "log-level", str, "info", "debug, info, warning or error")
-    _flag(p, "workers", int, 1, "processes serving the port (SO_REUSEPORT); limits are per worker")
-    _flag(
-        p, "metrics-port", int, None, "serve Prometheus /metrics and /healthz here (default: off)"
+class ConfigError(ValueError):
+    """A value breaks a rule; ``fields`` are the settings the rule is about."""
+
+    def __init__(self, fields: tuple[str, ...], message: str) -> None:
+        super().__init__(message)
+        self.fields = fields
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        """One line and exit code 2: the usage block would bury the line that matters."""
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Flags from :data:`SETTINGS`; a flag not given is absent from the namespace."""
+    parser = _Parser(
+        prog=PROG,
+        description="Valise file server",
+        argument_default=argparse.SUPPRESS,
     )
-    _flag(p, "metrics-host", str, "127.0.0.1", "address for --metrics-port")
-    _flag(p, "metrics-sample", float, 60.0, "seconds between samples of files/bytes per namespace")
-    _flag(
-        p, "failover-wait", float, 10.0, "cluster: seconds a chunk read/write rides out a failover"
+    parser.add_argument(
+        "--config",
+        type=parse_text,
+        metavar="FILE",
+        help='TOML file of settings named like the flags: chunk-size = "8MiB" (env VALISE_CONFIG)',
     )
-    _flag(p, "loop", str, "asyncio", "event loop: asyncio or uvloop (faster small requests)")
-    _switch(p, "valkey-cluster", "--valkey-url is a Valkey Cluster node (valkey-py ValkeyCluster)")
-    _switch(p, "allow-persistence", "accept a Valkey with RDB/AOF on")
-    _switch(p, "log-keys", "log key names in clear (they can be PHI; default: a keyed hash)")
-    ns = p.parse_args(argv)
-    config = Config(**{k: v for k, v in vars(ns).items()})
-    _validate(p, config)
+    for s in SETTINGS:
+        shown = "" if s.default is None or s.kind is SWITCH else f"default {_show(s)}; "
+        help = f"{s.help} ({shown}env {s.env})".replace("%", "%%")
+        if s.kind is SWITCH:
+            parser.add_argument(s.flag, action="store_true", help=help)
+        else:
+            parser.add_argument(s.flag, type=s.kind.parse, metavar=s.kind.metavar, help=help)
+    return parser
+
+
+def _show(s: Setting) -> str:
+    return format_size(s.default) if s.kind is SIZE else str(s.default)
+
+
+def parse_args(
+    argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None
+) -> Config:
+    """Each setting from its flag, else its variable, else the file, else its default."""
+    environ = os.environ if environ is None else environ
+    parser = build_parser()
+    flags = vars(parser.parse_args(argv))
+    values: dict[str, Any] = {}
+    sources: dict[str, str] = {}
+    path = flags.pop("config", None)
+    raw_path = environ.get("VALISE_CONFIG")
+    if raw_path is not None:
+        checked = _read(parser, "VALISE_CONFIG", TEXT, raw_path)
+        path = checked if path is None else path
+    if path is not None:
+        values = _read_file(parser, path)
+        sources = {name: f"{path}: {_BY_FIELD[name].key}" for name in values}
+    for s in SETTINGS:
+        raw = environ.get(s.env)
+        if raw is not None:  # checked even when a flag overrides it: it is still wrong
+            values[s.field] = _read(parser, s.env, s.kind, raw)
+            sources[s.field] = s.env
+    values |= flags
+    sources |= {name: "" for name in flags}  # a flag names itself in the message
+    config = Config(**values)
+    try:
+        _validate(config)
+    except ConfigError as exc:
+        # Name the variable or the file key that brought the bad value, if one did.
+        where = [sources[f] + ": " for f in exc.fields if sources.get(f)]
+        parser.error(f"{where[0] if where else ''}{exc}")
     return config
 
 
-def _validate(p: argparse.ArgumentParser, c: Config) -> None:
-    if c.max_frame < MIN_MAX_FRAME or c.max_frame >= 2**32:
-        p.error(f"--max-frame must be between {MIN_MAX_FRAME} and 4 GiB")
-    if not 1 <= c.chunk_size <= 512 * 1024**2:
-        p.error("--chunk-size must be between 1 byte and 512 MiB (Valkey's value limit)")
-    if not 1 <= c.default_ttl <= c.max_ttl:
-        p.error("--default-ttl must be between 1 and --max-ttl")
-    if c.staging_ttl < 3 or c.grace < 0 or c.idle_timeout <= 0 or c.storage_timeout <= 0:
-        p.error("--staging-ttl must be >= 3 s, --grace >= 0, timeouts > 0")
-    if c.frame_timeout <= 0 or c.min_rate_window <= 0:
-        p.error("--frame-timeout and --min-rate-window must be > 0")
-    if (c.tls_cert is None) != (c.tls_key is None):
-        p.error("--tls-cert and --tls-key go together")
-    if c.tls_client_ca is not None and c.tls_cert is None:
-        p.error("--tls-client-ca needs --tls-cert and --tls-key")
-    if c.valkey_cluster and c.valkey_url is None:
-        p.error("--valkey-cluster needs --valkey-url (a node of the cluster)")
-    if c.max_connections < 1 or c.valkey_connections < 1:
-        p.error("--max-connections and --valkey-connections must be >= 1")
-    if not 1 <= c.workers <= 256:
-        p.error("--workers must be between 1 and 256")
-    if c.metrics_port is not None and not 0 <= c.metrics_port <= 65535:
-        p.error("--metrics-port must be between 0 and 65535")
-    if c.failover_wait < 0:
-        p.error("--failover-wait must be >= 0")
-    if c.metrics_sample <= 0:
-        p.error("--metrics-sample must be > 0")
-    if c.loop not in LOOPS:
-        p.error(f"--loop must be one of: {', '.join(LOOPS)}")
+def _read(parser: argparse.ArgumentParser, source: str, kind: Kind, raw: str) -> Any:
+    try:
+        return kind.parse(raw)
+    except argparse.ArgumentTypeError as exc:
+        parser.error(f"{source}: {exc}")
+
+
+def _read_file(parser: argparse.ArgumentParser, path: str) -> dict[str, Any]:
+    """The settings a TOML file gives; an unknown key or a wrong type is an error naming it."""
+    try:
+        with open(path, "rb") as file:
+            table = tomllib.load(file)
+    except OSError as exc:
+        parser.error(f"{path}: cannot read: {exc.strerror or exc}")
+    except tomllib.TOMLDecodeError as exc:
+        parser.error(f"{path}: not TOML: {exc}")
+    values: dict[str, Any] = {}
+    for key, value in table.items():
+        s = _BY_KEY.get(key)
+        if s is None:
+            dashed = key.replace("_", "-")
+            hint = f" (did you mean {dashed!r}?)" if dashed in _BY_KEY else ""
+            parser.error(f"{path}: unknown key {key!r}{hint}")
+        try:
+            values[s.field] = s.kind.from_file(value)
+        except argparse.ArgumentTypeError as exc:
+            parser.error(f"{path}: {key}: {exc}")
+    return values
+
+
+def _rule(ok: bool, message: str, *fields: str) -> None:
+    if not ok:
+        raise ConfigError(fields, message)
+
+
+def _validate(c: Config) -> None:
+    """The rules every source of a value obeys; the first broken one is raised."""
+    for s in SETTINGS:
+        _rule(getattr(c, s.field) != "", f"{s.flag} must not be empty", s.field)
+    for name in ("port", "metrics_port"):
+        port = getattr(c, name)
+        flag = _BY_FIELD[name].flag
+        _rule(port is None or 0 <= port <= 65535, f"{flag} must be between 0 and 65535", name)
+    _rule(
+        MIN_MAX_FRAME <= c.max_frame < 2**32,
+        f"--max-frame must be between {format_size(MIN_MAX_FRAME)} and 4GiB",
+        "max_frame",
+    )
+    _rule(
+        1 <= c.chunk_size <= 512 * 1024**2,
+        "--chunk-size must be between 1 byte and 512MiB (Valkey's value limit)",
+        "chunk_size",
+    )
+    _rule(
+        1 <= c.default_ttl <= c.max_ttl,
+        f"--default-ttl ({c.default_ttl}) must be between 1 and --max-ttl ({c.max_ttl})",
+        "default_ttl",
+        "max_ttl",
+    )
+    _rule(c.staging_ttl >= 3, "--staging-ttl must be at least 3 seconds", "staging_ttl")
+    for name in ("grace", "shutdown_grace", "failover_wait"):
+        _rule(getattr(c, name) >= 0, f"{_BY_FIELD[name].flag} must be >= 0", name)
+    for name in ("idle_timeout", "frame_timeout", "storage_timeout", "min_rate_window"):
+        _rule(getattr(c, name) > 0, f"{_BY_FIELD[name].flag} must be > 0", name)
+    _rule(c.metrics_sample > 0, "--metrics-sample must be > 0", "metrics_sample")
+    _rule(
+        (c.tls_cert is None) == (c.tls_key is None),
+        "--tls-cert and --tls-key go together",
+        "tls_cert",
+        "tls_key",
+    )
+    _rule(
+        c.tls_client_ca is None or c.tls_cert is not None,
+        "--tls-client-ca needs --tls-cert and --tls-key",
+        "tls_client_ca",
+    )
+    _rule(
+        not c.valkey_cluster or c.valkey_url is not None,
+        "--valkey-cluster needs --valkey-url (a node of the cluster)",
+        "valkey_cluster",
+    )
+    for name in ("max_connections", "valkey_connections"):
+        _rule(getattr(c, name) >= 1, f"{_BY_FIELD[name].flag} must be >= 1", name)
+    _rule(1 <= c.workers <= 256, "--workers must be between 1 and 256", "workers")
+    _rule(c.loop in LOOPS, f"--loop must be one of: {', '.join(LOOPS)}", "loop")
+    _rule(
+        c.log_level.lower() in LOG_LEVELS,
+        f"--log-level must be one of: {', '.join(LOG_LEVELS)}",
+        "log_level",
+    )

@@ -107,11 +107,9 @@ def _describe(code: int) -> str:
 
 
 class Supervisor:
-    def __init__(
-        self, config: Config, storage: StorageConfig, work: Work, announce: Announce
-    ) -> None:
+    def __init__(self, config: Config, url: str, work: Work, announce: Announce) -> None:
         self.config = config
-        self.storage = storage
+        self.storage = config.storage_config(url)
         self.work = work
         self.announce = announce
         self.workers: dict[int, Worker] = {}

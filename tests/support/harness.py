@@ -15,9 +15,9 @@ from typing import Any
 
 import valkey
 
-from server import Server, storage_config
+from server import Server
 from service.auth import Tokens
-from service.config import Config, parse_args
+from service.config import Config
 from storage.store import Store
 from tests.support.wire import WireClient
 
@@ -54,9 +54,8 @@ def sync_valkey(url: str) -> Any:
 
 
 def make_config(**overrides: Any) -> Config:
-    base = parse_args(
-        ["--port", "0", "--chunk-size", str(CHUNK), "--max-frame", "64KiB", "--shutdown-grace", "1"]
-    )
+    """The tests' server: the defaults, small chunks and frames, a free port."""
+    base = Config(port=0, chunk_size=CHUNK, max_frame=64 * 1024, shutdown_grace=1)
     return dataclasses.replace(base, **{"valkey_cluster": CLUSTER, **overrides})
 
 
@@ -73,7 +72,7 @@ class Running:
 
 
 async def start_server(url: str, config: Config, tokens: Tokens | None = None) -> Running:
-    store = Store(storage_config(config, url))
+    store = Store(config.storage_config(url))
     await store.check_server()
     server = Server(config, store, tokens)
     host, port = await server.start()
