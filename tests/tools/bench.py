@@ -50,7 +50,7 @@ from valkey.asyncio.retry import Retry
 from valkey.backoff import NoBackoff
 
 from protocol.frames import HEADER, FrameType
-from service.config import parse_size
+from service.kinds import parse_size
 from storage.embedded import EmbeddedValkey, default_maxmemory, die_with_parent
 from storage.store import READ_SIZE
 from tests.support.cluster import LocalCluster

@@ -13,19 +13,8 @@ from typing import Any
 import pytest
 import trustme
 
-from service.config import (
-    INT,
-    SECONDS,
-    SETTINGS,
-    SIZE,
-    SWITCH,
-    TEXT,
-    Config,
-    Kind,
-    Setting,
-    build_parser,
-    parse_args,
-)
+from service.config import SETTINGS, Config, Setting, build_parser, parse_args
+from service.kinds import INT, SECONDS, SIZE, SWITCH, TEXT, Kind
 from storage.store import StorageConfig
 
 GiB = 1024**3
