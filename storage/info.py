@@ -17,7 +17,8 @@ class FileInfo:
     chunks: int
     created_at: float
     expires_at: float
-    #: The stored version's id: names its chunks. Never sent to clients.
+    #: The stored version's id: names its chunks, and is the ``version`` clients
+    #: see (docs/protocol.md section 6.2): random, new at every upload.
     vid: str
 
     def wire(self) -> dict[str, Any]:
@@ -31,13 +32,14 @@ class FileInfo:
             "chunks": self.chunks,
             "created_at": self.created_at,
             "expires_at": self.expires_at,
+            "version": self.vid,
         }
 
     def dumps(self) -> str:
         # Not dataclasses.asdict: it deep-copies, a tenth of a small PUT+GET's CPU.
-        return json.dumps(
-            {**self.wire(), "vid": self.vid}, separators=(",", ":"), ensure_ascii=False
-        )
+        stored = self.wire()
+        stored["vid"] = stored.pop("version")
+        return json.dumps(stored, separators=(",", ":"), ensure_ascii=False)
 
     @classmethod
     def loads(cls, raw: bytes | str) -> FileInfo:
