@@ -25,6 +25,7 @@ from service.allocator import keep_chunks_on_heap
 from service.auth import TokenFileError, Tokens
 from service.config import Config, parse_args
 from service.connection import Connection, fatal
+from service.listener import Certificates, Listener, Peer
 from service.looplag import LoopLag
 from service.metrics import Exporter, Metrics
 from service.state import LINGER_TOTAL, READ_SIZE, Served, ServerState
@@ -54,7 +55,15 @@ class Server:
         self.loop_lag = LoopLag(self.metrics.registry)
         #: /metrics and /healthz when --metrics-port is set (a worker's parent serves them).
         self.exporter: Exporter | None = None
-        self._listener: asyncio.Server | None = None
+        #: The listener's certificate, reloaded by SIGHUP.
+        self.certificates = Certificates(config) if config.tls_cert else None
+        self._listener = Listener(
+            config,
+            self._accept,
+            certificates=self.certificates,
+            backlog=listen_backlog(config.max_connections),
+            limit=2 * READ_SIZE,
+        )
 
     @property
     def closing(self) -> bool:
@@ -65,20 +74,9 @@ class Server:
         return self.state.connections
 
     async def start(self) -> tuple[str, int]:
-        self._listener = await asyncio.start_server(
-            self._accept,
-            self.config.host,
-            self.config.port,
-            limit=2 * READ_SIZE,
-            backlog=listen_backlog(self.config.max_connections),
-            ssl=self.config.tls_context(),
-            ssl_handshake_timeout=self.config.idle_timeout if self.config.tls_cert else None,
-            # --workers: every worker listens on the same port; the kernel spreads connections.
-            reuse_port=self.config.workers > 1,
-        )
+        host, port = await self._listener.start(self.config.host, self.config.port)
         self.metrics.observe_storage()
         self.loop_lag.start()
-        host, port = self._listener.sockets[0].getsockname()[:2]
         if self.config.metrics_port is not None:
             self.exporter = Exporter(
                 self.metrics.registry,
@@ -89,8 +87,10 @@ class Server:
             await self.exporter.start(self.config.metrics_host, self.config.metrics_port)
         return host, port
 
-    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        connection = Connection(self.state, reader, writer)
+    async def _accept(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, peer: Peer
+    ) -> None:
+        connection = Connection(self.state, reader, writer, peer)
         refuse = None
         if len(self.connections) >= self.config.max_connections:
             refuse = fatal(ErrorCode.BUSY, "too many connections; try again later")
@@ -108,8 +108,14 @@ class Server:
         finally:
             self.connections.pop(task, None)
 
-    def reload_tokens(self) -> None:
-        """SIGHUP: read the tokens file again; keep the old tokens if it is malformed."""
+    def reload(self) -> None:
+        """SIGHUP: read the tokens file and the TLS certificate again.
+
+        A file that is malformed or unreadable keeps the old one (and the log
+        says why); transfers in flight are not touched.
+        """
+        if self.certificates is not None:
+            self.certificates.reload()
         if self.config.tokens is None:
             return
         try:
@@ -122,8 +128,7 @@ class Server:
     async def shutdown(self) -> None:
         """Stop accepting, let transfers finish within the grace, end the rest."""
         self.state.closing = True
-        if self._listener is not None:
-            self._listener.close()
+        self._listener.close()
         for task, connection in list(self.connections.items()):
             if not connection.busy:
                 task.cancel()
@@ -173,7 +178,7 @@ async def serve(
             loop.add_signal_handler(sig, stop.set)
         await store.check_server()
         server = Server(config, store, tokens)
-        loop.add_signal_handler(signal.SIGHUP, server.reload_tokens)
+        loop.add_signal_handler(signal.SIGHUP, server.reload)
         host, port = await server.start()
         ready(host, port)
         await stop.wait()

@@ -12,6 +12,7 @@ from and exit code 2, never a traceback and never a silent guess (with PHI,
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import os
 import ssl
 import tomllib
@@ -89,6 +90,12 @@ class Config:
     metrics_sample: float = _setting(SECONDS, 60.0, "seconds between samples of stored bytes")
     failover_wait: float = _setting(SECONDS, 10.0, "cluster: seconds I/O rides out a failover")
     loop: str = _setting(TEXT, "asyncio", "event loop: asyncio or uvloop (faster small requests)")
+    proxy_protocol: bool = _setting(
+        SWITCH, False, "a PROXY v1/v2 header names each client (needs --trusted-proxies)"
+    )
+    trusted_proxies: str | None = _setting(
+        TEXT, None, "comma-separated CIDRs the PROXY header is accepted from; others refused"
+    )
 
     def tls_context(self) -> ssl.SSLContext | None:
         """TLS 1.2+ for the listener; with --tls-client-ca, client certificates required."""
@@ -252,6 +259,13 @@ def _read_file(parser: argparse.ArgumentParser, path: str) -> dict[str, Any]:
     return values
 
 
+def _cidrs(text: str) -> bool:
+    try:
+        return all(ipaddress.ip_network(part.strip()) for part in text.split(","))
+    except ValueError:
+        return False
+
+
 def _rule(ok: bool, message: str, *fields: str) -> None:
     if not ok:
         raise ConfigError(fields, message)
@@ -307,6 +321,16 @@ def _validate(c: Config) -> None:
         _rule(getattr(c, name) >= 1, f"{_BY_FIELD[name].flag} must be >= 1", name)
     _rule(1 <= c.workers <= 256, "--workers must be between 1 and 256", "workers")
     _rule(c.loop in LOOPS, f"--loop must be one of: {', '.join(LOOPS)}", "loop")
+    _rule(
+        not c.proxy_protocol or c.trusted_proxies is not None,
+        "--proxy-protocol needs --trusted-proxies (the balancers' addresses)",
+        "proxy_protocol",
+    )
+    _rule(
+        c.trusted_proxies is None or _cidrs(c.trusted_proxies),
+        "--trusted-proxies must be addresses or networks like 10.0.0.0/8,192.0.2.7",
+        "trusted_proxies",
+    )
     _rule(
         c.log_level.lower() in LOG_LEVELS,
         f"--log-level must be one of: {', '.join(LOG_LEVELS)}",

@@ -21,6 +21,7 @@ from protocol.errors import ErrorCode, ProtocolError
 from protocol.frames import HEADER, MAX_CONTROL, FrameType, control_size, encode_control
 from protocol.state import Abort, Data, Event, Limits, ServerConnection, UploadEnd
 from service.auth import OPEN
+from service.listener import Peer
 from service.operations import Operations
 from service.state import (
     FLUSH_AFTER_ERROR,
@@ -96,11 +97,17 @@ class Closing(Exception):
 
 class Connection:
     def __init__(
-        self, state: ServerState, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+        self,
+        state: ServerState,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        peer: Peer,
     ) -> None:
         self.state = state
         self.config = state.config
         self.ops = Operations(state)
+        #: The client's address (behind a balancer, from its PROXY header).
+        self.peer = peer
         self.reader = reader
         self.writer = writer
         self.proto = ServerConnection(
@@ -243,9 +250,8 @@ class Connection:
             return
         op, key, started = self._request
         self._request = None
-        peer = self.writer.get_extra_info("peername", ("?", 0))
         self.state.access.record(
-            peer=f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer),
+            peer=str(self.peer),
             namespace=self.grant.namespace,
             op=op,
             key=key,
@@ -354,8 +360,7 @@ class Connection:
                 self.writer.write(HEADER.pack(FrameType.OK, len(payload)) + payload)
                 await self._drain()
             case requests.Hello(token=token):
-                address = str(self.writer.get_extra_info("peername", ("?",))[0])
-                self.grant = await self.ops.authenticate(token, self._subject(), address)
+                self.grant = await self.ops.authenticate(token, self._subject(), self.peer.host)
                 await self._ok(self.state.hello())
 
     def _subject(self) -> str | None:

@@ -6,6 +6,7 @@ import asyncio
 import dataclasses
 import hashlib
 import io
+import signal
 import ssl
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -18,7 +19,14 @@ from client import AsyncClient, ValiseError
 from client.tls import context
 from service.auth import Tokens
 from storage.embedded import EmbeddedValkey
-from tests.support.harness import Running, make_config, start_server, stop_server
+from tests.support.harness import (
+    Running,
+    make_config,
+    reap,
+    start_process,
+    start_server,
+    stop_server,
+)
 
 pytestmark = pytest.mark.asyncio
 
@@ -146,3 +154,86 @@ async def test_certificate_subject_as_token(
             assert raised.value.code == "not_found"
     finally:
         await stop_server(running)
+
+
+# -- certificate rotation: SIGHUP reloads --tls-cert/--tls-key ----------------
+
+
+def issue(ca: trustme.CA, directory: Path, name: str) -> None:
+    """A server certificate for 127.0.0.1 whose common name is ``name``, over the old files."""
+    cert = ca.issue_cert("127.0.0.1", common_name=name)
+    cert.cert_chain_pems[0].write_to_path(str(directory / "server.pem"))
+    cert.private_key_pem.write_to_path(str(directory / "server.key"))
+
+
+async def served_name(host: str, port: int, ca: trustme.CA) -> str:
+    """The common name of the certificate a new connection is shown."""
+    trust = ssl.create_default_context()
+    ca.configure_trust(trust)
+    _, writer = await asyncio.open_connection(host, port, ssl=trust)
+    subject = dict(rdn[0] for rdn in writer.get_extra_info("peercert")["subject"])
+    writer.close()
+    return str(subject["commonName"])
+
+
+async def test_reload_swaps_the_certificate_for_new_connections_only(
+    valkey_server: EmbeddedValkey, tmp_path: Path, prefix: str
+) -> None:
+    ca = trustme.CA()
+    issue(ca, tmp_path, "first")
+    config = dataclasses.replace(
+        make_config(), tls_cert=str(tmp_path / "server.pem"), tls_key=str(tmp_path / "server.key")
+    )
+    running = await start_server(valkey_server.url, config)
+    try:
+        trust = ssl.create_default_context()
+        ca.configure_trust(trust)
+        data = bytes(range(256)) * 4096  # 16 chunks of 64 KiB
+        async with AsyncClient(running.host, running.port, ssl=trust, retries=0) as client:
+            await client.put(prefix + "scan", data)
+            assert await served_name(running.host, running.port, ca) == "first"
+            # A download in flight while the certificate changes under it.
+            sink = io.BytesIO()
+            reloaded_at: list[int] = []
+
+            def progress(done: int, total: int | None) -> None:
+                if not reloaded_at and done < len(data):
+                    issue(ca, tmp_path, "second")
+                    running.server.reload()
+                    reloaded_at.append(done)
+
+            await client.get(prefix + "scan", sink, progress=progress)
+            assert reloaded_at and reloaded_at[0] < len(data)
+            assert hashlib.sha1(sink.getvalue()).digest() == hashlib.sha1(data).digest()
+            assert await served_name(running.host, running.port, ca) == "second"
+            # A broken new file keeps the certificate that works.
+            (tmp_path / "server.pem").write_text("not a certificate\n")
+            running.server.reload()
+            assert await served_name(running.host, running.port, ca) == "second"
+            # The connection opened under the first certificate still works.
+            assert (await client.stat(prefix + "scan"))["size"] == len(data)
+    finally:
+        await stop_server(running)
+
+
+async def test_sighup_reloads_the_certificate_in_every_worker(
+    valkey_server: EmbeddedValkey, tmp_path: Path
+) -> None:
+    ca = trustme.CA()
+    issue(ca, tmp_path, "first")
+    tls = ["--tls-cert", str(tmp_path / "server.pem"), "--tls-key", str(tmp_path / "server.key")]
+    proc, port = start_process(valkey_server.url, "--workers", "2", *tls)
+    try:
+        assert {await served_name("127.0.0.1", port, ca) for _ in range(6)} == {"first"}
+        issue(ca, tmp_path, "second")
+        proc.send_signal(signal.SIGHUP)
+        names: set[str] = set()
+        for _ in range(50):  # every worker reloads on its own time
+            await asyncio.sleep(0.1)
+            names = {await served_name("127.0.0.1", port, ca) for _ in range(8)}
+            if names == {"second"}:
+                break
+        assert names == {"second"}
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        reap(proc)

@@ -21,7 +21,7 @@ GiB = 1024**3
 MiB = 1024**2
 KiB = 1024
 
-SWITCHES = ("log-keys", "allow-persistence", "valkey-cluster")
+SWITCHES = ("log-keys", "allow-persistence", "valkey-cluster", "proxy-protocol")
 
 #: For every setting: text a flag or variable may carry, and the value it means.
 #: Switches take no text on the command line; their variable says "yes".
@@ -60,6 +60,8 @@ SAMPLES: dict[str, tuple[str, Any]] = {
     "metrics_sample": ("0.5", 0.5),
     "failover_wait": ("0", 0.0),
     "loop": ("uvloop", "uvloop"),
+    "proxy_protocol": ("on", True),
+    "trusted_proxies": ("10.0.0.0/8, 192.0.2.7", "10.0.0.0/8, 192.0.2.7"),
 }
 
 #: Settings that are refused alone: what must come with them.
@@ -68,6 +70,7 @@ COMPANIONS = {
     "tls_cert": ("tls_key",),
     "tls_key": ("tls_cert",),
     "tls_client_ca": ("tls_cert", "tls_key"),
+    "proxy_protocol": ("trusted_proxies",),
 }
 
 #: Text no setting of that sort accepts, on the command line or in a variable.
@@ -169,7 +172,11 @@ def test_process_environment_is_read_by_default(monkeypatch: pytest.MonkeyPatch)
 )
 def test_switch_variable_words(flag: str, word: str, on: bool) -> None:
     s = BY_FIELD[flag.replace("-", "_")]
-    environ = {s.env: word, "VALISE_VALKEY_URL": "valkey://127.0.0.1:6379"}
+    environ = {
+        s.env: word,
+        "VALISE_VALKEY_URL": "valkey://127.0.0.1:6379",
+        "VALISE_TRUSTED_PROXIES": "127.0.0.1",
+    }
     assert getattr(parse_args([], environ), s.field) is on
 
 
@@ -241,6 +248,10 @@ BROKEN = [
     ({"failover_wait": "-1"}, "--failover-wait must be >= 0"),
     ({"loop": "trio"}, "--loop must be one of: asyncio, uvloop"),
     ({"log_level": "loud"}, "--log-level must be one of: debug, info, warning, error"),
+    ({"proxy_protocol": "yes"}, "--proxy-protocol needs --trusted-proxies"),
+    ({"trusted_proxies": "10.0.0.0/33"}, "--trusted-proxies must be addresses or networks"),
+    ({"trusted_proxies": "balancer"}, "--trusted-proxies must be addresses or networks"),
+    ({"trusted_proxies": "10.0.0.1,"}, "--trusted-proxies must be addresses or networks"),
 ]
 
 
