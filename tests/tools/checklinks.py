@@ -6,6 +6,8 @@ Fails (exit 1, one ``path:line: problem`` per line) when:
   exist, or an ``#anchor`` that no heading of the target page produces;
 - code or docs mention a decision (``docs/decisions/NNNN-name.md``, a bare
   ``NNNN-name.md``, ``decisions/NNNN`` or "decision NNNN") that has no file;
+- a decision file lacks its Context, Decision or Consequences section, or
+  README.md does not link it;
 - anything mentions the external spec folder or the machine's work folder:
   the repository stands alone.
 
@@ -30,6 +32,7 @@ TEXT_NAMES = frozenset({"Makefile"})
 #: Directories never read (tools' caches, the virtualenv, build output).
 SKIP_DIRS = frozenset({"__pycache__", "node_modules", "build", "dist"})
 DECISIONS = Path("docs/decisions")
+SECTIONS = ("Context", "Decision", "Consequences")
 
 # Spelled in pieces so that this file does not trip its own check.
 FORBIDDEN = ("../" + "shared", "/" + "work/")
@@ -178,6 +181,23 @@ def check_mentions(root: Path, path: Path, decisions: dict[str, Path]) -> Iterat
             at = text.find(needle, at + 1)
 
 
+def check_decisions(root: Path, decisions: dict[str, Path]) -> Iterator[Problem]:
+    """Each decision has its three sections and is linked from README.md."""
+    readme = root / "README.md"
+    linked = readme.read_text(encoding="utf-8") if readme.is_file() else ""
+    for path in decisions.values():
+        shown = path.relative_to(root)
+        headings = {
+            m.group(1).strip()
+            for m in re.finditer(r"^##\s+(.+)$", path.read_text(encoding="utf-8"), re.MULTILINE)
+        }
+        for section in SECTIONS:
+            if section not in headings:
+                yield Problem(shown, 1, f"no '## {section}' section")
+        if f"({shown.as_posix()})" not in linked:
+            yield Problem(shown, 1, "not linked from README.md")
+
+
 def find_decisions(root: Path) -> dict[str, Path]:
     """Decision number -> its file, for every ``docs/decisions/NNNN-*.md``."""
     folder = root / DECISIONS
@@ -194,6 +214,7 @@ def check(root: Path) -> list[Problem]:
         problems += check_links(root, page)
     for path in text_files(root):
         problems += check_mentions(root, path, decisions)
+    problems += check_decisions(root, decisions)
     return sorted(problems, key=lambda p: (p.path.as_posix(), p.line))
 
 

@@ -15,6 +15,8 @@ SHARED = "../" + "shared"
 WORK = "/" + "work/"
 FIRST = "0001" + "-first.md"
 RENAMED = "0001" + "-renamed.md"
+SECOND = "0002" + "-second.md"
+SECTIONS = "## Context\nWhy.\n\n## Decision\nWhat.\n\n## Consequences\nThen.\n"
 
 
 def write(root: Path, name: str, text: str) -> None:
@@ -41,7 +43,7 @@ def tree(tmp_path: Path) -> Path:
         "```\n[inside a fence](nowhere.md)\n```\n"
         "Inline code is not a link: `[x](nowhere.md)`.\n",
     )
-    write(tmp_path, f"docs/decisions/{FIRST}", "# 0001: First\n")
+    write(tmp_path, f"docs/decisions/{FIRST}", "# 0001: First\n\n" + SECTIONS)
     write(tmp_path, "app.py", f'"""Why: see {DECISION} 0001 and decisions/{FIRST}."""\n')
     # Hidden folders (.venv, .git) are never read.
     write(tmp_path, ".venv/lib/junk.py", f"# {SHARED} {DECISION} 0099\n")
@@ -104,4 +106,17 @@ def test_a_mention_outside_the_repository_fails(
     assert out == [
         f"Makefile:2: mentions {WORK!r}: the repository stands alone",
         f"docs/spec.md:3: mentions {SHARED!r}: the repository stands alone",
+    ]
+
+
+def test_a_decision_without_its_sections_or_readme_link_fails(
+    tree: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    write(tree, f"docs/decisions/{SECOND}", "# 0002: Second\n\n## Context\nWhy.\n")
+    status, out = run(tree, capsys)
+    assert status == 1
+    assert out == [
+        f"docs/decisions/{SECOND}:1: no '## Decision' section",
+        f"docs/decisions/{SECOND}:1: no '## Consequences' section",
+        f"docs/decisions/{SECOND}:1: not linked from README.md",
     ]
