@@ -25,6 +25,7 @@ run: $(VENV)/.runtime
 lint: $(VENV)/.dev
 	$(BIN)/ruff format --check .
 	$(BIN)/ruff check .
+	$(BIN)/python -m tests.tools.checklinks
 
 types: $(VENV)/.dev
 	$(BIN)/mypy

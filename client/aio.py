@@ -1,4 +1,4 @@
-"""Asynchronous Valise client (PROTOCOL.md section 2).
+"""Asynchronous Valise client (docs/protocol.md section 2).
 
 One connection, requests one at a time (an internal lock serialises concurrent
 callers). Files stream in frames: memory stays at a few frames whatever the

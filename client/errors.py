@@ -1,6 +1,6 @@
 """Typed exceptions for the Valise client.
 
-Server ERROR frames (PROTOCOL.md section 4) become one exception class per wire
+Server ERROR frames (docs/protocol.md section 4) become one exception class per wire
 code, looked up in :data:`ERRORS_BY_CODE`; there is no isinstance ladder on the
 way in. Failures the client detects itself (a download whose digest does not
 match, a dropped connection, a server that speaks garbage) get their own codes,
@@ -107,7 +107,7 @@ class TransientError(ValiseError):
     default_fatal = True
 
 
-# Wire codes (PROTOCOL.md section 4). Fatality comes from the ERROR frame;
+# Wire codes (docs/protocol.md section 4). Fatality comes from the ERROR frame;
 # the defaults only matter for errors built by hand.
 
 
@@ -215,13 +215,13 @@ class RequestTimeout(TransientError):
 
 
 class ProtocolError(ValiseError):
-    """The server sent something PROTOCOL.md does not allow."""
+    """The server sent something docs/protocol.md does not allow."""
 
     default_code = "protocol_error"
     default_fatal = True
 
 
-#: Wire code -> exception class (PROTOCOL.md section 4).
+#: Wire code -> exception class (docs/protocol.md section 4).
 ERRORS_BY_CODE: dict[str, type[ValiseError]] = {
     cls.default_code: cls
     for cls in (

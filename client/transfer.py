@@ -1,4 +1,4 @@
-"""One upload or one download on a connection (PROTOCOL.md section 2, PUT and GET).
+"""One upload or one download on a connection (docs/protocol.md section 2, PUT and GET).
 
 No retries here (see :meth:`client.aio.AsyncClient._call`): each function is
 one attempt, reading its source or writing its sink from the first byte.
@@ -132,7 +132,7 @@ def verify_download(
     actual: bytes,
     digest: bytes,
 ) -> None:
-    """PROTOCOL.md section 2 GET: length bytes, END = SHA-1 of them, whole file = stored sha1."""
+    """docs/protocol.md section 2, GET: length bytes, END their SHA-1 (whole file: stored sha1)."""
     fields = {"expected": digest.hex(), "actual": actual.hex(), "received": received}
     if received != expected:
         raise IntegrityError(f"download ended after {received} of {expected} bytes", fields=fields)

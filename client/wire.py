@@ -1,4 +1,4 @@
-"""Sans-IO codec for the Valise wire protocol, client side (PROTOCOL.md section 1).
+"""Sans-IO codec for the Valise wire protocol, client side (docs/protocol.md section 1).
 
 Every frame is ``type u8 | length u32 big-endian | payload``. Encoders return
 ``[header, payload]`` and never join a large payload to its header; the caller

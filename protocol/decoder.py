@@ -1,4 +1,4 @@
-"""Sans-IO frame decoder (PROTOCOL.md section 1).
+"""Sans-IO frame decoder (docs/protocol.md section 1).
 
 Feed bytes with :meth:`FrameDecoder.receive_data` (``b""`` means end of input),
 then call :meth:`FrameDecoder.next_frame` until it returns :data:`NEED_DATA` or

@@ -1,4 +1,4 @@
-"""Protocol errors: every failure we report carries its wire code (PROTOCOL.md section 4).
+"""Protocol errors: every failure we report carries its wire code (docs/protocol.md section 4).
 
 The server maps an exception to an ERROR frame by reading ``code``, ``fatal`` and
 ``extra``; it never needs an isinstance ladder. The decoder's contract: bad peer
@@ -12,7 +12,7 @@ from typing import Any
 
 
 class ErrorCode(enum.StrEnum):
-    """Wire error codes, PROTOCOL.md section 4."""
+    """Wire error codes, docs/protocol.md section 4."""
 
     #: Framing broken: unknown type, length over the limit, frame not allowed now.
     BAD_FRAME = "bad_frame"
@@ -45,7 +45,7 @@ class ErrorCode(enum.StrEnum):
 class ProtocolError(Exception):
     """A failure the peer is told about in an ERROR frame.
 
-    ``extra`` holds the additional fields PROTOCOL.md names for some codes
+    ``extra`` holds the additional fields docs/protocol.md names for some codes
     (``expected``/``actual`` for checksum_mismatch). Messages never contain
     file bytes.
     """
@@ -80,5 +80,5 @@ def checksum_mismatch(expected: str, actual: str) -> ProtocolError:
 
 
 def bad_frame(message: str) -> ProtocolError:
-    """A framing violation; always fatal (PROTOCOL.md section 1)."""
+    """A framing violation; always fatal (docs/protocol.md section 1)."""
     return ProtocolError(ErrorCode.BAD_FRAME, message, fatal=True)

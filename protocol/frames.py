@@ -1,4 +1,4 @@
-"""Frame types, limits and the encoder (PROTOCOL.md section 1).
+"""Frame types, limits and the encoder (docs/protocol.md section 1).
 
 A frame is ``type u8 | length u32 big-endian | payload``. The encoder returns
 ``[header, payload]`` and never joins them: a 1 MiB DATA payload is handed to the
@@ -31,7 +31,7 @@ PROTOCOL_VERSION = 1
 
 
 class FrameType(enum.IntEnum):
-    """Wire frame types, PROTOCOL.md section 1."""
+    """Wire frame types, docs/protocol.md section 1."""
 
     #: client -> server: version, optional token.
     HELLO = 0x01

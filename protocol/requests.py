@@ -1,4 +1,4 @@
-"""Typed client requests, validated from their JSON payloads (PROTOCOL.md sections 2-3).
+"""Typed client requests, validated from their JSON payloads (docs/protocol.md sections 2-3).
 
 Validation raises :class:`ProtocolError` with the code the spec names. Whether
 an error is fatal depends on the request: HELLO and PUT errors are fatal (a PUT
@@ -117,7 +117,7 @@ def _is_utf8(text: str) -> bool:
 
 
 def check_key(key: str, *, fatal: bool) -> None:
-    """PROTOCOL.md section 3: 1..1024 UTF-8 bytes, no control characters."""
+    """docs/protocol.md section 3: 1..1024 UTF-8 bytes, no control characters."""
     try:
         size = len(key.encode("utf-8"))
     except UnicodeEncodeError:

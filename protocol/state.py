@@ -1,4 +1,4 @@
-"""Per-connection request state machine (PROTOCOL.md sections 1-2), sans-IO.
+"""Per-connection request state machine (docs/protocol.md sections 1-2), sans-IO.
 
 The whole table in one place:
 

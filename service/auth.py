@@ -1,4 +1,4 @@
-"""Tokens and namespaces (PROTOCOL.md sections 2 HELLO and 3).
+"""Tokens and namespaces (docs/protocol.md sections 2 HELLO and 3).
 
 The tokens file has one token per line: ``<token> <namespace> <rw|ro>``, with
 ``#`` comments and blank lines. A token may be written ``sha256:<hex>`` so the

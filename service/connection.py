@@ -309,7 +309,7 @@ class Connection:
         """Send the fatal ERROR, half-close, drain the client's input for a bounded while.
 
         A client still streaming DATA then reads the ERROR instead of a reset
-        (PROTOCOL.md section 2, PUT). It ends at the client's EOF, after
+        (docs/protocol.md section 2, PUT). It ends at the client's EOF, after
         LINGER_BYTES, after LINGER_IDLE seconds without input (a client may
         pause before it streams on), or LINGER_TOTAL seconds in all.
         """
@@ -411,7 +411,7 @@ class Connection:
                         self.writer.write(frame)
                         await self._drain()
         except StorageError as exc:
-            # The stream ends at a frame boundary: not fatal (PROTOCOL.md, GET).
+            # The stream ends at a frame boundary: not fatal (docs/protocol.md section 2, GET).
             if out:
                 flush()
             await self._error(_wire(exc, fatal=False))

@@ -21,7 +21,7 @@ VERSION = "0.1.0"
 
 #: Bytes asked of the socket per read.
 READ_SIZE = 1024 * 1024
-#: Lingering close (docs/protocol.md, section 2): after a fatal ERROR, read and
+#: Lingering close (docs/protocol.md section 2, PUT): after a fatal ERROR, read and
 #: discard what the client still sends, within these bounds, so a client
 #: still streaming reads the ERROR instead of a reset.
 LINGER_BYTES = 32 * 1024 * 1024

@@ -1,4 +1,4 @@
-"""Storage errors. Each carries the wire code the server reports (PROTOCOL.md section 4).
+"""Storage errors. Each carries the wire code the server reports (docs/protocol.md section 4).
 
 Every valkey-py exception becomes one of these ``from exc``; valkey's own
 exceptions never leave storage/. Whether the ERROR is fatal depends on where
@@ -16,7 +16,7 @@ class StorageError(Exception):
     def __init__(self, message: str, **extra: str) -> None:
         super().__init__(message)
         self.message = message
-        #: Further fields of the ERROR frame (PROTOCOL.md section 4).
+        #: Further fields of the ERROR frame (docs/protocol.md section 4).
         self.extra = extra
 
 

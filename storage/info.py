@@ -22,7 +22,7 @@ class FileInfo:
     vid: str
 
     def wire(self) -> dict[str, Any]:
-        """The file info object of PROTOCOL.md section 2 (PUT)."""
+        """The file info object of docs/protocol.md section 2 (PUT)."""
         return {
             "key": self.key,
             "size": self.size,

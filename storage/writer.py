@@ -11,7 +11,7 @@ and only when the whole file's SHA-1 matches END's.
 While the upload lives, a keeper task pushes the staging TTL forward (``GT``:
 it never shortens a TTL) so a stalled but connected client keeps its chunks;
 a vanished client or killed server leaves keys that expire within the staging
-TTL, with no sweeper (docs/decisions/0003-ttls-and-staging.md).
+TTL, with no sweeper (docs/decisions/0003-ttls-staging-and-grace.md).
 """
 
 from __future__ import annotations

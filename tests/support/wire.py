@@ -1,4 +1,4 @@
-"""A raw-frame test client: exactly the bytes PROTOCOL.md describes, nothing more."""
+"""A raw-frame test client: exactly the bytes docs/protocol.md describes, nothing more."""
 
 from __future__ import annotations
 

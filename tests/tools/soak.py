@@ -56,7 +56,7 @@ MAX_SIZE = 8 * MiB
 GRACE = 2
 STAGING_TTL = 3
 DEFAULT_TTL = 60
-#: A client that skipped HELLO keeps DATA at or under this (PROTOCOL.md section 1).
+#: A client that skipped HELLO keeps DATA at or under this (docs/protocol.md section 1).
 MIN_FRAME = 64 * 1024
 SAMPLE_EVERY = 5.0
 #: Seconds any reply may take under load.

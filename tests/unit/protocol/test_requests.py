@@ -57,7 +57,7 @@ def error_of(parse: Parser, obj: dict[str, Any]) -> ProtocolError:
     return info.value
 
 
-# -- keys (PROTOCOL.md section 3) -----------------------------------------------------
+# -- keys (docs/protocol.md section 3) ----------------------------------------------
 
 GOOD_KEYS = [
     "a",

@@ -205,8 +205,8 @@ def test_handshake_other_request_is_fatal_unauthorized(frame: bytes) -> None:
 
 @pytest.mark.parametrize("frame", UPLOAD_FRAMES, ids=UPLOAD_IDS)
 def test_handshake_upload_frame_is_fatal_unauthorized(frame: bytes) -> None:
-    # Table row "HANDSHAKE, anything else" and PROTOCOL.md section 2 ("any other
-    # first frame gets unauthorized"): DATA/END/ABORT included.
+    # Table row "HANDSHAKE, anything else" and docs/protocol.md section 2, HELLO (any
+    # other first frame is unauthorized): DATA/END/ABORT included.
     run = feed(frame, hello_required=True)
     assert len(run.items) == 1
     assert_fatal_end(run, ErrorCode.UNAUTHORIZED)
@@ -622,7 +622,7 @@ def test_pipelined_requests_come_out_in_order() -> None:
     ids=["lone-surrogate", "float-expansion", "spacing"],
 )
 def test_ping_payload_is_kept_byte_for_byte(payload: bytes) -> None:
-    # PROTOCOL.md "PING: OK with the request's payload": echoed as sent, so any
+    # docs/protocol.md section 2, PING, and section 8 item 17: echoed as sent, so any
     # PING that fits 64 KiB fits the reply (regression: re-encoding it failed).
     assert len(payload) <= 65536
     run = feed(raw(FrameType.PING, payload))
