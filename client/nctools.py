@@ -36,6 +36,7 @@ from .wire import (
     DEFAULT_MAX_DATA_IN,
     NEED_DATA,
     PRE_HELLO_MAX_FRAME,
+    PROTOCOL_VERSION,
     SERVER_FRAMES,
     Bytes,
     Frame,
@@ -138,7 +139,7 @@ def write_frames(args: argparse.Namespace, out: IO[bytes]) -> int:
             out.write(part)
 
     if args.hello or args.token:
-        hello: dict[str, Any] = {"version": 1, "client": "valise-frame"}
+        hello: dict[str, Any] = {"version": PROTOCOL_VERSION, "client": "valise-frame"}
         if args.token:
             hello["token"] = args.token
         emit(encode_control(FrameType.HELLO, hello))
