@@ -45,9 +45,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Literal
 
-from .aio import DEFAULT_PORT, AsyncClient
-from .cli import human_bytes, parse_server
-from .errors import ERRORS_BY_CODE, ConnectionFailed, IntegrityError, NotFound, ValiseError
+from ..aio import DEFAULT_PORT, AsyncClient
+from ..cli import human_bytes, parse_server
+from ..errors import ERRORS_BY_CODE, ConnectionFailed, IntegrityError, NotFound, ValiseError
 
 __all__ = ["HashSink", "KeyState", "LoadTest", "Payload", "main", "parse_mix", "parse_sizes"]
 
@@ -859,7 +859,7 @@ class SpawnedServer:
     """``python server.py --port 0`` from the repository root, with its private Valkey."""
 
     def __init__(self, extra_args: Sequence[str]) -> None:
-        self.root = Path(__file__).resolve().parent.parent
+        self.root = Path(__file__).resolve().parents[2]
         self.args = [sys.executable, "server.py", "--port", "0", *extra_args]
         self.proc: subprocess.Popen[str] | None = None
         self._lines: queue.Queue[str | None] = queue.Queue()
@@ -1105,7 +1105,3 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         if spawned is not None:
             spawned.stop()
-
-
-if __name__ == "__main__":
-    sys.exit(main())
