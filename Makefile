@@ -57,6 +57,9 @@ bench: $(VENV)/.dev
 loadtest: $(VENV)/.runtime
 	$(BIN)/python -m client.loadtest --spawn --duration 30 $(ARGS)
 
+generate: $(BIN)/python  # client/_protocol.py from protocol/; unit tests fail when stale
+	$(BIN)/python -m protocol.export client/_protocol.py
+
 fuzz: $(VENV)/.dev
 	$(BIN)/python -m tests.tools.fuzz $(ARGS)
 

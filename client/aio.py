@@ -20,7 +20,7 @@ from .connection import Connection
 from .errors import Corrupt, IntegrityError, ProtocolError, TransientError, ValiseError
 from .files import GetDest, PutSource, Sink, Source
 from .transfer import Progress, download, upload
-from .wire import FrameType
+from .wire import PROTOCOL_VERSION, FrameType
 
 __all__ = ["AsyncClient", "Progress"]
 
@@ -104,7 +104,7 @@ class AsyncClient:
         return conn
 
     async def _greet(self, conn: Connection) -> dict[str, Any]:
-        body: dict[str, Any] = {"version": 1, "client": self._client_name}
+        body: dict[str, Any] = {"version": PROTOCOL_VERSION, "client": self._client_name}
         if self._token is not None:
             body["token"] = self._token
         await conn.send_control(FrameType.HELLO, body)

@@ -15,6 +15,9 @@ Commands::
 Exit codes: 0 ok, 1 other error, 2 usage, 3 not found, 4 integrity failure
 (checksum/size mismatch, corrupt, digest check failed), 5 server unavailable,
 busy, shutting down, timed out, or cannot connect.
+Each subcommand's parser names its handler (``set_defaults(handler=...)``);
+``main`` calls it and turns errors into exit codes, so a command is added in
+one place.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ import json
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 from typing import Any, TextIO
 
@@ -110,31 +113,37 @@ def build_parser() -> argparse.ArgumentParser:
     _common(parser, top=True)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    def command(name: str, help_text: str) -> argparse.ArgumentParser:
+    def command(name: str, help_text: str, run: ClientCommand) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_text, epilog=_EPILOG)
         _common(p, top=False)
+        p.set_defaults(handler=_with_client(run))
         return p
 
-    p = command("put", "upload a file")
+    def common(p: argparse.ArgumentParser) -> None:
+        _common(p, top=False)
+
+    p = command("put", "upload a file", _put)
     p.add_argument("file", help='path, or "-" for stdin')
     p.add_argument("key", nargs="?")
     p.add_argument("--ttl", type=int, help="seconds to keep the file")
     p.add_argument("--content-type")
-    p = command("get", "download a file")
+    p = command("get", "download a file", _get)
     p.add_argument("key")
     p.add_argument("-o", "--output", help='path, or "-" for stdout')
     p.add_argument("--offset", type=int)
     p.add_argument("--length", type=int)
-    p = command("stat", "show file info")
+    p = command("stat", "show file info", _stat)
     p.add_argument("key")
-    p = command("rm", "delete a file")
+    p = command("rm", "delete a file", _rm)
     p.add_argument("key")
-    p = command("ls", "list files")
+    p = command("ls", "list files", _ls)
     p.add_argument("prefix", nargs="?", default="")
     p.add_argument("--limit", type=int, help="page size asked of the server")
-    command("ping", "check the server answers")
-    nctools.add_parsers(sub, lambda p: _common(p, top=False))
-    watch.add_parser(sub, lambda p: _common(p, top=False))
+    command("ping", "check the server answers", _ping)
+    frame, decode = nctools.add_parsers(sub, common)
+    frame.set_defaults(handler=nctools.run_frame)
+    decode.set_defaults(handler=nctools.run_decode)
+    watch.add_parser(sub, common).set_defaults(handler=_watch)
     return parser
 
 
@@ -216,100 +225,147 @@ def _print_json(value: Any, *, err: bool = False) -> None:
     print(json.dumps(value, ensure_ascii=False), file=sys.stderr if err else sys.stdout)
 
 
-async def _run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+class UsageError(Exception):
+    """A bad argument found after parsing: reported as argparse does, exit 2."""
+
+
+#: What a subcommand does with its parsed arguments; returns the exit code.
+Handler = Callable[[argparse.Namespace], int]
+#: A subcommand that talks to the server through one client.
+ClientCommand = Callable[[argparse.Namespace, AsyncClient], Awaitable[int]]
+
+
+def _address(args: argparse.Namespace) -> tuple[str, int]:
     try:
-        host, port = parse_server(args.server)
+        return parse_server(args.server)
     except ValueError as exc:
-        parser.error(str(exc))
-    bar_enabled = sys.stderr.isatty() and not args.quiet
-    async with AsyncClient(
-        host,
-        port,
-        token=args.token,
-        timeout=args.timeout,
-        retries=args.retries,
-        ssl=tls.from_args(args),
-        client_name="valise-cli",
-    ) as client:
-        cmd = args.command
-        if cmd == "put":
-            key = args.key
-            if key is None:
-                if args.file == "-":
-                    parser.error("put from stdin needs a KEY")
-                key = os.path.basename(args.file)
-            source: Any = sys.stdin.buffer if args.file == "-" else args.file
-            bar = ProgressBar(f"put {key}", enabled=bar_enabled)
-            try:
-                info = await client.put(
-                    key, source, ttl=args.ttl, content_type=args.content_type, progress=bar
-                )
-            finally:
-                bar.finish()
-            if args.json:
-                _print_json(info)
-            elif not args.quiet:
-                print(f"{info.get('key')}  {info.get('size')} bytes  sha1 {info.get('sha1')}")
-        elif cmd == "get":
-            output = args.output
-            if output is None:
-                output = args.key.rstrip("/").rpartition("/")[2]
-                if output in ("", ".", ".."):
-                    parser.error("cannot name a file after this key: give -o FILE")
-            dest: Any = sys.stdout.buffer if output == "-" else output
-            bar = ProgressBar(f"get {args.key}", enabled=bar_enabled)
-            try:
-                info = await client.get(
-                    args.key, dest, offset=args.offset, length=args.length, progress=bar
-                )
-            finally:
-                bar.finish()
-            if args.json:
-                _print_json(info, err=output == "-")
-            elif not args.quiet:
-                where = "stdout" if output == "-" else output
-                print(
-                    f"{args.key} -> {where}  {info.get('length')} bytes, sha1 verified",
-                    file=sys.stderr,
-                )
-        elif cmd == "stat":
-            info = await client.stat(args.key)
-            if args.json:
-                _print_json(info)
-            else:
-                for name, value in info.items():
-                    shown = _fmt_time(value) if name.endswith("_at") else value
-                    print(f"{name:>13}: {shown}")
-        elif cmd == "rm":
-            deleted = await client.delete(args.key)
-            if args.json:
-                _print_json({"key": args.key, "deleted": deleted})
-            if not deleted:
-                if not args.quiet:
-                    print(f"valise: not found: {args.key}", file=sys.stderr)
-                return EXIT_NOT_FOUND
-            if not args.quiet and not args.json:
-                print(f"deleted {args.key}")
-        elif cmd == "ls":
-            async for info in client.list(args.prefix, args.limit):
-                if args.json:
-                    _print_json(info)
-                else:
-                    size = human_bytes(info.get("size", 0))
-                    expires = _fmt_time(info.get("expires_at"))
-                    print(f"{size:>10}  expires {expires}  {info.get('key')}")
-        elif cmd == "ping":
-            started = time.perf_counter()
-            reply = await client.ping({"t": time.time()})
-            ms = (time.perf_counter() - started) * 1000
-            if args.json:
-                _print_json({"reply": reply, "server": client.server_info, "ms": ms})
-            elif not args.quiet:
-                server = (client.server_info or {}).get("server", "server")
-                print(f"pong from {server} at {host}:{port} in {ms:.1f} ms")
-        else:  # pragma: no cover - argparse only accepts the commands above
-            parser.error(f"unknown command {cmd}")
+        raise UsageError(str(exc)) from None
+
+
+def _with_client(command: ClientCommand) -> Handler:
+    """A handler that opens one client from the common options and runs ``command``."""
+
+    async def run(args: argparse.Namespace) -> int:
+        host, port = _address(args)
+        async with AsyncClient(
+            host,
+            port,
+            token=args.token,
+            timeout=args.timeout,
+            retries=args.retries,
+            ssl=tls.from_args(args),
+            client_name="valise-cli",
+        ) as client:
+            return await command(args, client)
+
+    def handler(args: argparse.Namespace) -> int:
+        return asyncio.run(run(args))
+
+    return handler
+
+
+def _bar(args: argparse.Namespace, label: str) -> ProgressBar:
+    return ProgressBar(label, enabled=sys.stderr.isatty() and not args.quiet)
+
+
+async def _put(args: argparse.Namespace, client: AsyncClient) -> int:
+    key = args.key
+    if key is None:
+        if args.file == "-":
+            raise UsageError("put from stdin needs a KEY")
+        key = os.path.basename(args.file)
+    source: Any = sys.stdin.buffer if args.file == "-" else args.file
+    bar = _bar(args, f"put {key}")
+    try:
+        info = await client.put(
+            key, source, ttl=args.ttl, content_type=args.content_type, progress=bar
+        )
+    finally:
+        bar.finish()
+    if args.json:
+        _print_json(info)
+    elif not args.quiet:
+        print(f"{info.get('key')}  {info.get('size')} bytes  sha1 {info.get('sha1')}")
     return EXIT_OK
+
+
+async def _get(args: argparse.Namespace, client: AsyncClient) -> int:
+    output = args.output
+    if output is None:
+        output = args.key.rstrip("/").rpartition("/")[2]
+        if output in ("", ".", ".."):
+            raise UsageError("cannot name a file after this key: give -o FILE")
+    dest: Any = sys.stdout.buffer if output == "-" else output
+    bar = _bar(args, f"get {args.key}")
+    try:
+        info = await client.get(
+            args.key, dest, offset=args.offset, length=args.length, progress=bar
+        )
+    finally:
+        bar.finish()
+    if args.json:
+        _print_json(info, err=output == "-")
+    elif not args.quiet:
+        where = "stdout" if output == "-" else output
+        print(
+            f"{args.key} -> {where}  {info.get('length')} bytes, sha1 verified",
+            file=sys.stderr,
+        )
+    return EXIT_OK
+
+
+async def _stat(args: argparse.Namespace, client: AsyncClient) -> int:
+    info = await client.stat(args.key)
+    if args.json:
+        _print_json(info)
+    else:
+        for name, value in info.items():
+            shown = _fmt_time(value) if name.endswith("_at") else value
+            print(f"{name:>13}: {shown}")
+    return EXIT_OK
+
+
+async def _rm(args: argparse.Namespace, client: AsyncClient) -> int:
+    deleted = await client.delete(args.key)
+    if args.json:
+        _print_json({"key": args.key, "deleted": deleted})
+    if not deleted:
+        if not args.quiet:
+            print(f"valise: not found: {args.key}", file=sys.stderr)
+        return EXIT_NOT_FOUND
+    if not args.quiet and not args.json:
+        print(f"deleted {args.key}")
+    return EXIT_OK
+
+
+async def _ls(args: argparse.Namespace, client: AsyncClient) -> int:
+    async for info in client.list(args.prefix, args.limit):
+        if args.json:
+            _print_json(info)
+        else:
+            size = human_bytes(info.get("size", 0))
+            expires = _fmt_time(info.get("expires_at"))
+            print(f"{size:>10}  expires {expires}  {info.get('key')}")
+    return EXIT_OK
+
+
+async def _ping(args: argparse.Namespace, client: AsyncClient) -> int:
+    started = time.perf_counter()
+    reply = await client.ping({"t": time.time()})
+    ms = (time.perf_counter() - started) * 1000
+    if args.json:
+        _print_json({"reply": reply, "server": client.server_info, "ms": ms})
+    elif not args.quiet:
+        server = (client.server_info or {}).get("server", "server")
+        print(f"pong from {server} at {client.host}:{client.port} in {ms:.1f} ms")
+    return EXIT_OK
+
+
+def _watch(args: argparse.Namespace) -> int:
+    host, port = _address(args)
+    if not os.path.isdir(args.dir):
+        raise UsageError(f"not a directory: {args.dir}")
+    return watch.run(args, host, port)
 
 
 def _report(exc: ValiseError) -> None:
@@ -319,25 +375,14 @@ def _report(exc: ValiseError) -> None:
             print(f"  {name}: {exc.fields[name]}", file=sys.stderr)
 
 
-def _watch(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
-    try:
-        host, port = parse_server(args.server)
-    except ValueError as exc:
-        parser.error(str(exc))
-    if not os.path.isdir(args.dir):
-        parser.error(f"not a directory: {args.dir}")
-    return watch.run(args, host, port)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    handler: Handler = args.handler
     try:
-        if args.command in nctools.COMMANDS:
-            return nctools.run(args)
-        if args.command == "watch":
-            return _watch(args, parser)
-        return asyncio.run(_run(args, parser))
+        return handler(args)
+    except UsageError as exc:
+        parser.error(str(exc))
     except ValiseError as exc:
         _report(exc)
         return exit_code_for(exc)

@@ -21,6 +21,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
+from ._protocol import ErrorCode
+
 __all__ = [
     "ERRORS_BY_CODE",
     "BadFrame",
@@ -107,90 +109,92 @@ class TransientError(ValiseError):
     default_fatal = True
 
 
-# Wire codes (docs/protocol.md section 4). Fatality comes from the ERROR frame;
-# the defaults only matter for errors built by hand.
+# Wire codes (docs/protocol.md section 4), named by client/_protocol.py, which
+# is generated from the server's own list; a unit test checks every code has
+# its class here. Fatality comes from the ERROR frame; the defaults only
+# matter for errors built by hand.
 
 
 class BadFrame(ValiseError):
-    default_code = "bad_frame"
+    default_code = ErrorCode.BAD_FRAME
     default_fatal = True
 
 
 class BadRequest(ValiseError):
-    default_code = "bad_request"
+    default_code = ErrorCode.BAD_REQUEST
 
 
 class BadVersion(ValiseError):
-    default_code = "bad_version"
+    default_code = ErrorCode.BAD_VERSION
     default_fatal = True
 
 
 class BadKey(ValiseError):
-    default_code = "bad_key"
+    default_code = ErrorCode.BAD_KEY
 
 
 class BadRange(ValiseError):
-    default_code = "bad_range"
+    default_code = ErrorCode.BAD_RANGE
 
 
 class Unauthorized(ValiseError):
-    default_code = "unauthorized"
+    default_code = ErrorCode.UNAUTHORIZED
     default_fatal = True
 
 
 class Forbidden(ValiseError):
-    default_code = "forbidden"
+    default_code = ErrorCode.FORBIDDEN
 
 
 class NotFound(ValiseError):
-    default_code = "not_found"
+    default_code = ErrorCode.NOT_FOUND
 
 
 class TooLarge(ValiseError):
-    default_code = "too_large"
+    default_code = ErrorCode.TOO_LARGE
 
 
 class ChecksumMismatch(IntegrityError):
     """The server's SHA-1 of an upload differs from the END digest sent."""
 
-    default_code = "checksum_mismatch"
+    default_code = ErrorCode.CHECKSUM_MISMATCH
 
 
 class SizeMismatch(IntegrityError):
-    default_code = "size_mismatch"
+    default_code = ErrorCode.SIZE_MISMATCH
 
 
 class Corrupt(IntegrityError):
     """A stored chunk is missing or damaged: the whole download is lost."""
 
-    default_code = "corrupt"
+    default_code = ErrorCode.CORRUPT
 
 
 class StorageFull(ValiseError):
-    default_code = "storage_full"
+    default_code = ErrorCode.STORAGE_FULL
 
 
 class Unavailable(TransientError):
-    default_code = "unavailable"
+    default_code = ErrorCode.UNAVAILABLE
     default_fatal = False
 
 
 class Busy(TransientError):
-    default_code = "busy"
+    default_code = ErrorCode.BUSY
 
 
 class Timeout(TransientError):
     """The server timed the connection out (idle, or an upload too slow)."""
 
-    default_code = "timeout"
+    default_code = ErrorCode.TIMEOUT
 
 
 class ShuttingDown(TransientError):
-    default_code = "shutting_down"
+    default_code = ErrorCode.SHUTTING_DOWN
 
 
 class Internal(ValiseError):
-    default_code = "internal"
+    default_code = ErrorCode.INTERNAL
 
 
 # Client-side conditions, never on the wire.

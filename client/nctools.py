@@ -36,6 +36,7 @@ from .wire import (
     DEFAULT_MAX_DATA_IN,
     NEED_DATA,
     PRE_HELLO_MAX_FRAME,
+    PROTOCOL_VERSION,
     SERVER_FRAMES,
     Bytes,
     Frame,
@@ -46,15 +47,14 @@ from .wire import (
     encode_end,
 )
 
-__all__ = ["COMMANDS", "add_parsers", "decode_stream", "run", "write_frames"]
-
-COMMANDS = frozenset({"frame", "decode"})
+__all__ = ["add_parsers", "decode_stream", "run_decode", "run_frame", "write_frames"]
 
 
 def add_parsers(
     sub: Any,  # argparse's _SubParsersAction is private
     common: Callable[[argparse.ArgumentParser], None],
-) -> None:
+) -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
+    """Register ``frame`` and ``decode``; returns their parsers, (frame, decode)."""
     p: argparse.ArgumentParser = sub.add_parser("frame", help="write request frames to stdout")
     common(p)
     p.add_argument("--hello", action="store_true", help="start with HELLO (implied by a token)")
@@ -83,11 +83,16 @@ def add_parsers(
     d.add_argument("--any", action="store_true", help="accept client frames too")
     d.add_argument("-o", "--output", help="write the DATA bytes to this file")
     d.add_argument("--max-frame", type=int, default=DEFAULT_MAX_DATA_IN, help="DATA limit")
+    return p, d
 
 
-def run(args: argparse.Namespace) -> int:
-    if args.command == "frame":
-        return write_frames(args, sys.stdout.buffer)
+def run_frame(args: argparse.Namespace) -> int:
+    """The ``frame`` command: request frames on stdout."""
+    return write_frames(args, sys.stdout.buffer)
+
+
+def run_decode(args: argparse.Namespace) -> int:
+    """The ``decode`` command: server frames from stdin, described on stdout."""
     out: IO[bytes] | None = open(args.output, "wb") if args.output else None  # noqa: SIM115
     try:
         return decode_stream(
@@ -138,7 +143,7 @@ def write_frames(args: argparse.Namespace, out: IO[bytes]) -> int:
             out.write(part)
 
     if args.hello or args.token:
-        hello: dict[str, Any] = {"version": 1, "client": "valise-frame"}
+        hello: dict[str, Any] = {"version": PROTOCOL_VERSION, "client": "valise-frame"}
         if args.token:
             hello["token"] = args.token
         emit(encode_control(FrameType.HELLO, hello))

@@ -83,7 +83,9 @@ _REFUSED: tuple[type[ValiseError], ...] = (BadKey, BadRequest, TooLarge)
 _FATAL_CONFIG: tuple[type[ValiseError], ...] = (Unauthorized, Forbidden, BadVersion)
 
 
-def add_parser(sub: Any, common: Callable[[argparse.ArgumentParser], None]) -> None:
+def add_parser(
+    sub: Any, common: Callable[[argparse.ArgumentParser], None]
+) -> argparse.ArgumentParser:
     """Register the ``watch`` subcommand (``sub`` is argparse's subparsers action)."""
     p: argparse.ArgumentParser = sub.add_parser(
         "watch",
@@ -112,6 +114,7 @@ def add_parser(sub: Any, common: Callable[[argparse.ArgumentParser], None]) -> N
     )
     p.add_argument("--ttl", type=int, help="seconds the server keeps each file")
     p.add_argument("--once", action="store_true", help="one pass, then exit")
+    return p
 
 
 def _non_negative(text: str) -> float:

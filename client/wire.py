@@ -7,6 +7,10 @@ out whole frames from ``next_frame`` (or :data:`NEED_DATA`); it checks the
 length from the 5 header bytes before buffering any payload, so a hostile
 length prefix costs nothing.
 
+Frame types, the header layout and the limits are the server's own: they
+come from :mod:`client._protocol`, generated from protocol/ by
+``python -m protocol.export``.
+
 Nothing here touches a socket; bad peer input raises
 :class:`~client.errors.ProtocolError` and nothing else.
 """
@@ -14,13 +18,20 @@ Nothing here touches a socket; bad peer input raises
 from __future__ import annotations
 
 import enum
-import hashlib
 import json
-import struct
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
+from ._protocol import (
+    HEADER,
+    MAX_CONTROL,
+    MIN_MAX_FRAME,
+    PROTOCOL_VERSION,
+    SHA1_HEX_SIZE,
+    SHA1_SIZE,
+    FrameType,
+)
 from .errors import ProtocolError
 
 __all__ = [
@@ -31,6 +42,7 @@ __all__ = [
     "MAX_CONTROL",
     "NEED_DATA",
     "PRE_HELLO_MAX_FRAME",
+    "PROTOCOL_VERSION",
     "SERVER_FRAMES",
     "Bytes",
     "Frame",
@@ -44,18 +56,15 @@ __all__ = [
     "parse_digest",
 ]
 
-#: Frame header: type u8, payload length u32, network byte order.
-HEADER: Final = struct.Struct("!BI")
-
-#: Control payloads (JSON objects) are at most 64 KiB (section 1).
-MAX_CONTROL: Final = 64 * 1024
 #: DATA frame limit a client keeps to before HELLO told it ``max_frame``.
-PRE_HELLO_MAX_FRAME: Final = 64 * 1024
+PRE_HELLO_MAX_FRAME: Final = MIN_MAX_FRAME
 #: DATA limit for frames *from* a server whose ``max_frame`` is not known yet.
 #: The server's default is 1 MiB; this leaves room for a larger setting while
 #: still bounding what one header can make us buffer.
 DEFAULT_MAX_DATA_IN: Final = 16 * 1024 * 1024
 _MAX_U32: Final = 0xFFFFFFFF
+#: An END payload is the raw digest or its hex spelling.
+_END_SIZES: Final = (SHA1_SIZE, SHA1_HEX_SIZE)
 #: Receive buffer: its first size, and the free space it offers a socket
 #: read at least. When a frame does not fit, it grows to hold about
 #: ``_BUFFER_SPAN`` frames of that size (but at most ``_MAX_SLACK`` more than
@@ -67,35 +76,6 @@ _BUFFER_SPAN: Final = 4
 _MAX_SLACK: Final = 8 * 1024 * 1024
 
 Bytes = bytes | bytearray | memoryview
-
-
-class FrameType(enum.IntEnum):
-    """Frame type byte (section 1 table)."""
-
-    #: client -> server: ``{"version": 1, "token"?, "client"?}``
-    HELLO = 0x01
-    #: client -> server: start an upload ``{"key", "size"?, "ttl"?, "content_type"?}``
-    PUT = 0x02
-    #: both directions: raw file bytes
-    DATA = 0x03
-    #: both directions: SHA-1 digest, 20 raw bytes or 40 hex characters
-    END = 0x04
-    #: client -> server: ``{"key", "offset"?, "length"?}``
-    GET = 0x05
-    #: client -> server: ``{"key"}``
-    STAT = 0x06
-    #: client -> server: ``{"key"}``
-    DELETE = 0x07
-    #: client -> server: ``{"prefix"?, "cursor"?, "limit"?}``
-    LIST = 0x08
-    #: client -> server: any JSON object, echoed back
-    PING = 0x09
-    #: client -> server: ``{}``, only inside an upload
-    ABORT = 0x0A
-    #: server -> client: JSON object
-    OK = 0x80
-    #: server -> client: ``{"code", "message", "fatal", ...}``
-    ERROR = 0x8F
 
 
 #: Frames whose payload is one JSON object of at most 64 KiB.
@@ -141,20 +121,24 @@ NEED_DATA: Final = NeedData.NEED_DATA
 
 def parse_digest(payload: bytes) -> bytes:
     """Read an END payload: 20 raw bytes, or 40 hex digits in either case."""
-    if len(payload) == hashlib.sha1().digest_size:
+    if len(payload) == SHA1_SIZE:
         return bytes(payload)
-    if len(payload) == 40:
+    if len(payload) == SHA1_HEX_SIZE:
         try:
             return bytes.fromhex(payload.decode("ascii"))
         except (UnicodeDecodeError, ValueError) as exc:
-            raise ProtocolError("END payload of 40 bytes is not hex") from exc
-    raise ProtocolError(f"END payload must be 20 or 40 bytes, got {len(payload)}")
+            raise ProtocolError(f"END payload of {SHA1_HEX_SIZE} bytes is not hex") from exc
+    raise ProtocolError(
+        f"END payload must be {SHA1_SIZE} or {SHA1_HEX_SIZE} bytes, got {len(payload)}"
+    )
 
 
 def _check_length(ftype: FrameType, length: int, max_data: int) -> None:
     if ftype is FrameType.END:
-        if length not in (20, 40):
-            raise ProtocolError(f"END frame of {length} bytes (must be 20 or 40)")
+        if length not in _END_SIZES:
+            raise ProtocolError(
+                f"END frame of {length} bytes (must be {SHA1_SIZE} or {SHA1_HEX_SIZE})"
+            )
     elif ftype is FrameType.DATA:
         if length > max_data:
             raise ProtocolError(f"DATA frame of {length} bytes exceeds {max_data}")
@@ -169,8 +153,10 @@ def encode_frame(ftype: FrameType, payload: Bytes) -> list[Bytes]:
         raise ValueError(f"payload of {length} bytes does not fit a frame")
     if ftype in CONTROL_FRAMES and length > MAX_CONTROL:
         raise ValueError(f"{ftype.name} payload of {length} bytes exceeds {MAX_CONTROL}")
-    if ftype is FrameType.END and length not in (20, 40):
-        raise ValueError("END payload must be 20 raw bytes or 40 hex characters")
+    if ftype is FrameType.END and length not in _END_SIZES:
+        raise ValueError(
+            f"END payload must be {SHA1_SIZE} raw bytes or {SHA1_HEX_SIZE} hex characters"
+        )
     return [HEADER.pack(ftype, length), payload]
 
 
@@ -191,8 +177,8 @@ def encode_data(chunk: Bytes) -> list[Bytes]:
 
 def encode_end(digest: bytes, *, hex_digest: bool = False) -> list[Bytes]:
     """An END frame for a 20-byte SHA-1 digest, raw or as 40 lowercase hex."""
-    if len(digest) != 20:
-        raise ValueError("END needs a 20-byte SHA-1 digest")
+    if len(digest) != SHA1_SIZE:
+        raise ValueError(f"END needs a {SHA1_SIZE}-byte SHA-1 digest")
     return encode_frame(FrameType.END, digest.hex().encode("ascii") if hex_digest else digest)
 
 

@@ -1,0 +1,188 @@
+"""The command line: flags to :class:`~.settings.Settings`, Ctrl-C, output, exit code."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import dataclasses
+import json
+import os
+import secrets
+import signal
+import sys
+import time
+from collections.abc import Sequence
+
+from ..aio import DEFAULT_PORT
+from ..cli import parse_server
+from ..errors import ValiseError
+from .report import print_table, report
+from .settings import (
+    DEFAULT_DURATION,
+    DEFAULT_MIX,
+    DEFAULT_SIZES,
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_USAGE,
+    Settings,
+    UsageError,
+    parse_mix,
+    parse_sizes,
+)
+from .spawn import SpawnedServer, SpawnError
+from .workload import LoadTest
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m client.loadtest",
+        description="Load a Valise server with a verified mix of operations.",
+        epilog="exit codes: 0 clean, 1 corruption/anomaly/error, 2 usage, 130 interrupted",
+    )
+    p.add_argument(
+        "--server",
+        help=f"host:port (env VALISE_SERVER, default 127.0.0.1:{DEFAULT_PORT}); not with --spawn",
+    )
+    p.add_argument("--spawn", action="store_true", help="start a fresh local server.py and use it")
+    p.add_argument(
+        "--server-arg",
+        action="append",
+        default=[],
+        metavar="ARG",
+        help="extra server.py argument with --spawn (repeatable, e.g. --server-arg=--grace=5)",
+    )
+    p.add_argument("--clients", type=int, default=16, help="concurrent connections (16)")
+    p.add_argument(
+        "--duration", type=float, help=f"seconds (default {DEFAULT_DURATION:g} without --count)"
+    )
+    p.add_argument("--count", type=int, help="total operations cap")
+    p.add_argument("--sizes", default=DEFAULT_SIZES, help=f"size:weight,... ({DEFAULT_SIZES})")
+    p.add_argument("--mix", default=DEFAULT_MIX, help=f"op=weight,... ({DEFAULT_MIX})")
+    p.add_argument("--prefix", help="key prefix (default loadtest/RUNID/); must be unused")
+    p.add_argument("--keys", type=int, help="keys in the shared pool (default 4 per client)")
+    p.add_argument("--json", metavar="FILE", help='write the summary as JSON ("-": stdout)')
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress line, no table")
+    p.add_argument("--seed", type=int, help="payload and operation seed (default: random)")
+    p.add_argument("--timeout", type=float, default=30.0, help="client I/O timeout, s (30)")
+    p.add_argument(
+        "--retries", type=int, default=0, help="client retries per call (0: count every error)"
+    )
+    return p
+
+
+def settings_from(args: argparse.Namespace, host: str, port: int) -> Settings:
+    if args.clients < 1:
+        raise UsageError("--clients must be >= 1")
+    if args.count is not None and args.count < 1:
+        raise UsageError("--count must be >= 1")
+    if args.duration is not None and args.duration <= 0:
+        raise UsageError("--duration must be > 0")
+    duration = args.duration
+    if duration is None and args.count is None:
+        duration = DEFAULT_DURATION
+    seed = args.seed if args.seed is not None else secrets.randbits(32)
+    run_id = time.strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(3)
+    prefix = args.prefix if args.prefix is not None else f"loadtest/{run_id}/"
+    if not prefix or len(prefix.encode()) > 1000:
+        raise UsageError("--prefix must be 1 to 1000 bytes")
+    keys = args.keys if args.keys is not None else max(16, 4 * args.clients)
+    if keys < 1:
+        raise UsageError("--keys must be >= 1")
+    return Settings(
+        host=host,
+        port=port,
+        clients=args.clients,
+        duration=duration,
+        count=args.count,
+        sizes=parse_sizes(args.sizes),
+        sizes_spec=args.sizes,
+        mix=parse_mix(args.mix),
+        prefix=prefix,
+        keys=keys,
+        seed=seed,
+        timeout=args.timeout,
+        retries=max(0, args.retries),
+        progress=sys.stderr.isatty() and not args.quiet,
+        quiet=args.quiet,
+    )
+
+
+async def _amain(test: LoadTest) -> None:
+    loop = asyncio.get_running_loop()
+    main_task = asyncio.current_task()
+
+    def interrupt() -> None:
+        if not test.stopping:
+            test.stopping = test.interrupted = True
+            test.say("loadtest: interrupted: finishing operations in flight (Ctrl-C again: abort)")
+        elif main_task is not None:
+            main_task.cancel()
+
+    with contextlib.suppress(NotImplementedError, RuntimeError):
+        loop.add_signal_handler(signal.SIGINT, interrupt)
+    try:
+        await test.run()
+    finally:
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.remove_signal_handler(signal.SIGINT)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    spawned: SpawnedServer | None = None
+    try:
+        try:
+            if args.spawn and args.server is not None:
+                raise UsageError("--spawn starts its own server: drop --server")
+            if args.server_arg and not args.spawn:
+                raise UsageError("--server-arg needs --spawn")
+            default = os.environ.get("VALISE_SERVER", f"127.0.0.1:{DEFAULT_PORT}")
+            host, port = parse_server(args.server or default)
+            settings = settings_from(args, host, port)
+        except (UsageError, ValueError) as exc:
+            parser.error(str(exc))
+        if args.spawn:
+            spawned = SpawnedServer(args.server_arg)
+            host, port = spawned.start()
+            settings = dataclasses.replace(settings, host=host, port=port)
+        test = LoadTest(settings)
+        try:
+            asyncio.run(_amain(test))
+        except (KeyboardInterrupt, asyncio.CancelledError):
+            test.interrupted = True
+            test.say("loadtest: aborted")
+        except ValiseError as exc:
+            print(f"loadtest: cannot use {host}:{port}: {exc}", file=sys.stderr)
+            return EXIT_FAILED
+        except UsageError as exc:
+            print(f"loadtest: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+        if spawned is not None:
+            spawned.stop()
+        result = report(test, spawned.log() if spawned is not None else None)
+        if args.json == "-":
+            print(json.dumps(result, indent=2))
+        elif args.json:
+            with open(args.json, "w", encoding="utf-8") as fh:
+                json.dump(result, fh, indent=2)
+                fh.write("\n")
+        if not args.quiet:
+            print_table(result, sys.stderr if args.json == "-" else sys.stdout)
+        elif result["exit_code"] == EXIT_FAILED:
+            print(
+                f"loadtest: FAIL: {result['corruptions']} corruptions, {result['anomalies']} "
+                f"anomalies, errors {result['errors_by_code'] or 'none'}",
+                file=sys.stderr,
+            )
+        return int(result["exit_code"])
+    except KeyboardInterrupt:
+        print("loadtest: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except SpawnError as exc:
+        print(f"loadtest: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    finally:
+        if spawned is not None:
+            spawned.stop()

@@ -1,0 +1,125 @@
+"""``--spawn``: a fresh local ``server.py``, its address, and its log's warnings.
+
+The server prints ``valise listening on HOST:PORT`` on stdout once it
+accepts connections; its stderr is scanned for WARNING/ERROR records so the
+report can show what the server complained about during the run.
+"""
+
+from __future__ import annotations
+
+import collections
+import queue
+import re
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import IO, Any
+
+from ..cli import parse_server
+from .settings import UsageError
+
+
+class SpawnError(Exception):
+    """The server started by --spawn did not come up (exit 1)."""
+
+
+_PROBLEM = re.compile(r"\b(WARNING|ERROR|CRITICAL)\b")
+_LOG_LINE = re.compile(r"^\d{4}-\d\d-\d\d[ T]")
+
+
+class SpawnedServer:
+    """``python server.py --port 0`` from the repository root, with its private Valkey."""
+
+    def __init__(self, extra_args: Sequence[str]) -> None:
+        self.root = Path(__file__).resolve().parents[2]
+        self.args = [sys.executable, "server.py", "--port", "0", *extra_args]
+        self.proc: subprocess.Popen[str] | None = None
+        self._lines: queue.Queue[str | None] = queue.Queue()
+        self._tail: collections.deque[str] = collections.deque(maxlen=30)
+        self.problems: list[str] = []
+        self.problem_count = 0
+        self._in_problem = False
+        self._threads: list[threading.Thread] = []
+
+    def start(self, timeout: float = 60.0) -> tuple[str, int]:
+        if not (self.root / "server.py").is_file():
+            raise UsageError(f"--spawn: no server.py in {self.root}")
+        self.proc = subprocess.Popen(
+            self.args,
+            cwd=self.root,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            errors="replace",
+            start_new_session=True,  # our Ctrl-C is ours to handle: we stop it last
+        )
+        assert self.proc.stdout is not None
+        assert self.proc.stderr is not None
+        for stream, sink in ((self.proc.stdout, self._stdout), (self.proc.stderr, self._stderr)):
+            thread = threading.Thread(target=self._drain, args=(stream, sink), daemon=True)
+            thread.start()
+            self._threads.append(thread)
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                line = self._lines.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                line = None
+            if line is None:
+                self.stop()
+                tail = "\n".join(self._tail)
+                code = self.proc.returncode
+                raise SpawnError(f"the spawned server did not start (exit {code}):\n{tail}")
+            if line.startswith("valise listening on "):
+                # "valise listening on HOST:PORT", maybe followed by " (N workers)".
+                host, port = parse_server(line.split()[3])
+                return ("127.0.0.1" if host in ("0.0.0.0", "") else host, port)
+
+    @staticmethod
+    def _drain(stream: IO[str], sink: Any) -> None:
+        for line in stream:
+            sink(line.rstrip("\n"))
+        sink(None)
+
+    def _stdout(self, line: str | None) -> None:
+        self._lines.put(line)
+
+    def _stderr(self, line: str | None) -> None:
+        if line is None:
+            return
+        self._tail.append(line)
+        if _LOG_LINE.match(line):
+            self._in_problem = bool(_PROBLEM.search(line))
+            if self._in_problem:
+                self.problem_count += 1
+        elif line.startswith("Traceback") and not self._in_problem:
+            self._in_problem = True  # an uncaught exception, outside logging
+            self.problem_count += 1
+        elif not self._in_problem:
+            return  # continuation of an INFO record
+        if self._in_problem and len(self.problems) < 200:
+            self.problems.append(line)  # a WARNING/ERROR record with its traceback
+
+    def stop(self, timeout: float = 40.0) -> int | None:
+        """SIGTERM, wait (the server finishes transfers within its grace), then SIGKILL."""
+        proc = self.proc
+        if proc is None:
+            return None
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        for thread in self._threads:
+            thread.join(timeout=2)
+        return proc.returncode
+
+    def log(self) -> dict[str, Any]:
+        code = self.proc.returncode if self.proc is not None else None
+        return {"problems": self.problem_count, "lines": self.problems, "exit_code": code}

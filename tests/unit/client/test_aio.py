@@ -1,0 +1,96 @@
+"""Unit tests for client/aio.py: retries and LIST paging on a scripted connection, no socket."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from client import errors
+from client.aio import AsyncClient
+from client.connection import Connection
+from client.wire import FrameType
+
+
+class ScriptedConnection:
+    """Stands in for Connection: each read_reply() pops the next scripted outcome."""
+
+    def __init__(self, script: Iterator[dict[str, Any] | errors.ValiseError]) -> None:
+        self.script = script
+        self.closed = False
+        self.hello_reply: dict[str, Any] | None = {"max_frame": 1 << 20}
+        self.sent: list[tuple[FrameType, Any]] = []
+
+    async def send_control(self, ftype: FrameType, body: Any) -> None:
+        self.sent.append((ftype, body))
+
+    async def read_reply(self) -> dict[str, Any]:
+        outcome = next(self.script)
+        if isinstance(outcome, errors.ValiseError):
+            raise outcome
+        return outcome
+
+    def abort(self) -> None:
+        self.closed = True
+
+
+def _client(
+    monkeypatch: pytest.MonkeyPatch, outcomes: list[dict[str, Any] | errors.ValiseError]
+) -> tuple[AsyncClient, list[ScriptedConnection]]:
+    script = iter(outcomes)
+    conns: list[ScriptedConnection] = []
+    client = AsyncClient(retries=3, backoff=0.0)
+
+    async def connection() -> Connection:
+        if conns and not conns[-1].closed:
+            return conns[-1]  # type: ignore[return-value]
+        conns.append(ScriptedConnection(script))
+        return conns[-1]  # type: ignore[return-value]
+
+    monkeypatch.setattr(client, "_connection", connection)
+    return client, conns
+
+
+def test_retry_transient_then_succeed(monkeypatch: pytest.MonkeyPatch) -> None:
+    busy = errors.Busy("full", fatal=True)
+    client, conns = _client(monkeypatch, [busy, errors.Unavailable("slow"), {"x": 1}])
+    assert asyncio.run(client.stat("k")) == {"x": 1}
+    # Fatal busy dropped the first connection; non-fatal unavailable kept the second.
+    assert [c.closed for c in conns] == [True, False]
+
+
+def test_no_retry_for_not_found(monkeypatch: pytest.MonkeyPatch) -> None:
+    client, conns = _client(monkeypatch, [errors.NotFound("gone", fatal=False), {"x": 1}])
+    with pytest.raises(errors.NotFound):
+        asyncio.run(client.stat("k"))
+    assert len(conns) == 1
+    assert not conns[0].closed
+
+
+def test_retries_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    client, conns = _client(monkeypatch, [errors.ConnectionLost("x") for _ in range(10)])
+    with pytest.raises(errors.ConnectionLost):
+        asyncio.run(client.stat("k"))
+    assert len(conns) == 4  # one try and three retries, each on a new connection
+
+
+def test_list_follows_cursor(monkeypatch: pytest.MonkeyPatch) -> None:
+    pages: list[dict[str, Any] | errors.ValiseError] = [
+        {"files": [{"key": "a"}], "cursor": "a"},
+        {"files": [], "cursor": "b"},
+        {"files": [{"key": "c"}, {"key": "d"}], "cursor": None},
+    ]
+    client, conns = _client(monkeypatch, pages)
+
+    async def collect() -> list[str]:
+        return [info["key"] async for info in client.list("p", limit=2)]
+
+    assert asyncio.run(collect()) == ["a", "c", "d"]
+    bodies = [body for _, body in conns[0].sent]
+    assert bodies == [
+        {"prefix": "p", "limit": 2},
+        {"prefix": "p", "cursor": "a", "limit": 2},
+        {"prefix": "p", "cursor": "b", "limit": 2},
+    ]
