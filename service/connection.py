@@ -264,10 +264,12 @@ class Connection:
     async def _receive(self) -> None:
         """Read more input within the idle timeout, the frame deadline and the upload rate."""
         now = _now()
-        if not self.proto.in_frame:
-            self._frame_deadline = now + self.config.frame_timeout
-        # Slowloris: a frame that has started must be complete by its deadline.
-        timeout = min(self.config.idle_timeout, self._frame_deadline - now)
+        in_frame = self.proto.in_frame
+        # Slowloris: a frame that has started must be complete by its deadline;
+        # between frames only the idle timeout counts.
+        timeout = self.config.idle_timeout
+        if in_frame:
+            timeout = min(timeout, self._frame_deadline - now)
         try:
             async with asyncio.timeout(max(timeout, 0.0)):
                 data = await self.reader.read(READ_SIZE)
@@ -277,6 +279,8 @@ class Connection:
             raise Closing(fatal(ErrorCode.TIMEOUT, "connection idle for too long")) from None
         if self.proto.uploading and not self._rate.add(len(data), _now() - now):
             raise Closing(fatal(ErrorCode.TIMEOUT, "upload slower than the server's minimum rate"))
+        if not in_frame:  # a frame may start in these bytes: its deadline starts now
+            self._frame_deadline = _now() + self.config.frame_timeout
         self.proto.receive_data(data)
 
     async def _drop_upload(self) -> None:

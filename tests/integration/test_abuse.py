@@ -47,6 +47,20 @@ async def test_frame_must_complete_by_its_deadline(server: Running) -> None:
     await client.close()
 
 
+@pytest.mark.config(frame_timeout=0.5, idle_timeout=5.0)
+async def test_silence_between_frames_is_the_idle_timeouts_not_the_frames(
+    server: Running,
+) -> None:
+    # The frame deadline starts with a frame; a connection idle between
+    # requests (before the first, and after one) has the whole idle timeout.
+    client = await server.client()
+    await asyncio.sleep(1.5)
+    assert (await client.request(FrameType.PING, {"n": 1})).body == {"n": 1}
+    await asyncio.sleep(1.5)
+    assert (await client.request(FrameType.PING, {"n": 2})).body == {"n": 2}
+    await client.close()
+
+
 @pytest.mark.config(frame_timeout=0.5)
 async def test_steady_stream_of_frames_is_not_cut_off(server: Running, prefix: str) -> None:
     # Longer than the frame deadline in total, but every frame completes quickly.
