@@ -14,6 +14,9 @@ from typing import Any
 from protocol.errors import ErrorCode, ProtocolError
 
 MAX_KEY_BYTES = 1024
+#: A content type is a short media type; a long one would make the file info
+#: (every STAT, GET and LIST reply) outgrow the 64 KiB control payload.
+MAX_CONTENT_TYPE_BYTES = 255
 #: LIST page size when the client gives none, and the most it may ask for.
 DEFAULT_LIST_LIMIT = 100
 MAX_LIST_LIMIT = 1000
@@ -131,6 +134,22 @@ def check_key(key: str, *, fatal: bool) -> None:
         raise ProtocolError(ErrorCode.BAD_KEY, "key contains a control character", fatal=fatal)
 
 
+def check_content_type(content_type: str | None, *, fatal: bool) -> None:
+    """At most MAX_CONTENT_TYPE_BYTES of UTF-8, no control characters."""
+    if content_type is None:
+        return
+    if len(content_type.encode("utf-8", "surrogatepass")) > MAX_CONTENT_TYPE_BYTES:
+        raise ProtocolError(
+            ErrorCode.BAD_REQUEST,
+            f"content_type must be at most {MAX_CONTENT_TYPE_BYTES} bytes",
+            fatal=fatal,
+        )
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in content_type):
+        raise ProtocolError(
+            ErrorCode.BAD_REQUEST, "content_type contains a control character", fatal=fatal
+        )
+
+
 def parse_hello(obj: dict[str, Any]) -> Hello:
     fields = _Fields(obj, fatal=True)
     version = obj.get("version")
@@ -145,6 +164,7 @@ def parse_put(obj: dict[str, Any], *, max_file_size: int, max_ttl: int) -> Put:
     size = fields.optional_int("size")
     ttl = fields.optional_int("ttl", minimum=1)
     content_type = fields.optional_str("content_type")
+    check_content_type(content_type, fatal=True)
     if ttl is not None and ttl > max_ttl:
         raise fields.error(ErrorCode.BAD_REQUEST, f"ttl must be 1..{max_ttl} seconds")
     if size is not None and size > max_file_size:

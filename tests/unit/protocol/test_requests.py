@@ -222,12 +222,19 @@ def test_put_limits_inclusive() -> None:
         {"ttl": "60"},
         {"content_type": 5},
         {"content_type": ["text/plain"]},
+        {"content_type": "x" * 256},
+        {"content_type": "é" * 128},  # 256 bytes of UTF-8
+        {"content_type": "text/plain\r\nX-Injected: 1"},
     ],
 )
 def test_put_bad_fields_are_fatal_bad_request(extra: dict[str, Any]) -> None:
     exc = error_of(parse_put, {"key": "k", **extra})
     assert exc.code is ErrorCode.BAD_REQUEST
     assert exc.fatal is True
+
+
+def test_put_content_type_at_its_limit_is_accepted() -> None:
+    assert parse_put({"key": "k", "content_type": "x" * 255}).content_type == "x" * 255
 
 
 @pytest.mark.parametrize("size", [MAX_FILE_SIZE + 1, 10**30])
