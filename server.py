@@ -20,7 +20,7 @@ from typing import Any
 import uvloop
 
 from protocol.errors import ErrorCode
-from service import workers
+from service import logs, workers
 from service.allocator import keep_chunks_on_heap
 from service.auth import TokenFileError, Tokens
 from service.config import Config, parse_args
@@ -213,12 +213,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     config = parse_args(argv)
     # Before the first chunk is allocated; forked workers inherit it.
     keep_chunks_on_heap()
-    # Several workers log to one stderr: say which one.
-    pid = "[%(process)d]" if config.workers > 1 else ""
-    logging.basicConfig(
-        level=config.log_level.upper(),
-        format=f"%(asctime)s %(levelname)s %(name)s{pid}: %(message)s",
-    )
+    logs.configure(config.log_level, config.log_format, workers=config.workers)
     try:
         tokens = Tokens.load(config.tokens) if config.tokens else None
     except TokenFileError as exc:

@@ -31,6 +31,7 @@ from service.kinds import (
     format_size,
     parse_text,
 )
+from service.logs import FORMATS
 from storage.store import StorageConfig
 
 PROG = "server.py"
@@ -84,6 +85,7 @@ class Config:
     valkey_tls_ca: str | None = _setting(TEXT, None, "CA for a valkeys:// Valkey URL")
     log_keys: bool = _setting(SWITCH, False, "log key names in clear (they can be PHI)")
     log_level: str = _setting(TEXT, "info", "debug, info, warning or error")
+    log_format: str = _setting(TEXT, "text", "text (for people) or json (one object per line)")
     workers: int = _setting(INT, 1, "processes on the port (SO_REUSEPORT); limits are per worker")
     metrics_port: int | None = _setting(INT, None, "serve Prometheus /metrics and /healthz here")
     metrics_host: str = _setting(TEXT, "127.0.0.1", "address for --metrics-port")
@@ -330,6 +332,11 @@ def _validate(c: Config) -> None:
         c.trusted_proxies is None or _cidrs(c.trusted_proxies),
         "--trusted-proxies must be addresses or networks like 10.0.0.0/8,192.0.2.7",
         "trusted_proxies",
+    )
+    _rule(
+        c.log_format in FORMATS,
+        f"--log-format must be one of: {', '.join(FORMATS)}",
+        "log_format",
     )
     _rule(
         c.log_level.lower() in LOG_LEVELS,
