@@ -62,7 +62,10 @@ class FrameType(enum.IntEnum):
     LIST = 0x08
     PING = 0x09
     ABORT = 0x0A
+    RESUME = 0x0B
+    SUBSCRIBE = 0x0C
     OK = 0x80
+    EVENT = 0x81
     ERROR = 0x8F
 
 
@@ -87,6 +90,8 @@ class ErrorCode:
     TIMEOUT = "timeout"
     SHUTTING_DOWN = "shutting_down"
     INTERNAL = "internal"
+    SUPERSEDED = "superseded"
+    EXISTS = "exists"
 
 
 #: Every code a server may send.
@@ -109,4 +114,6 @@ ERROR_CODES = (
     ErrorCode.TIMEOUT,
     ErrorCode.SHUTTING_DOWN,
     ErrorCode.INTERNAL,
+    ErrorCode.SUPERSEDED,
+    ErrorCode.EXISTS,
 )

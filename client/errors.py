@@ -35,6 +35,7 @@ __all__ = [
     "ConnectionFailed",
     "ConnectionLost",
     "Corrupt",
+    "Exists",
     "Forbidden",
     "IntegrityError",
     "Internal",
@@ -44,6 +45,7 @@ __all__ = [
     "ShuttingDown",
     "SizeMismatch",
     "StorageFull",
+    "Superseded",
     "Timeout",
     "TooLarge",
     "TransientError",
@@ -197,6 +199,21 @@ class Internal(ValiseError):
     default_code = ErrorCode.INTERNAL
 
 
+class Superseded(TransientError):
+    """Another connection resumed this upload (docs/protocol.md section 6.1).
+
+    Transient: the newest connection wins, and resuming again continues it."""
+
+    default_code = ErrorCode.SUPERSEDED
+
+
+class Exists(ValiseError):
+    """A create-only upload found a file under its key (docs/protocol.md section 6.4)."""
+
+    default_code = ErrorCode.EXISTS
+    default_fatal = False
+
+
 # Client-side conditions, never on the wire.
 
 
@@ -247,6 +264,8 @@ ERRORS_BY_CODE: dict[str, type[ValiseError]] = {
         Timeout,
         ShuttingDown,
         Internal,
+        Superseded,
+        Exists,
     )
 }
 

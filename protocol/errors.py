@@ -40,6 +40,10 @@ class ErrorCode(enum.StrEnum):
     TIMEOUT = "timeout"
     SHUTTING_DOWN = "shutting_down"
     INTERNAL = "internal"
+    #: Another connection resumed this upload (revision 2, section 6.1).
+    SUPERSEDED = "superseded"
+    #: A create-only upload found a file under its key (revision 2, section 6.4).
+    EXISTS = "exists"
 
 
 class ProtocolError(Exception):

@@ -28,6 +28,8 @@ SHA1_SIZE = 20
 SHA1_HEX_SIZE = 40
 
 PROTOCOL_VERSION = 1
+#: Longest ``upload_id``, ``version`` and event id a server hands out (section 6).
+MAX_ID = 128
 
 
 class FrameType(enum.IntEnum):
@@ -48,8 +50,14 @@ class FrameType(enum.IntEnum):
     PING = 0x09
     #: client -> server: discard the upload in progress.
     ABORT = 0x0A
+    #: client -> server: continue a resumable upload (revision 2, section 6.1).
+    RESUME = 0x0B
+    #: client -> server: follow change events (revision 2, section 6.3).
+    SUBSCRIBE = 0x0C
     #: server -> client: success reply.
     OK = 0x80
+    #: server -> client: a change event on a subscribed connection (section 6.3).
+    EVENT = 0x81
     #: server -> client: failure reply.
     ERROR = 0x8F
 
@@ -65,14 +73,19 @@ CONTROL_TYPES = frozenset(
         FrameType.LIST,
         FrameType.PING,
         FrameType.ABORT,
+        FrameType.RESUME,
+        FrameType.SUBSCRIBE,
         FrameType.OK,
+        FrameType.EVENT,
         FrameType.ERROR,
     }
 )
 #: Types a client may send; anything else from a client is ``bad_frame``.
 CLIENT_TYPES = frozenset(t for t in FrameType if t < FrameType.OK)
 #: Types a server may send.
-SERVER_TYPES = frozenset({FrameType.DATA, FrameType.END, FrameType.OK, FrameType.ERROR})
+SERVER_TYPES = frozenset(
+    {FrameType.DATA, FrameType.END, FrameType.OK, FrameType.EVENT, FrameType.ERROR}
+)
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from protocol.errors import ErrorCode, ProtocolError
+from protocol.frames import MAX_ID
 
 MAX_KEY_BYTES = 1024
 #: A content type is a short media type; a long one would make the file info
@@ -35,6 +36,10 @@ class Put:
     size: int | None
     ttl: int | None
     content_type: str | None
+    #: Keep the bytes when the connection ends, for a RESUME (section 6.1).
+    resumable: bool = False
+    #: Commit only if the key has no file at that moment (section 6.4).
+    if_absent: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +47,8 @@ class Get:
     key: str
     offset: int | None
     length: int | None
+    #: Stream this version or nothing (section 6.2).
+    version: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,13 +69,28 @@ class List:
 
 
 @dataclass(frozen=True, slots=True)
+class Resume:
+    """RESUME (section 6.1): continue the resumable upload ``upload_id``."""
+
+    upload_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class Subscribe:
+    """SUBSCRIBE (section 6.3): events under ``prefix``, after event ``since``."""
+
+    prefix: str
+    since: str | None
+
+
+@dataclass(frozen=True, slots=True)
 class Ping:
     """PING: echoed back byte for byte (re-encoding could grow it past 64 KiB)."""
 
     payload: bytes
 
 
-Request = Hello | Put | Get | Stat | Delete | List | Ping
+Request = Hello | Put | Get | Stat | Delete | List | Ping | Resume | Subscribe
 
 
 class _Fields:
@@ -88,6 +110,19 @@ class _Fields:
         if value is not None and not _is_utf8(value):
             # JSON can spell a lone surrogate ("\ud800"); it has no UTF-8 form.
             raise self.error(ErrorCode.BAD_REQUEST, f"field {name!r} is not valid UTF-8")
+        return value
+
+    def optional_bool(self, name: str) -> bool:
+        value = self._obj.get(name)
+        if value is not None and not isinstance(value, bool):
+            raise self.error(ErrorCode.BAD_REQUEST, f"field {name!r} must be true or false")
+        return bool(value)
+
+    def optional_id(self, name: str) -> str | None:
+        """An id the server handed out: a non-empty string of at most MAX_ID characters."""
+        value = self.optional_str(name)
+        if value is not None and not 1 <= len(value) <= MAX_ID:
+            raise self.error(ErrorCode.BAD_REQUEST, f"field {name!r} must be 1 to {MAX_ID} long")
         return value
 
     def optional_int(self, name: str, *, minimum: int = 0) -> int | None:
@@ -171,12 +206,19 @@ def parse_put(obj: dict[str, Any], *, max_file_size: int, max_ttl: int) -> Put:
         raise fields.error(
             ErrorCode.TOO_LARGE, f"size {size} exceeds max_file_size {max_file_size}"
         )
-    return Put(key, size, ttl, content_type)
+    resumable = fields.optional_bool("resumable")
+    if_absent = fields.optional_bool("if_absent")
+    return Put(key, size, ttl, content_type, resumable, if_absent)
 
 
 def parse_get(obj: dict[str, Any]) -> Get:
     fields = _Fields(obj, fatal=False)
-    return Get(fields.key(), fields.optional_int("offset"), fields.optional_int("length"))
+    return Get(
+        fields.key(),
+        fields.optional_int("offset"),
+        fields.optional_int("length"),
+        fields.optional_id("version"),
+    )
 
 
 def parse_stat(obj: dict[str, Any]) -> Stat:
@@ -195,3 +237,17 @@ def parse_list(obj: dict[str, Any]) -> List:
         cursor=fields.optional_str("cursor"),
         limit=min(limit or DEFAULT_LIST_LIMIT, MAX_LIST_LIMIT),
     )
+
+
+def parse_resume(obj: dict[str, Any]) -> Resume:
+    """Errors answering RESUME are never fatal: the client waits for the OK (section 6.1)."""
+    fields = _Fields(obj, fatal=False)
+    upload_id = fields.optional_id("upload_id")
+    if upload_id is None:
+        raise fields.error(ErrorCode.BAD_REQUEST, "missing field 'upload_id'")
+    return Resume(upload_id)
+
+
+def parse_subscribe(obj: dict[str, Any]) -> Subscribe:
+    fields = _Fields(obj, fatal=False)
+    return Subscribe(fields.optional_str("prefix") or "", fields.optional_str("since"))

@@ -1,28 +1,39 @@
-"""Per-connection request state machine (docs/protocol.md sections 1-2), sans-IO.
+"""Per-connection request state machine (docs/protocol.md sections 1-2, 6), sans-IO.
 
 The whole table in one place:
 
-=========  ===========================  ===============================
-state      frame                        result
-=========  ===========================  ===============================
-HANDSHAKE  HELLO                        Hello, -> IDLE
-HANDSHAKE  anything else                unauthorized, fatal
-IDLE       HELLO/GET/STAT/DELETE/...    the request, stays IDLE
-IDLE       PUT                          Put, -> UPLOADING
-IDLE       DATA/END/ABORT               bad_frame, fatal
-UPLOADING  DATA                         Data (counted, hashed)
-UPLOADING  END                          UploadEnd if digest and size
-                                        match, else a non-fatal error;
-                                        -> IDLE either way
-                                        (hash_uploads=False: the
-                                        caller checks the digest)
-UPLOADING  ABORT                        Abort, -> IDLE
-UPLOADING  any request                  bad_frame, fatal
-any        after a fatal error          nothing more is decoded
-=========  ===========================  ===============================
+==========  ===========================  ===============================
+state       frame                        result
+==========  ===========================  ===============================
+HANDSHAKE   HELLO                        Hello, -> IDLE
+HANDSHAKE   anything else                unauthorized, fatal
+IDLE        HELLO/GET/STAT/DELETE/...    the request, stays IDLE
+IDLE        PUT                          Put, -> UPLOADING
+IDLE        RESUME                       Resume, stays IDLE until the
+                                         server accepts it:
+                                         resume_upload() -> UPLOADING
+IDLE        SUBSCRIBE                    Subscribe, stays IDLE until the
+                                         server accepts it:
+                                         subscribed() -> SUBSCRIBED
+IDLE        DATA/END/ABORT               bad_frame, fatal
+UPLOADING   DATA                         Data (counted, hashed)
+UPLOADING   END                          UploadEnd if digest and size
+                                         match, else a non-fatal error;
+                                         -> IDLE either way
+                                         (hash_uploads=False, or a
+                                         resumed upload: the caller
+                                         checks the digest)
+UPLOADING   ABORT                        Abort, -> IDLE
+UPLOADING   any request                  bad_frame, fatal
+SUBSCRIBED  PING                         Ping, stays SUBSCRIBED
+SUBSCRIBED  anything else                bad_frame, fatal
+any         after a fatal error          nothing more is decoded
+==========  ===========================  ===============================
 
 HANDSHAKE is the start state only when tokens are configured; otherwise the
-connection starts IDLE and HELLO is optional.
+connection starts IDLE and HELLO is optional. A client waits for RESUME's OK
+before it sends DATA (section 6.1), so DATA right behind a RESUME that the
+server has not accepted yet is ``bad_frame`` like any DATA outside an upload.
 """
 
 from __future__ import annotations
@@ -50,6 +61,7 @@ class State(enum.Enum):
     HANDSHAKE = "handshake"
     IDLE = "idle"
     UPLOADING = "uploading"
+    SUBSCRIBED = "subscribed"
     FAILED = "failed"
 
 
@@ -107,7 +119,15 @@ _PARSERS: dict[FrameType, Callable[[dict[str, Any]], requests.Request]] = {
     FrameType.STAT: requests.parse_stat,
     FrameType.DELETE: requests.parse_delete,
     FrameType.LIST: requests.parse_list,
+    FrameType.RESUME: requests.parse_resume,
+    FrameType.SUBSCRIBE: requests.parse_subscribe,
 }
+
+
+#: Every revision-2 feature (docs/protocol.md section 6), as HELLO names them.
+FEATURES = frozenset({"resume", "versions", "subscribe", "if_absent"})
+#: Frame types that exist only with a feature.
+_FEATURE_OF = {FrameType.RESUME: "resume", FrameType.SUBSCRIBE: "subscribe"}
 
 
 class ServerConnection:
@@ -119,9 +139,17 @@ class ServerConnection:
     """
 
     def __init__(
-        self, limits: Limits, *, hello_required: bool = False, hash_uploads: bool = True
+        self,
+        limits: Limits,
+        *,
+        hello_required: bool = False,
+        hash_uploads: bool = True,
+        features: frozenset[str] = FEATURES,
     ) -> None:
         self.limits = limits
+        #: The revision-2 features the server offers; a request of one it does
+        #: not offer is an unknown frame type, as on a revision-1 server.
+        self.features = features
         self.hash_uploads = hash_uploads
         self.state = State.HANDSHAKE if hello_required else State.IDLE
         self._decoder = FrameDecoder(max_data=limits.max_frame, check=self._check_type)
@@ -156,6 +184,25 @@ class ServerConnection:
                 self._upload = None
             raise
 
+    def resume_upload(self, declared: int | None, offset: int) -> None:
+        """The server accepted a RESUME: DATA continues the file from byte ``offset``.
+
+        Limits and the declared size are the original PUT's; the digest at END
+        covers the whole file, which this machine never saw, so the caller
+        checks it (UploadEnd.verified is False).
+        """
+        if self.state is not State.IDLE:
+            raise RuntimeError(f"resume_upload() in state {self.state.name}")  # our bug
+        self._upload = _Upload(declared, hashed=False)
+        self._upload.received = offset
+        self.state = State.UPLOADING
+
+    def subscribed(self) -> None:
+        """The server accepted a SUBSCRIBE: only PING may come from now on."""
+        if self.state is not State.IDLE:
+            raise RuntimeError(f"subscribed() in state {self.state.name}")  # our bug
+        self.state = State.SUBSCRIBED
+
     def fail(self) -> None:
         """The server gave up on this connection (timeout, storage fault)."""
         self.state = State.FAILED
@@ -167,6 +214,11 @@ class ServerConnection:
             raise ProtocolError(
                 ErrorCode.UNAUTHORIZED, "this server requires HELLO with a token first", fatal=True
             )
+        needs = _FEATURE_OF.get(frame_type)
+        if needs is not None and needs not in self.features:
+            raise bad_frame(f"{frame_type.name} is not offered by this server")
+        if self.state is State.SUBSCRIBED and frame_type is not FrameType.PING:
+            raise bad_frame(f"{frame_type.name} on a subscribed connection; only PING may come")
         upload_frame = frame_type in (FrameType.DATA, FrameType.END, FrameType.ABORT)
         if self.state is State.UPLOADING and not upload_frame:
             raise bad_frame(
@@ -242,6 +294,7 @@ class ServerConnection:
 
 __all__ = [
     "CLOSED",
+    "FEATURES",
     "NEED_DATA",
     "Abort",
     "Data",

@@ -287,7 +287,7 @@ def test_end_other_lengths_rejected_from_the_header(length: int) -> None:
 # -- frame types ---------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("type_byte", [0x00, 0x0B, 0x0C, 0x10, 0x7F, 0x81, 0x8E, 0x90, 0xFF])
+@pytest.mark.parametrize("type_byte", [0x00, 0x0D, 0x0E, 0x10, 0x7F, 0x82, 0x8E, 0x90, 0xFF])
 def test_unknown_type_bytes_are_bad_frame(type_byte: int) -> None:
     out = decode_both(wire(type_byte, b"{}"))
     assert_bad_frame(out)

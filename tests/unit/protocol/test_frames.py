@@ -47,14 +47,18 @@ def test_frame_type_values_match_the_protocol_table() -> None:
         "LIST": 0x08,
         "PING": 0x09,
         "ABORT": 0x0A,
+        "RESUME": 0x0B,
+        "SUBSCRIBE": 0x0C,
         "OK": 0x80,
+        "EVENT": 0x81,
         "ERROR": 0x8F,
     }
 
 
 def test_direction_sets() -> None:
-    assert frozenset(range(0x01, 0x0B)) == CLIENT_TYPES
-    assert {FrameType.DATA, FrameType.END, FrameType.OK, FrameType.ERROR} == SERVER_TYPES
+    assert frozenset(range(0x01, 0x0D)) == CLIENT_TYPES
+    server = {FrameType.DATA, FrameType.END, FrameType.OK, FrameType.EVENT, FrameType.ERROR}
+    assert server == SERVER_TYPES
     assert set(FrameType) - {FrameType.DATA, FrameType.END} == CONTROL_TYPES
 
 
@@ -190,4 +194,6 @@ def test_error_codes_are_the_protocol_list() -> None:
         "timeout",
         "shutting_down",
         "internal",
+        "superseded",
+        "exists",
     }

@@ -346,3 +346,48 @@ def test_lone_surrogate_in_a_string_field_is_bad_request(
     exc = error_of(parse, obj)
     assert exc.code is ErrorCode.BAD_REQUEST
     assert exc.fatal is fatal
+
+
+# -- revision 2 fields ---------------------------------------------------------
+
+
+def test_put_resumable_and_if_absent() -> None:
+    put = parse_put({"key": "k", "resumable": True, "if_absent": True})
+    assert (put.resumable, put.if_absent) == (True, True)
+    put = parse_put({"key": "k", "resumable": None})
+    assert (put.resumable, put.if_absent) == (False, False)
+
+
+@pytest.mark.parametrize("extra", [{"resumable": 1}, {"if_absent": "yes"}, {"resumable": []}])
+def test_put_switches_must_be_booleans(extra: dict[str, Any]) -> None:
+    exc = error_of(parse_put, {"key": "k", **extra})
+    assert exc.code is ErrorCode.BAD_REQUEST and exc.fatal
+
+
+def test_get_version() -> None:
+    assert requests.parse_get({"key": "k", "version": "v1"}).version == "v1"
+    for bad in ("", "x" * 129, 5):
+        exc = error_of(requests.parse_get, {"key": "k", "version": bad})
+        assert exc.code is ErrorCode.BAD_REQUEST and not exc.fatal
+
+
+def test_resume_errors_are_never_fatal() -> None:
+    assert requests.parse_resume({"upload_id": "x" * 128}) == requests.Resume("x" * 128)
+    for obj in (
+        {},
+        {"upload_id": None},
+        {"upload_id": ""},
+        {"upload_id": "x" * 129},
+        {"upload_id": 7},
+    ):
+        exc = error_of(requests.parse_resume, obj)
+        assert exc.code is ErrorCode.BAD_REQUEST and not exc.fatal
+
+
+def test_subscribe() -> None:
+    assert requests.parse_subscribe({}) == requests.Subscribe("", None)
+    assert requests.parse_subscribe({"prefix": "a/", "since": "5-0"}) == requests.Subscribe(
+        "a/", "5-0"
+    )
+    exc = error_of(requests.parse_subscribe, {"prefix": 3})
+    assert exc.code is ErrorCode.BAD_REQUEST and not exc.fatal

@@ -33,6 +33,8 @@ EVENT_TYPES = (
     requests.Delete,
     requests.List,
     requests.Ping,
+    requests.Resume,
+    requests.Subscribe,
     Data,
     UploadEnd,
     Abort,
@@ -756,3 +758,80 @@ def test_arbitrary_bytes_give_events_or_protocol_error(
             assert received is not None
             assert item.fatal is False
             received = None
+
+
+# -- revision 2: RESUME and SUBSCRIBE (docs/protocol.md sections 6.1, 6.3) ------------
+
+
+def _events(conn: ServerConnection, blob: bytes) -> list[Item]:
+    items: list[Item] = []
+    conn.receive_data(blob)
+    drain(conn, items)
+    return items
+
+
+@pytest.mark.parametrize("step", [None, 1])
+def test_resume_continues_from_the_servers_offset(step: int | None) -> None:
+    conn = ServerConnection(LIMITS, hash_uploads=True)
+    items = _events(conn, raw(FrameType.RESUME, b'{"upload_id": "u1"}'))
+    assert items == [requests.Resume("u1")]
+    assert conn.state is State.IDLE  # until the server accepts it
+    conn.resume_upload(declared=10, offset=6)
+    assert conn.uploading and conn.upload_received == 6
+    blob = data(b"7890") + raw(FrameType.END, bytes(20))
+    pieces = [blob] if step is None else [blob[i : i + 1] for i in range(len(blob))]
+    got: list[Item] = []
+    for piece in pieces:
+        got += _events(conn, piece)
+    # The digest covers bytes this machine never saw: the caller checks it.
+    assert got == [Data(b"7890"), UploadEnd(10, "00" * 20, verified=False)]
+    assert conn.state is State.IDLE
+
+
+def test_a_resumed_upload_keeps_its_declared_size() -> None:
+    conn = ServerConnection(LIMITS)
+    _events(conn, raw(FrameType.RESUME, b'{"upload_id": "u1"}'))
+    conn.resume_upload(declared=8, offset=6)
+    items = _events(conn, data(b"789"))
+    assert isinstance(items[-1], ProtocolError)
+    assert items[-1].code is ErrorCode.TOO_LARGE and items[-1].fatal
+
+
+def test_data_before_the_resume_is_accepted_is_bad_frame() -> None:
+    conn = ServerConnection(LIMITS)
+    items = _events(conn, raw(FrameType.RESUME, b'{"upload_id": "u1"}') + data(b"x"))
+    assert items[0] == requests.Resume("u1")
+    assert isinstance(items[1], ProtocolError)
+    assert items[1].code is ErrorCode.BAD_FRAME and items[1].fatal
+
+
+def test_subscribed_connection_takes_only_ping() -> None:
+    conn = ServerConnection(LIMITS)
+    items = _events(conn, raw(FrameType.SUBSCRIBE, b'{"prefix": "p/", "since": "1-0"}'))
+    assert items == [requests.Subscribe("p/", "1-0")]
+    conn.subscribed()
+    assert _events(conn, raw(FrameType.PING, b'{"n":1}')) == [requests.Ping(b'{"n":1}')]
+    items = _events(conn, raw(FrameType.STAT, b'{"key": "k"}'))
+    assert isinstance(items[0], ProtocolError)
+    assert items[0].code is ErrorCode.BAD_FRAME and items[0].fatal
+    assert conn.state is State.FAILED
+
+
+def test_accepting_in_the_wrong_state_is_our_bug() -> None:
+    conn = ServerConnection(LIMITS)
+    _events(conn, raw(FrameType.PUT, b'{"key": "k"}'))
+    with pytest.raises(RuntimeError):
+        conn.resume_upload(None, 0)
+    with pytest.raises(RuntimeError):
+        conn.subscribed()
+
+
+@pytest.mark.parametrize(
+    ("frame_type", "feature"), [(FrameType.RESUME, "resume"), (FrameType.SUBSCRIBE, "subscribe")]
+)
+def test_a_feature_not_offered_is_an_unknown_frame(frame_type: FrameType, feature: str) -> None:
+    conn = ServerConnection(LIMITS, features=frozenset({"versions"}))
+    items = _events(conn, raw(frame_type, b'{"upload_id": "u1"}'))
+    assert isinstance(items[0], ProtocolError)
+    assert items[0].code is ErrorCode.BAD_FRAME and items[0].fatal
+    assert "not offered" in items[0].message
