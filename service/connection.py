@@ -113,6 +113,7 @@ class Connection:
         self.proto = ServerConnection(
             Limits(self.config.max_frame, self.config.max_file_size, self.config.max_ttl),
             hello_required=self.ops.authenticating,
+            features=state.features,
             # The chunk writer hashes the file in its worker thread instead.
             hash_uploads=False,
         )
@@ -385,7 +386,7 @@ class Connection:
         )
 
     async def _get(self, get: requests.Get) -> None:
-        download = await self.ops.get(self.grant, get.key, get.offset, get.length)
+        download = await self.ops.get(self.grant, get.key, get.offset, get.length, get.version)
         # Small frames are gathered and sent together (a small file's OK, DATA
         # and END in one send); a large frame goes out as it is, without a copy.
         out: list[bytes | memoryview] = [

@@ -81,8 +81,27 @@ class Operations:
             content_type=content_type,
         )
 
-    async def get(self, grant: Grant, key: str, offset: int | None, length: int | None) -> Download:
-        return await open_download(self.store, grant.namespace, key, offset, length)
+    async def get(
+        self,
+        grant: Grant,
+        key: str,
+        offset: int | None,
+        length: int | None,
+        version: str | None = None,
+    ) -> Download:
+        """A download of ``key``; with ``version``, of that version or ``not_found``.
+
+        A replaced version's chunks live on for ``grace``, but its file info
+        does not, so only the current version can be streamed: a client
+        resuming a download of a version that has since been replaced gets
+        ``not_found`` and never a splice of two versions (section 6.2).
+        """
+        download = await open_download(self.store, grant.namespace, key, offset, length)
+        if version is not None and download.info.vid != version:
+            raise ProtocolError(
+                ErrorCode.NOT_FOUND, "that version of the file is no longer stored", fatal=False
+            )
+        return download
 
     async def stat(self, grant: Grant, key: str) -> FileInfo:
         return await self.store.stat(grant.namespace, key)

@@ -18,6 +18,8 @@ from service.metrics import Metrics
 from storage.store import Store
 
 VERSION = "0.1.0"
+#: Revision-2 features served today (docs/protocol.md section 6).
+OFFERED = frozenset({"versions"})
 
 #: Bytes asked of the socket per read.
 READ_SIZE = 1024 * 1024
@@ -53,6 +55,8 @@ class ServerState:
     connections: dict[asyncio.Task[None], Served] = field(default_factory=dict)
     #: Connections in their lingering close, at most --max-connections.
     lingering: int = 0
+    #: The revision-2 features this server offers (HELLO's ``features``).
+    features: frozenset[str] = OFFERED
 
     def __post_init__(self) -> None:
         self.access = AccessLog(log_keys=self.config.log_keys)
@@ -67,6 +71,7 @@ class ServerState:
             "max_file_size": c.max_file_size,
             "default_ttl": c.default_ttl,
             "max_ttl": c.max_ttl,
+            "features": sorted(self.features),
         }
 
     def forget(self, connection: Served) -> None:
