@@ -29,9 +29,7 @@ from service.listener import Certificates, Listener, Peer
 from service.looplag import LoopLag
 from service.metrics import Exporter, Metrics
 from service.state import LINGER_TOTAL, READ_SIZE, Served, ServerState
-from storage.embedded import EmbeddedValkey
-from storage.errors import MisconfiguredValkey, StorageError
-from storage.store import Store
+from storage import EmbeddedValkey, MisconfiguredValkey, StorageError, Store
 
 log = logging.getLogger("valise")
 

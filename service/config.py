@@ -32,7 +32,7 @@ from service.kinds import (
     parse_text,
 )
 from service.logs import FORMATS
-from storage.store import StorageConfig
+from storage import StorageConfig
 
 PROG = "server.py"
 

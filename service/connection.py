@@ -31,8 +31,7 @@ from service.state import (
     READ_SIZE,
     ServerState,
 )
-from storage.errors import StorageError
-from storage.writer import ChunkWriter
+from storage import ChunkWriter, StorageError
 
 #: DATA frames up to GATHER bytes are sent together with the frames around
 #: them, GATHER_FRAMES parts (headers and payloads) at most: one send, not three.

@@ -38,9 +38,7 @@ from prometheus_client import (
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
 
-from storage import observe
-from storage.errors import StorageError
-from storage.store import Store
+from storage import StorageError, Store, observe
 
 log = logging.getLogger("valise.metrics")
 

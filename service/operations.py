@@ -18,9 +18,7 @@ import logging
 from protocol.errors import ErrorCode, ProtocolError
 from service.auth import OPEN, Grant
 from service.state import ServerState
-from storage.info import FileInfo
-from storage.reader import Download, open_download
-from storage.writer import ChunkWriter
+from storage import ChunkWriter, Download, FileInfo, open_download
 
 log = logging.getLogger("valise")
 

@@ -15,7 +15,7 @@ from service.access import AccessLog
 from service.auth import FailureDelay, Tokens
 from service.config import Config
 from service.metrics import Metrics
-from storage.store import Store
+from storage import Store
 
 VERSION = "0.1.0"
 #: Revision-2 features served today (docs/protocol.md section 6).

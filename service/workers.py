@@ -33,8 +33,7 @@ from typing import NoReturn
 from service import metrics
 from service.config import Config
 from service.state import LINGER_TOTAL
-from storage.embedded import die_with_parent
-from storage.store import StorageConfig, Store
+from storage import StorageConfig, Store, die_with_parent
 
 log = logging.getLogger("valise.workers")
 

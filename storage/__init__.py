@@ -1,0 +1,47 @@
+"""The storage boundary: the only package that imports valkey.
+
+Everything the server side needs of Valkey is named here; the modules behind
+it are private to the package: :mod:`storage.clients` (valkey-py clients and
+the one patch of its internals), :mod:`storage.calls` (retries, error
+translation), :mod:`storage.checks` (start-up refusals), :mod:`storage.store`
+(the metadata and chunk operations), :mod:`storage.writer` and
+:mod:`storage.reader` (the chunk writer and reader), :mod:`storage.embedded`
+(a private valkey-server). Every valkey-py exception leaves as a
+:class:`StorageError` carrying its wire code.
+"""
+
+from storage.config import StorageConfig
+from storage.embedded import EmbeddedValkey, die_with_parent
+from storage.errors import (
+    BadRange,
+    ChecksumMismatch,
+    Corrupt,
+    FileNotFound,
+    MisconfiguredValkey,
+    StorageError,
+    StorageFull,
+    StorageUnavailable,
+)
+from storage.info import FileInfo
+from storage.reader import Download, open_download
+from storage.store import Store
+from storage.writer import ChunkWriter
+
+__all__ = [
+    "BadRange",
+    "ChecksumMismatch",
+    "ChunkWriter",
+    "Corrupt",
+    "Download",
+    "EmbeddedValkey",
+    "FileInfo",
+    "FileNotFound",
+    "MisconfiguredValkey",
+    "StorageConfig",
+    "StorageError",
+    "StorageFull",
+    "StorageUnavailable",
+    "Store",
+    "die_with_parent",
+    "open_download",
+]

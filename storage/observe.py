@@ -1,7 +1,7 @@
 """A hook for metrics: storage reports what each Valkey call cost, and never
 imports a metrics library itself.
 
-Each completed :func:`storage.store.call` reports ``(kind, seconds, outcome)``:
+Each completed :func:`storage.calls.call` reports ``(kind, seconds, outcome)``:
 ``kind`` is ``chunk_write``, ``chunk_read``, ``commit`` or ``meta``;
 ``outcome`` is ``ok`` or the protocol error code the failure maps to
 (``unavailable``, ``storage_full``, ``internal``).

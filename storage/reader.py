@@ -19,8 +19,9 @@ from typing import Any, NoReturn
 
 from storage import keys
 from storage.errors import BadRange, Corrupt, FileNotFound
+from storage.hashing import sha1_of
 from storage.info import FileInfo
-from storage.store import Store, sha1_of
+from storage.store import Store
 
 #: Chunks queued (verified or being verified) behind the one being sent;
 #: one more is being received. Memory: AHEAD + 2 chunks.
@@ -146,9 +147,7 @@ class Download:
 
     async def _get(self, index: int) -> bytes | None:
         name = keys.chunk_key(self.info.vid, index)
-        chunk: bytes | None = await self.store.run(
-            lambda: self.store.client.get(name), idempotent=True, kind="chunk_read"
-        )
+        chunk = await self.store.get_chunk(name)
         return chunk
 
     async def _verify(self, index: int, chunk: bytes | None, digest: bytes) -> bytes:
@@ -170,12 +169,7 @@ class Download:
 async def open_download(
     store: Store, namespace: str, key: str, offset: int | None, length: int | None
 ) -> Download:
-    digests = head = None
-    if store.config.cluster:
-        info = await store.stat(namespace, key)
-    else:
-        # One node: the info, the digests and a small first chunk in one trip.
-        info, digests, head = await store.open(namespace, key)
+    info, digests, head = await store.open_for_read(namespace, key)
     start = offset or 0
     if start > info.size:
         raise BadRange(f"offset {start} is beyond the file's {info.size} bytes")

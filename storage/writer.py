@@ -25,8 +25,9 @@ from typing import Any
 
 from storage import keys
 from storage.errors import ChecksumMismatch, StorageError, StorageUnavailable
+from storage.hashing import THREAD_HASH_MIN, new_vid
 from storage.info import FileInfo
-from storage.store import SMALL_FILE, THREAD_HASH_MIN, Store, new_vid
+from storage.store import SMALL_FILE, Store
 
 log = logging.getLogger("valise.storage")
 
@@ -100,11 +101,7 @@ class ChunkWriter:
         staging_ms = self.store.config.staging_ttl * 1000
         digest = asyncio.create_task(self._hash(chunk))
         try:
-            await self.store.run(
-                lambda: self.store.client.set(name, chunk, px=staging_ms),
-                idempotent=True,
-                kind="chunk_write",
-            )
+            await self.store.set_chunk(name, chunk, staging_ms)
         finally:
             sha = await digest
         return sha
@@ -172,7 +169,7 @@ class ChunkWriter:
             )
             # On one node a small one-chunk file is written with its commit.
             one_trip = (
-                not self.store.config.cluster
+                self.store.one_trip_small_files
                 and tail is not None
                 and len(self._digests) == 1
                 and len(tail) <= SMALL_FILE

@@ -18,7 +18,7 @@ import valkey
 from server import Server
 from service.auth import Tokens
 from service.config import Config
-from storage.store import Store
+from storage import Store
 from tests.support.wire import WireClient
 
 ROOT = Path(__file__).resolve().parent.parent.parent

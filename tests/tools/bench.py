@@ -51,8 +51,8 @@ from valkey.backoff import NoBackoff
 
 from protocol.frames import HEADER, FrameType
 from service.kinds import parse_size
+from storage.clients import READ_SIZE
 from storage.embedded import EmbeddedValkey, default_maxmemory, die_with_parent
-from storage.store import READ_SIZE
 from tests.support.cluster import LocalCluster
 from tests.support.harness import start_address
 

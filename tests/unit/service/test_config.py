@@ -15,7 +15,7 @@ import trustme
 
 from service.config import SETTINGS, Config, Setting, build_parser, parse_args
 from service.kinds import INT, SECONDS, SIZE, SWITCH, TEXT, Kind
-from storage.store import StorageConfig
+from storage import StorageConfig
 
 GiB = 1024**3
 MiB = 1024**2

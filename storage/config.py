@@ -1,0 +1,22 @@
+"""What storage/ needs to know of the server's settings."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class StorageConfig:
+    url: str
+    chunk_size: int
+    staging_ttl: int
+    grace: int
+    timeout: float = 30.0
+    max_connections: int = 64
+    allow_persistence: bool = False
+    #: CA bundle for a valkeys:// URL (TLS to Valkey).
+    tls_ca: str | None = None
+    #: ``url`` names one node of a Valkey Cluster (docs/decisions/0006).
+    cluster: bool = False
+    #: Cluster only: seconds an idempotent command keeps retrying a failover.
+    failover_wait: float = 10.0
