@@ -335,11 +335,18 @@ class Store:
         chunks of a file over its shards, so a script cannot reach them."""
         return not self.config.cluster
 
-    async def set_chunk(self, name: str, data: memoryview, ttl_ms: int) -> None:
-        """Store one chunk's bytes under ``name`` (idempotent: retried on a lost link)."""
-        await self.run(
+    async def set_chunk(
+        self, name: str, data: memoryview, ttl_ms: int, *, renew: Sequence[str] = ()
+    ) -> None:
+        """Store one chunk's bytes under ``name`` (idempotent: retried on a lost link);
+        meanwhile push the TTL of the chunks ``renew`` names forward to ``ttl_ms``."""
+        write = self.run(
             lambda: self.client.set(name, data, px=ttl_ms), idempotent=True, kind="chunk_write"
         )
+        if not renew:
+            await write
+            return
+        await asyncio.gather(write, self.expire_many(renew, ttl_ms, "GT"))
 
     async def get_chunk(self, name: str) -> bytes | None:
         """One chunk's bytes, or None when it is gone."""

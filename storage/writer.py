@@ -52,6 +52,8 @@ class ChunkWriter:
         self._file_hash = hashlib.sha1(usedforsecurity=False)
         self._inflight: asyncio.Task[bytes] | None = None
         self._keeper: asyncio.Task[None] | None = None
+        #: When the staged chunks' TTL was last pushed forward (by progress or keeper).
+        self._renewed = time.monotonic()
         self._lock = asyncio.Lock()
         self._closed = False
         self._done = False
@@ -98,10 +100,18 @@ class ChunkWriter:
 
     async def _store_chunk(self, index: int, chunk: memoryview) -> bytes:
         name = keys.chunk_key(self.vid, index)
-        staging_ms = self.store.config.staging_ttl * 1000
+        staging_ttl = self.store.config.staging_ttl
+        # Progress renews the staged chunks: an upload receiving bytes never
+        # loses them, however late the event loop runs the keeper (which is
+        # left with the client that is connected but silent).
+        renew: list[str] = []
+        now = time.monotonic()
+        if index and now - self._renewed > staging_ttl / 2:
+            renew = [keys.chunk_key(self.vid, i) for i in range(index)]
+            self._renewed = now
         digest = asyncio.create_task(self._hash(chunk))
         try:
-            await self.store.set_chunk(name, chunk, staging_ms)
+            await self.store.set_chunk(name, chunk, staging_ttl * 1000, renew=renew)
         finally:
             sha = await digest
         return sha
@@ -124,7 +134,10 @@ class ChunkWriter:
             async with self._lock:
                 if self._closed:
                     return
+                if time.monotonic() - self._renewed < period:
+                    continue  # progress renewed them meanwhile
                 names = [keys.chunk_key(self.vid, i) for i in range(self.chunks_written)]
+                self._renewed = time.monotonic()
                 try:
                     await self.store.expire_many(names, staging_ms, "GT")
                 except StorageError:

@@ -22,6 +22,7 @@ import pytest
 
 from protocol import state
 from protocol.frames import HEADER, FrameType
+from storage import ChunkWriter
 from tests.support.harness import Running, make_config, start_server, stop_server
 from tests.support.wire import control, frame
 
@@ -119,3 +120,31 @@ async def test_one_byte_frames_neither_lose_the_upload_nor_stall_others(
     p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))]
     print(f"PING p99 {p99 * 1000:.1f} ms over {len(latencies)} pings")
     assert p99 < 0.1, f"PING p99 {p99 * 1000:.0f} ms while another client sent 1-byte frames"
+
+
+async def test_an_upload_receiving_bytes_keeps_its_chunks_without_the_keeper(
+    valkey_server: Any, prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Progress renews the staged chunks; the keeper timer is only for a silent client."""
+
+    async def keeper_never_runs(self: ChunkWriter) -> None:
+        return None  # as if the event loop never got round to it
+
+    monkeypatch.setattr(ChunkWriter, "_keep_alive", keeper_never_runs)
+    running: Running = await start_server(valkey_server.url, make_config(staging_ttl=3))
+    try:
+        client = await running.client()
+        chunk = 64 * 1024
+        data = bytes(range(256)) * (8 * chunk // 256)
+        await client.send(control(FrameType.PUT, {"key": prefix + "slow"}))
+        assert (await client.reply()).ok
+        for at in range(0, len(data), chunk):  # 8 chunks over ~6 s: twice the staging TTL
+            await client.send(frame(FrameType.DATA, data[at : at + chunk]))
+            await asyncio.sleep(0.8)
+        await client.send(frame(FrameType.END, hashlib.sha1(data).digest()))
+        stored = await client.reply()
+        assert stored.ok, stored.body  # not `unavailable: ... expired before the commit`
+        assert (await client.get(prefix + "slow")).data == data
+        await client.close()
+    finally:
+        await stop_server(running)
