@@ -16,7 +16,7 @@ from typing import TypeVar
 import valkey.exceptions as valkey_exc
 
 from storage import observe
-from storage.errors import StorageError, StorageFull, StorageUnavailable
+from storage.errors import PasswordRefused, StorageError, StorageFull, StorageUnavailable
 
 T = TypeVar("T")
 
@@ -28,6 +28,8 @@ def translate(exc: Exception) -> StorageError:
     """A valkey-py exception as one of ours (PHI: no payload is ever echoed)."""
     if isinstance(exc, StorageError):
         return exc
+    if _refused(exc):
+        return PasswordRefused("Valkey refused the password (WRONGPASS or NOAUTH)")
     # valkey-py turns an "OOM ..." reply into OutOfMemoryError; inside a script
     # the prefix may survive in the message instead.
     if isinstance(exc, valkey_exc.OutOfMemoryError) or "OOM" in str(exc)[:40]:
@@ -57,6 +59,8 @@ CLUSTER_TRANSIENT = (
 )
 #: Everything valkey-py raises.
 VALKEY_ERRORS = (valkey_exc.ValkeyError, valkey_exc.ValkeyClusterException, OSError)
+#: A wrong password is a ConnectionError to valkey-py; another try changes nothing.
+_REFUSED = (valkey_exc.AuthenticationError, valkey_exc.AuthenticationWrongNumberOfArgsError)
 _TRANSIENT = (valkey_exc.ConnectionError, ConnectionError, *CLUSTER_TRANSIENT)
 
 
@@ -83,7 +87,8 @@ async def call(
         except VALKEY_ERRORS as exc:
             elapsed = time.monotonic() - started
             again = attempt < attempts or (idempotent and elapsed < window)
-            if isinstance(exc, _TRANSIENT) and again:
+            transient = isinstance(exc, _TRANSIENT) and not _refused(exc)
+            if transient and again:
                 await asyncio.sleep(min(0.05 * 2 ** (attempt - 1), 1.0))
                 continue
             error = translate(exc)
@@ -96,3 +101,9 @@ async def call(
         if task is not None and task.cancelling():
             raise asyncio.CancelledError
         return result
+
+
+def _refused(exc: BaseException) -> bool:
+    """Valkey refused our credentials (over a unix socket valkey-py wraps the refusal)."""
+    inner = exc.args[0] if exc.args else None
+    return any(isinstance(e, _REFUSED) for e in (exc, exc.__cause__, inner))

@@ -32,6 +32,10 @@ class StorageUnavailable(StorageError):
     code = ErrorCode.UNAVAILABLE
 
 
+class PasswordRefused(StorageUnavailable):
+    """Valkey refused our credentials (WRONGPASS, NOAUTH): not worth a retry."""
+
+
 class FileNotFound(StorageError):
     code = ErrorCode.NOT_FOUND
 

@@ -18,6 +18,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 import valkey.asyncio as valkey_async
 import valkey.exceptions as valkey_exc
@@ -30,6 +31,7 @@ from storage.config import StorageConfig
 from storage.errors import (
     FileNotFound,
     MisconfiguredValkey,
+    PasswordRefused,
     StorageError,
     StorageFull,
     StorageUnavailable,
@@ -54,6 +56,8 @@ class Store:
         # bytes keys; typed as Any here, and only here, behind our own methods.
         self.client: Any = cluster_client(config) if config.cluster else single_client(config)
         self._timers: set[asyncio.TimerHandle] = set()
+        #: Valkey failed the last call: the next success is worth a log line.
+        self._down = False
         self._releases: set[asyncio.Task[None]] = set()
         self._memory: list[tuple[int, int]] = []
         self._memory_at = -MEMORY_CACHE
@@ -70,7 +74,18 @@ class Store:
     ) -> T:
         """:func:`call`, riding out a cluster failover of up to ``failover_wait`` s."""
         window = self.config.failover_wait if self.config.cluster else 0.0
-        return await call(op, idempotent=idempotent, kind=kind, window=window)
+        try:
+            result = await call(op, idempotent=idempotent, kind=kind, window=window)
+        except StorageUnavailable as exc:
+            if not self._down:
+                # One line when Valkey goes away, not only a failed request each.
+                self._down = True
+                log.warning("Valkey is unavailable: %s", exc.message)
+            raise
+        if self._down:
+            self._down = False
+            log.warning("Valkey is available again")
+        return result
 
     async def close(self) -> None:
         # Pending releases are left to their TTLs (at most grace seconds away).
@@ -114,7 +129,22 @@ class Store:
                 raise translate(exc) from exc
             log.warning("cannot read Valkey CONFIG (%s); skipping safety checks", exc)
         except VALKEY_ERRORS as exc:
-            raise translate(exc) from exc
+            error = translate(exc)
+            # At start, say which Valkey and what failed (never the password).
+            where = _where(self.config.url)
+            if isinstance(error, PasswordRefused):
+                if urlsplit(self.config.url).password is None:
+                    message = (
+                        f"Valkey at {where} needs a password (NOAUTH): give it in --valkey-url"
+                    )
+                else:
+                    message = f"Valkey at {where} refused the password (WRONGPASS)"
+                raise PasswordRefused(message) from exc
+            if type(error) is StorageUnavailable:
+                reason = str(exc).split(". ")[-1].rstrip(".") if "connecting" in str(exc) else ""
+                detail = f": {reason}" if reason else ""
+                raise StorageUnavailable(f"cannot reach Valkey at {where}{detail}") from exc
+            raise error from exc
 
     async def health(self) -> None:
         """Raise StorageUnavailable unless Valkey (every primary, in a cluster) answers PING."""
@@ -400,3 +430,11 @@ def _commit_args(ns: keys.NamespaceKeys, info: FileInfo, ttl: int) -> list[Any]:
         int(time.time() * 1000),
         ns.meta_prefix,
     ]
+
+
+def _where(url: str) -> str:
+    """The Valkey a URL names, as host:port or a socket path: never its password."""
+    parts = urlsplit(url)
+    if parts.scheme == "unix":
+        return parts.path
+    return f"{parts.hostname}:{parts.port or 6379}"

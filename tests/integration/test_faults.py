@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import logging
 import random
 import socket
 from collections.abc import AsyncIterator, Iterator
@@ -117,8 +118,9 @@ async def test_valkey_killed_during_download(
 
 
 async def test_valkey_down_between_requests(
-    faulty: Running, restartable: Restartable, prefix: str
+    faulty: Running, restartable: Restartable, prefix: str, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.WARNING, logger="valise.storage")
     client = await faulty.client()
     assert (await client.put(prefix + "k", b"v")).ok
     restartable.kill()
@@ -133,6 +135,12 @@ async def test_valkey_down_between_requests(
     assert (await client.request(FrameType.STAT, {"key": prefix + "k"})).code == "not_found"
     assert (await client.put(prefix + "k", b"v2")).ok
     await client.close()
+    # Four requests failed, but the operator reads one line going down, one coming back.
+    lines = [r.getMessage() for r in caplog.records if r.name == "valise.storage"]
+    assert lines == [
+        "Valkey is unavailable: Valkey is unreachable or too slow",
+        "Valkey is available again",
+    ]
 
 
 async def test_slow_valkey_answers_unavailable_without_leaking(

@@ -212,6 +212,26 @@ def test_refuses_unsafe_valkey(
     assert own_valkey.password not in result.stderr + result.stdout
 
 
+def test_start_errors_say_which_valkey_and_what_failed(own_valkey: EmbeddedValkey) -> None:
+    """Wrong password, no password, unreachable: three different lines, no secret in any."""
+    path = own_valkey.socket_path
+    wrong = start_once(f"unix://:not-the-password@{path}?db=0")
+    assert wrong.returncode == 2
+    assert f"Valkey at {path} refused the password (WRONGPASS)" in wrong.stderr
+    assert "not-the-password" not in wrong.stderr + wrong.stdout
+    missing = start_once(f"unix://{path}?db=0")
+    assert missing.returncode == 2
+    assert f"Valkey at {path} needs a password (NOAUTH)" in missing.stderr
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    gone = start_once(f"valkey://:secret-pw@127.0.0.1:{port}/0")
+    assert gone.returncode == 2
+    assert f"cannot reach Valkey at 127.0.0.1:{port}" in gone.stderr
+    assert "secret-pw" not in gone.stderr + gone.stdout
+    assert "Traceback" not in wrong.stderr + missing.stderr + gone.stderr
+
+
 @pytest.mark.single_node
 def test_refuses_replication_through_disk(own_valkey: EmbeddedValkey) -> None:
     """A replica that would load its primary's data from an RDB file writes scans to disk."""
