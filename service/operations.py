@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import weakref
+from typing import Any
 
 from protocol.errors import ErrorCode, ProtocolError
 from service.auth import OPEN, Grant
@@ -23,6 +25,22 @@ from storage.reader import Download, open_download
 from storage.writer import ChunkWriter
 
 log = logging.getLogger("valise")
+
+#: Create-only commits in progress, per (namespace, key), in this process.
+_CREATING: weakref.WeakValueDictionary[tuple[str, str], asyncio.Lock] = (
+    weakref.WeakValueDictionary()
+)
+
+
+class Exists(Exception):
+    """A create-only upload found a file under its key (docs/protocol.md section 6.4)."""
+
+    code = "exists"
+
+    def __init__(self) -> None:
+        self.message = "the key already has a file"
+        self.extra: dict[str, Any] = {}
+        super().__init__(self.message)
 
 
 class Operations:
@@ -80,6 +98,34 @@ class Operations:
             ttl=ttl or self.config.default_ttl,
             content_type=content_type,
         )
+
+    async def commit(
+        self, grant: Grant, upload: ChunkWriter, size: int, sha1: str, *, if_absent: bool = False
+    ) -> FileInfo:
+        """Make an upload visible when its SHA-1 is ``sha1``; with ``if_absent``, only
+        when the key has no file (else :class:`Exists`, and nothing is stored).
+
+        The create-only check is not yet in the storage layer's atomic commit:
+        it is made just before the commit, under a lock that orders the
+        create-only uploads of one key in this process. A plain upload, or
+        another server process, committing between the check and the commit
+        can still be overwritten.
+        """
+        if not if_absent:
+            return await upload.commit(size, sha1)
+        lock = _CREATING.setdefault((grant.namespace, upload.key), asyncio.Lock())
+        async with lock:
+            try:
+                if await self.exists(grant, upload.key):
+                    raise Exists
+            except BaseException:
+                await upload.abort()
+                raise
+            return await upload.commit(size, sha1)
+
+    async def exists(self, grant: Grant, key: str) -> bool:
+        """True when the key has a file (one small read: no file info is parsed)."""
+        return await self.store.current_vid(grant.namespace, key) is not None
 
     async def get(self, grant: Grant, key: str, offset: int | None, length: int | None) -> Download:
         return await open_download(self.store, grant.namespace, key, offset, length)
