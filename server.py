@@ -15,7 +15,7 @@ import ssl
 import sys
 from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import uvloop
 
@@ -25,6 +25,7 @@ from service.allocator import keep_chunks_on_heap
 from service.auth import TokenFileError, Tokens
 from service.config import Config, parse_args
 from service.connection import Connection, fatal
+from service.http import HttpConnection
 from service.looplag import LoopLag
 from service.metrics import Exporter, Metrics
 from service.state import LINGER_TOTAL, READ_SIZE, Served, ServerState
@@ -33,6 +34,14 @@ from storage.errors import MisconfiguredValkey, StorageError
 from storage.store import Store
 
 log = logging.getLogger("valise")
+
+
+class Door(Protocol):
+    """A connection of either door, as the server holds it."""
+
+    busy: bool
+
+    async def run(self, refuse: Any = None) -> None: ...
 
 
 class Server:
@@ -55,6 +64,9 @@ class Server:
         #: /metrics and /healthz when --metrics-port is set (a worker's parent serves them).
         self.exporter: Exporter | None = None
         self._listener: asyncio.Server | None = None
+        self._http: asyncio.Server | None = None
+        #: Where the HTTP door listens, once started (--http-port).
+        self.http_address: tuple[str, int] | None = None
 
     @property
     def closing(self) -> bool:
@@ -65,17 +77,12 @@ class Server:
         return self.state.connections
 
     async def start(self) -> tuple[str, int]:
-        self._listener = await asyncio.start_server(
-            self._accept,
-            self.config.host,
-            self.config.port,
-            limit=2 * READ_SIZE,
-            backlog=listen_backlog(self.config.max_connections),
-            ssl=self.config.tls_context(),
-            ssl_handshake_timeout=self.config.idle_timeout if self.config.tls_cert else None,
-            # --workers: every worker listens on the same port; the kernel spreads connections.
-            reuse_port=self.config.workers > 1,
-        )
+        self._listener = await self._listen(Connection, self.config.host, self.config.port)
+        if self.config.http_port is not None:
+            self._http = await self._listen(
+                HttpConnection, self.config.http_bind, self.config.http_port
+            )
+            self.http_address = self._http.sockets[0].getsockname()[:2]
         self.metrics.observe_storage()
         self.loop_lag.start()
         host, port = self._listener.sockets[0].getsockname()[:2]
@@ -89,8 +96,32 @@ class Server:
             await self.exporter.start(self.config.metrics_host, self.config.metrics_port)
         return host, port
 
-    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        connection = Connection(self.state, reader, writer)
+    async def _listen(
+        self,
+        door: Callable[[ServerState, asyncio.StreamReader, asyncio.StreamWriter], Door],
+        host: str,
+        port: int,
+    ) -> asyncio.Server:
+        return await asyncio.start_server(
+            functools.partial(self._accept, door),
+            host,
+            port,
+            limit=2 * READ_SIZE,
+            backlog=listen_backlog(self.config.max_connections),
+            ssl=self.config.tls_context(),
+            ssl_handshake_timeout=self.config.idle_timeout if self.config.tls_cert else None,
+            # --workers: every worker listens on the same port; the kernel spreads connections.
+            reuse_port=self.config.workers > 1,
+        )
+
+    async def _accept(
+        self,
+        door: Callable[[ServerState, asyncio.StreamReader, asyncio.StreamWriter], Door],
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+    ) -> None:
+        # Both doors count against one --max-connections (docs/http.md section 5).
+        connection = door(self.state, reader, writer)
         refuse = None
         if len(self.connections) >= self.config.max_connections:
             refuse = fatal(ErrorCode.BUSY, "too many connections; try again later")
@@ -122,8 +153,9 @@ class Server:
     async def shutdown(self) -> None:
         """Stop accepting, let transfers finish within the grace, end the rest."""
         self.state.closing = True
-        if self._listener is not None:
-            self._listener.close()
+        for listener in (self._listener, self._http):
+            if listener is not None:
+                listener.close()
         for task, connection in list(self.connections.items()):
             if not connection.busy:
                 task.cancel()
@@ -153,17 +185,20 @@ def listen_backlog(max_connections: int) -> int:
     return max(100, min(max_connections, somaxconn))
 
 
-def announce(host: str, port: int, workers: int = 1) -> None:
+def announce(
+    host: str, port: int, workers: int = 1, *, http: tuple[str, int] | None = None
+) -> None:
     """The one line users and tests parse; more words may follow HOST:PORT."""
+    doors = f" http on {http[0]}:{http[1]}" if http is not None else ""
     suffix = f" ({workers} workers)" if workers > 1 else ""
-    print(f"valise listening on {host}:{port}{suffix}", flush=True)
+    print(f"valise listening on {host}:{port}{doors}{suffix}", flush=True)
 
 
 async def serve(
     config: Config,
     url: str,
     tokens: Tokens | None,
-    ready: Callable[[str, int], None] = announce,
+    ready: Callable[[str, int], None] | None = None,
 ) -> None:
     store = Store(config.storage_config(url))
     try:
@@ -175,7 +210,10 @@ async def serve(
         server = Server(config, store, tokens)
         loop.add_signal_handler(signal.SIGHUP, server.reload_tokens)
         host, port = await server.start()
-        ready(host, port)
+        if ready is None:
+            announce(host, port, http=server.http_address)
+        else:
+            ready(host, port)
         await stop.wait()
         log.info("shutting down")
         await server.shutdown()
@@ -229,7 +267,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if config.workers == 1:
             return run(serve(config, url, tokens), config.loop)
-        supervisor = workers.Supervisor(config, url, functools.partial(work, url, tokens), announce)
+        http = None if config.http_port is None else (config.http_bind, config.http_port)
+        supervisor = workers.Supervisor(
+            config,
+            url,
+            functools.partial(work, url, tokens),
+            functools.partial(announce, http=http),
+        )
         return run(supervisor.run())
     finally:
         # Only after every worker has exited: they finish their transfers first.
