@@ -168,8 +168,11 @@ class HttpConnection:
             end = await self._exchange(event, refuse)
             if end is not None:
                 return end
-            if refuse is not None or not self.ex.next_cycle():
+            if refuse is not None:
                 return End.CLOSE
+            if not self.ex.next_cycle():
+                # A body the handler had no use for may still be coming: linger.
+                return End.LINGER if self.ex.body_unread else End.CLOSE
 
     async def _exchange(self, request: h11.Request, refuse: ProtocolError | None) -> End | None:
         """Serve one request; how the connection ends if it must, else None."""

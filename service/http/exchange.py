@@ -129,8 +129,8 @@ class Exchange:
             if self._burst >= MAX_BURST:
                 self._burst = 0
                 await asyncio.sleep(0)  # let the other connections run
-            if isinstance(event, h11.Request) and len(event.headers) > MAX_FIELDS:
-                raise HttpError(431, ErrorCode.BAD_REQUEST, f"more than {MAX_FIELDS} fields")
+            if isinstance(event, h11.Request):
+                _check_head(event)
             return cast(h11.Event | type[h11.PAUSED], event)
 
     async def _receive(self) -> None:
@@ -166,6 +166,8 @@ class Exchange:
 
     async def read(self) -> bytes | None:
         """The next piece of the request body; None at its end (trailers are then set)."""
+        if self.trailers is not None:
+            return None  # the body has ended (or there was none)
         if self.h11.they_are_waiting_for_100_continue:
             self._write(
                 self.h11.send(
@@ -254,6 +256,15 @@ class Exchange:
         self.h11.start_next_cycle()
         self.begin(None)
         return True
+
+
+def _check_head(request: h11.Request) -> None:
+    """Bound a request head h11 found whole in one read (it bounds only an incomplete one)."""
+    if len(request.headers) > MAX_FIELDS:
+        raise HttpError(431, ErrorCode.BAD_REQUEST, f"more than {MAX_FIELDS} header fields")
+    size = len(request.target) + sum(len(name) + len(value) + 4 for name, value in request.headers)
+    if size > MAX_HEAD:
+        raise _malformed(431)
 
 
 def _malformed(hint: int) -> HttpError:
