@@ -7,11 +7,14 @@ loop: every blocking call goes through ``asyncio.to_thread``.
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
 import http.client
 import importlib.util
 import json
 import shutil
 import subprocess
+import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,6 +22,21 @@ from typing import Any
 import pytest
 
 from tests.support.harness import Running
+
+
+def file_path(key: str) -> str:
+    """The path of a key under /v1/files/, percent-encoded as a client must."""
+    return "/v1/files/" + urllib.parse.quote(key, safe="/")
+
+
+def repr_digest(data: bytes) -> str:
+    return f"sha=:{base64.b64encode(hashlib.sha1(data).digest()).decode()}:"
+
+
+def sample(size: int) -> bytes:
+    """Deterministic bytes with no two 32-byte blocks alike (chunks all differ)."""
+    blocks = b"".join(hashlib.sha256(i.to_bytes(4, "big")).digest() for i in range(size // 32 + 1))
+    return blocks[:size]
 
 
 def http_address(running: Running) -> tuple[str, int]:
