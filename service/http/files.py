@@ -85,7 +85,8 @@ class Files:
                 "key": key,
                 "size": size,
                 "ttl": None if ttl is None else h.seconds(ttl, "X-Valise-TTL"),
-                "content_type": h.media_type(f.get("content-type")),
+                # The descendant API's clients send form types (curl --data-binary).
+                "content_type": None if descendant else h.media_type(f.get("content-type")),
             },
             max_file_size=self.config.max_file_size,
             max_ttl=self.config.max_ttl,

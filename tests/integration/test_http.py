@@ -293,13 +293,14 @@ async def test_list_pages_with_a_cursor(web: Http, prefix: str) -> None:
 
 async def test_descendant_api(web: Http, prefix: str) -> None:
     name = prefix + "scan.nii"
-    stored = await web("POST", "/upload/" + name, BIG)
+    stored = await web("POST", "/upload/" + name, BIG, {"Content-Type": "text/plain"})
     assert (stored.status, stored.json()) == (200, {"ok": True})
     got = await web("GET", "/download/" + name)
     assert got.status == 200
     assert got.headers["content-type"] == "application/octet-stream"
     assert got.body == BIG
-    assert (await web("GET", path(name))).body == BIG  # the same key as /v1/files/
+    native = await web("GET", path(name))  # the same key as /v1/files/
+    assert (native.body, native.headers["content-type"]) == (BIG, "application/octet-stream")
     empty = await web("POST", "/upload/" + prefix + "empty")
     assert (empty.status, empty.code) == (422, "bad_request")
     assert (await web("GET", "/download/" + prefix + "empty")).status == 404
