@@ -155,12 +155,11 @@ class Files:
 
     async def get(self, ex: Exchange, grant: Grant, key: str, *, stored_type: bool) -> None:
         try:
-            download, part = await self._select(ex, grant, key)
+            info, download, part = await self._select(ex, grant, key)
         except NotModified as exc:
             ex.start(304, exc.headers)
             await ex.finish()
             return
-        info = download.info
         ctype = h.media_type(info.content_type) if stored_type else None
         fields = [
             ("Content-Type", ctype or "application/octet-stream"),
@@ -175,7 +174,7 @@ class Files:
             fields.append(("Content-Range", h.content_range(*part, info.size)))
         fields.append(("Content-Length", str(length)))
         ex.start(status, fields)
-        if ex.method != "HEAD":
+        if download is not None:
             async with contextlib.aclosing(download.pieces()) as pieces:
                 async for piece in pieces:
                     await ex.send(piece)
@@ -183,22 +182,27 @@ class Files:
 
     async def _select(
         self, ex: Exchange, grant: Grant, key: str
-    ) -> tuple[Download, tuple[int, int] | None]:
-        """The download to send, and the (offset, length) it covers, None: the whole file.
+    ) -> tuple[FileInfo, Download | None, tuple[int, int] | None]:
+        """The version to answer with, its download (None for HEAD: no bytes are
+        read), and the (offset, length) asked of it (None: the whole file).
 
         A range is read from the very version its If-Range names and its ETag
         describes: the whole file is opened first (that pins a version and
         decides the conditions), the range second, kept only when it is of
-        the same version. A HEAD needs no second open.
+        the same version.
         """
         asked = h.parse_range(ex.fields.get("range"))
         if_range = ex.fields.get("if-range")
         for _ in range(REOPEN):
-            whole = await self.ops.get(grant, key, None, None)
-            info = whole.info
+            whole = None
+            if ex.method == "HEAD":
+                info = await self.ops.stat(grant, key)
+            else:
+                whole = await self.ops.get(grant, key, None, None)
+                info = whole.info
             self._preconditions(ex, info)
             if asked is None or not h.range_applies(if_range, h.etag(info.sha1, info.vid)):
-                return whole, None
+                return info, whole, None
             part = asked.resolve(info.size)
             if part is None:
                 raise HttpError(
@@ -207,14 +211,14 @@ class Files:
                     f"the range is outside the file's {info.size} bytes",
                     headers=(("Content-Range", h.unsatisfied_range(info.size)),),
                 )
-            if ex.method == "HEAD":
-                return whole, part
+            if whole is None:
+                return info, None, part
             try:
                 ranged = await self.ops.get(grant, key, *part)
             except BadRange:
                 continue  # replaced by a shorter version meanwhile
             if ranged.info.vid == info.vid:
-                return ranged, part
+                return info, ranged, part
         raise HttpError(503, ErrorCode.UNAVAILABLE, "the file kept changing; try again")
 
     @staticmethod
