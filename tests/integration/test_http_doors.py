@@ -276,3 +276,29 @@ async def test_the_start_line_names_the_http_door(
     finally:
         proc.send_signal(signal.SIGTERM)
         assert reap(proc, timeout=30) == 0
+
+
+async def test_shutdown_lets_an_upload_finish_and_closes_idle_connections(
+    valkey_server: EmbeddedValkey, prefix: str
+) -> None:
+    running = await start_server(
+        valkey_server.url, dataclasses.replace(make_config(http_port=0), shutdown_grace=10)
+    )
+    try:
+        idle_reader, idle_writer = await raw(http_address(running))
+        reader, writer = await raw(http_address(running))
+        head = f"PUT {path(prefix + 'late')} HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n"
+        writer.write(head.encode() + b"01234")
+        await asyncio.sleep(0.2)  # the upload is in progress
+        stopping = asyncio.create_task(running.server.shutdown())
+        assert await idle_reader.read() == b""  # an idle connection is closed at once
+        writer.write(b"56789")
+        status, fields, _ = await read_response(reader)
+        assert (status, fields["connection"]) == (201, "close")
+        assert await reader.read() == b""
+        await stopping
+        for w in (idle_writer, writer):
+            w.close()
+        assert await running.store.current_vid("", prefix + "late") is not None
+    finally:
+        await running.store.close()
