@@ -27,6 +27,7 @@ import trustme
 
 from service.auth import Tokens
 from storage.embedded import EmbeddedValkey
+from tests.support import harness
 from tests.support.harness import (
     CHUNK,
     ROOT,
@@ -241,7 +242,18 @@ def start(valkey_url: str, *args: str) -> tuple[subprocess.Popen[str], str]:
     """The server as a process; its start line (the log goes to a file, never a pipe)."""
     with tempfile.TemporaryFile(mode="w+") as log:
         proc = subprocess.Popen(
-            [sys.executable, "server.py", "--port", "0", "--valkey-url", valkey_url, *args],
+            [
+                sys.executable,
+                "server.py",
+                "--port",
+                "0",
+                "--valkey-url",
+                valkey_url,
+                *(["--valkey-cluster"] if harness.CLUSTER else []),
+                "--loop",
+                harness.LOOP,
+                *args,
+            ],
             cwd=ROOT,
             stdout=subprocess.PIPE,
             stderr=log,
