@@ -15,7 +15,7 @@ import ssl
 import sys
 from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import uvloop
 
@@ -25,6 +25,7 @@ from service.allocator import keep_chunks_on_heap
 from service.auth import TokenFileError, Tokens
 from service.config import Config, parse_args
 from service.connection import Connection, fatal
+from service.http import HttpConnection
 from service.listener import Certificates, Listener, Peer
 from service.looplag import LoopLag
 from service.metrics import Exporter, Metrics
@@ -32,6 +33,17 @@ from service.state import LINGER_TOTAL, READ_SIZE, Served, ServerState
 from storage import EmbeddedValkey, MisconfiguredValkey, StorageError, Store
 
 log = logging.getLogger("valise")
+
+
+class Door(Protocol):
+    """A connection of either door, as the server holds it."""
+
+    busy: bool
+
+    async def run(self, refuse: Any = None) -> None: ...
+
+
+DoorType = Callable[[ServerState, asyncio.StreamReader, asyncio.StreamWriter, Peer], Door]
 
 
 class Server:
@@ -53,15 +65,12 @@ class Server:
         self.loop_lag = LoopLag(self.metrics.registry)
         #: /metrics and /healthz when --metrics-port is set (a worker's parent serves them).
         self.exporter: Exporter | None = None
-        #: The listener's certificate, reloaded by SIGHUP.
+        #: The listeners' certificate, reloaded by SIGHUP.
         self.certificates = Certificates(config) if config.tls_cert else None
-        self._listener = Listener(
-            config,
-            self._accept,
-            certificates=self.certificates,
-            backlog=listen_backlog(config.max_connections),
-            limit=2 * READ_SIZE,
-        )
+        self._listener = self._door(Connection)
+        self._http = self._door(HttpConnection) if config.http_port is not None else None
+        #: Where the HTTP door listens, once started (--http-port).
+        self.http_address: tuple[str, int] | None = None
 
     @property
     def closing(self) -> bool:
@@ -73,6 +82,8 @@ class Server:
 
     async def start(self) -> tuple[str, int]:
         host, port = await self._listener.start(self.config.host, self.config.port)
+        if self._http is not None and self.config.http_port is not None:
+            self.http_address = await self._http.start(self.config.http_bind, self.config.http_port)
         self.metrics.observe_storage()
         self.loop_lag.start()
         if self.config.metrics_port is not None:
@@ -85,10 +96,25 @@ class Server:
             await self.exporter.start(self.config.metrics_host, self.config.metrics_port)
         return host, port
 
+    def _door(self, door: DoorType) -> Listener:
+        """A listener whose connections are served by ``door`` (the binary one, or HTTP)."""
+        return Listener(
+            self.config,
+            functools.partial(self._accept, door),
+            certificates=self.certificates,
+            backlog=listen_backlog(self.config.max_connections),
+            limit=2 * READ_SIZE,
+        )
+
     async def _accept(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, peer: Peer
+        self,
+        door: DoorType,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        peer: Peer,
     ) -> None:
-        connection = Connection(self.state, reader, writer, peer)
+        # Both doors count against one --max-connections (docs/http.md section 5).
+        connection = door(self.state, reader, writer, peer)
         refuse = None
         if len(self.connections) >= self.config.max_connections:
             refuse = fatal(ErrorCode.BUSY, "too many connections; try again later")
@@ -126,7 +152,9 @@ class Server:
     async def shutdown(self) -> None:
         """Stop accepting, let transfers finish within the grace, end the rest."""
         self.state.closing = True
-        self._listener.close()
+        for listener in (self._listener, self._http):
+            if listener is not None:
+                listener.close()
         for task, connection in list(self.connections.items()):
             if not connection.busy:
                 task.cancel()
@@ -156,17 +184,20 @@ def listen_backlog(max_connections: int) -> int:
     return max(100, min(max_connections, somaxconn))
 
 
-def announce(host: str, port: int, workers: int = 1) -> None:
+def announce(
+    host: str, port: int, workers: int = 1, *, http: tuple[str, int] | None = None
+) -> None:
     """The one line users and tests parse; more words may follow HOST:PORT."""
+    doors = f" http on {http[0]}:{http[1]}" if http is not None else ""
     suffix = f" ({workers} workers)" if workers > 1 else ""
-    print(f"valise listening on {host}:{port}{suffix}", flush=True)
+    print(f"valise listening on {host}:{port}{doors}{suffix}", flush=True)
 
 
 async def serve(
     config: Config,
     url: str,
     tokens: Tokens | None,
-    ready: Callable[[str, int], None] = announce,
+    ready: Callable[[str, int], None] | None = None,
 ) -> None:
     store = Store(config.storage_config(url))
     try:
@@ -178,7 +209,10 @@ async def serve(
         server = Server(config, store, tokens)
         loop.add_signal_handler(signal.SIGHUP, server.reload)
         host, port = await server.start()
-        ready(host, port)
+        if ready is None:
+            announce(host, port, http=server.http_address)
+        else:
+            ready(host, port)
         await stop.wait()
         log.info("shutting down")
         await server.shutdown()
@@ -227,7 +261,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if config.workers == 1:
             return run(serve(config, url, tokens), config.loop)
-        supervisor = workers.Supervisor(config, url, functools.partial(work, url, tokens), announce)
+        http = None if config.http_port is None else (config.http_bind, config.http_port)
+        supervisor = workers.Supervisor(
+            config,
+            url,
+            functools.partial(work, url, tokens),
+            functools.partial(announce, http=http),
+        )
         return run(supervisor.run())
     finally:
         # Only after every worker has exited: they finish their transfers first.

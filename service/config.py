@@ -59,6 +59,8 @@ class Config:
 
     host: str = _setting(TEXT, "127.0.0.1", "address to listen on")
     port: int = _setting(INT, 7070, "TCP port; 0 picks a free one")
+    http_port: int | None = _setting(INT, None, "also serve HTTP/1.1 on this port; 0: a free one")
+    http_host: str | None = _setting(TEXT, None, "address for --http-port (default: --host)")
     valkey_url: str | None = _setting(TEXT, None, "Valkey to use; default: start a private one")
     valkey_cluster: bool = _setting(SWITCH, False, "--valkey-url is a node of a Valkey Cluster")
     valkey_maxmemory: int | None = _setting(SIZE, None, "private Valkey's cap (default: RAM/2)")
@@ -98,6 +100,11 @@ class Config:
     trusted_proxies: str | None = _setting(
         TEXT, None, "comma-separated CIDRs the PROXY header is accepted from; others refused"
     )
+
+    @property
+    def http_bind(self) -> str:
+        """The address the HTTP door listens on: --http-host, else --host."""
+        return self.host if self.http_host is None else self.http_host
 
     def tls_context(self) -> ssl.SSLContext | None:
         """TLS 1.2+ for the listener; with --tls-client-ca, client certificates required."""
@@ -277,7 +284,7 @@ def _validate(c: Config) -> None:
     """The rules every source of a value obeys; the first broken one is raised."""
     for s in SETTINGS:
         _rule(getattr(c, s.field) != "", f"{s.flag} must not be empty", s.field)
-    for name in ("port", "metrics_port"):
+    for name in ("port", "http_port", "metrics_port"):
         port = getattr(c, name)
         flag = _BY_FIELD[name].flag
         _rule(port is None or 0 <= port <= 65535, f"{flag} must be between 0 and 65535", name)
@@ -322,6 +329,12 @@ def _validate(c: Config) -> None:
     for name in ("max_connections", "valkey_connections"):
         _rule(getattr(c, name) >= 1, f"{_BY_FIELD[name].flag} must be >= 1", name)
     _rule(1 <= c.workers <= 256, "--workers must be between 1 and 256", "workers")
+    _rule(
+        c.http_port != 0 or c.workers == 1,
+        "--http-port 0 needs --workers 1 (each worker would pick its own port)",
+        "http_port",
+        "workers",
+    )
     _rule(c.loop in LOOPS, f"--loop must be one of: {', '.join(LOOPS)}", "loop")
     _rule(
         not c.proxy_protocol or c.trusted_proxies is not None,

@@ -10,8 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import socket
-import struct
 import time
 from typing import Any
 
@@ -23,11 +21,9 @@ from protocol.state import Abort, Data, Event, Limits, ServerConnection, UploadE
 from service.auth import OPEN
 from service.listener import Peer
 from service.operations import Operations
+from service.peer import RateFloor, linger, reset
 from service.state import (
     FLUSH_AFTER_ERROR,
-    LINGER_BYTES,
-    LINGER_IDLE,
-    LINGER_TOTAL,
     READ_SIZE,
     ServerState,
 )
@@ -42,8 +38,6 @@ GATHER_FRAMES = 32
 #: others by a millisecond or two at most; 1 MiB frames never reach it
 #: (the chunk writer awaits Valkey every few frames anyway).
 MAX_BURST = 256
-#: SO_LINGER on with a zero timeout: close() sends RST and frees the buffers.
-_LINGER_OFF = struct.pack("ii", 1, 0)
 
 log = logging.getLogger("valise")
 
@@ -59,31 +53,6 @@ def _wire(exc: StorageError, *, fatal: bool) -> ProtocolError:
 
 def _now() -> float:
     return time.monotonic()
-
-
-class RateFloor:
-    """Minimum average rate of an upload, over windows of time spent waiting on the client.
-
-    Only time spent waiting for the client's bytes counts, so a slow Valkey
-    (we stop reading while a chunk is written) never trips it. Like Apache's
-    mod_reqtimeout MinRate and Kestrel's MinRequestBodyDataRate.
-    """
-
-    def __init__(self, min_rate: int, window: float) -> None:
-        self.min_rate = min_rate
-        self.window = window
-        self._bytes = 0
-        self._waited = 0.0
-
-    def add(self, received: int, waited: float) -> bool:
-        """Count a read; False when a full window averaged under the floor."""
-        self._bytes += received
-        self._waited += waited
-        if self._waited < self.window:
-            return True
-        ok = self._bytes >= self.min_rate * self._waited
-        self._bytes, self._waited = 0, 0.0
-        return ok
 
 
 class Closing(Exception):
@@ -157,17 +126,7 @@ class Connection:
         self._reset()
 
     def _reset(self) -> None:
-        """End a connection whose peer stopped reading: RST, buffers dropped at once.
-
-        close() waits for our buffer to drain, for ever if the peer never
-        reads; a plain abort() still leaves the kernel holding the unsent
-        bytes in FIN_WAIT1 for minutes. SO_LINGER 0 makes the close a reset.
-        """
-        sock = self.writer.get_extra_info("socket")
-        if sock is not None:
-            with contextlib.suppress(OSError, AttributeError):
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_OFF)
-        self.writer.transport.abort()
+        reset(self.writer)
 
     async def _serve_until_error(self) -> ProtocolError | None:
         """Serve requests; the fatal ERROR to end with, or None for a quiet close."""
@@ -310,28 +269,8 @@ class Connection:
         await self._drain()
 
     async def _linger(self, error: ProtocolError) -> None:
-        """Send the fatal ERROR, half-close, drain the client's input for a bounded while.
-
-        A client still streaming DATA then reads the ERROR instead of a reset
-        (docs/protocol.md section 2, PUT). It ends at the client's EOF, after
-        LINGER_BYTES, after LINGER_IDLE seconds without input (a client may
-        pause before it streams on), or LINGER_TOTAL seconds in all.
-        """
-        with contextlib.suppress(TimeoutError, ConnectionError, OSError, RuntimeError):
-            async with asyncio.timeout(LINGER_TOTAL):
-                self.writer.write(encode_control(FrameType.ERROR, error.payload()))
-                # A client that reads nothing of it for LINGER_IDLE never will.
-                async with asyncio.timeout(LINGER_IDLE):
-                    await self.writer.drain()
-                if self.writer.can_write_eof():
-                    self.writer.write_eof()
-                discarded = 0
-                while discarded < LINGER_BYTES:
-                    async with asyncio.timeout(LINGER_IDLE):
-                        data = await self.reader.read(READ_SIZE)
-                    if not data:
-                        break
-                    discarded += len(data)
+        """Send the fatal ERROR with a lingering close (docs/protocol.md section 2, PUT)."""
+        await linger(self.reader, self.writer, encode_control(FrameType.ERROR, error.payload()))
 
     # -- requests ---------------------------------------------------------
 
@@ -378,7 +317,12 @@ class Connection:
 
     async def _put(self, put: requests.Put) -> None:
         self.upload = await self.ops.put(
-            self.grant, put.key, size=put.size, ttl=put.ttl, content_type=put.content_type
+            self.grant,
+            put.key,
+            size=put.size,
+            ttl=put.ttl,
+            content_type=put.content_type,
+            if_absent=put.if_absent,
         )
         await self._ok(
             {"upload_id": self.upload.vid, "chunk_size": self.config.chunk_size, "offset": 0}

@@ -67,8 +67,13 @@ class Operations:
         size: int | None,
         ttl: int | None,
         content_type: str | None,
+        if_absent: bool = False,
     ) -> ChunkWriter:
-        """Start an upload: the chunk writer to feed, then commit or abort."""
+        """Start an upload: the chunk writer to feed, then commit or abort.
+
+        With ``if_absent`` the commit publishes only when the key has no file
+        at that moment, in the same atomic step (docs/protocol.md section 6.4).
+        """
         self.require_write(grant, fatal=True)
         await self.store.check_writable(size)
         return ChunkWriter(
@@ -77,7 +82,18 @@ class Operations:
             key,
             ttl=ttl or self.config.default_ttl,
             content_type=content_type,
+            if_absent=if_absent,
         )
+
+    async def commit(self, grant: Grant, upload: ChunkWriter, size: int, sha1: str) -> FileInfo:
+        """Make an upload visible when its SHA-1 is ``sha1``, atomically; a
+        create-only one (``put(if_absent=True)``) only when the key has no file
+        at that moment, else ``exists`` and nothing is stored."""
+        return await upload.commit(size, sha1)
+
+    async def exists(self, grant: Grant, key: str) -> bool:
+        """True when the key has a file (one small read: no file info is parsed)."""
+        return await self.store.current_vid(grant.namespace, key) is not None
 
     async def get(
         self,

@@ -19,7 +19,7 @@ from storage import Store
 
 VERSION = "0.1.0"
 #: Revision-2 features served today (docs/protocol.md section 6).
-OFFERED = frozenset({"versions"})
+OFFERED = frozenset({"versions", "if_absent"})
 
 #: Bytes asked of the socket per read.
 READ_SIZE = 1024 * 1024

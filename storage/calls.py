@@ -16,7 +16,13 @@ from typing import TypeVar
 import valkey.exceptions as valkey_exc
 
 from storage import observe
-from storage.errors import PasswordRefused, StorageError, StorageFull, StorageUnavailable
+from storage.errors import (
+    FileExists,
+    PasswordRefused,
+    StorageError,
+    StorageFull,
+    StorageUnavailable,
+)
 
 T = TypeVar("T")
 
@@ -28,6 +34,8 @@ def translate(exc: Exception) -> StorageError:
     """A valkey-py exception as one of ours (PHI: no payload is ever echoed)."""
     if isinstance(exc, StorageError):
         return exc
+    if isinstance(exc, valkey_exc.ResponseError) and str(exc).startswith("VALISE_EXISTS"):
+        return FileExists("the key already has a file")
     if _refused(exc):
         return PasswordRefused("Valkey refused the password (WRONGPASS or NOAUTH)")
     # valkey-py turns an "OOM ..." reply into OutOfMemoryError; inside a script

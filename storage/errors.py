@@ -36,6 +36,12 @@ class PasswordRefused(StorageUnavailable):
     """Valkey refused our credentials (WRONGPASS, NOAUTH): not worth a retry."""
 
 
+class FileExists(StorageError):
+    """A create-only upload found a file under its key; nothing was published."""
+
+    code = ErrorCode.EXISTS
+
+
 class FileNotFound(StorageError):
     code = ErrorCode.NOT_FOUND
 

@@ -21,11 +21,15 @@ if current[1] == ARGV[2] then
 end
 """
 
-# KEYS: meta, index, expiry index
-# ARGV: info json, vid, ttl ms, file key, expires at ms, now ms, meta prefix
-COMMIT = (
-    _COMMITTED
-    + """
+# Create-only (docs/protocol.md section 6.4): the key must have no file now,
+# checked in the same atomic step that publishes.
+_CREATE_ONLY = """
+if ARGV[8] == '1' and current[1] then
+  return redis.error_reply('VALISE_EXISTS the key already has a file')
+end
+"""
+
+_PUBLISH = """
 local previous = current[2] or ''
 local ttl = tonumber(ARGV[3])
 redis.call('DEL', KEYS[1])
@@ -48,7 +52,11 @@ for _, member in ipairs(stale) do
 end
 return previous
 """
-)
+
+# KEYS: meta, index, expiry index
+# ARGV: info json, vid, ttl ms, file key, expires at ms, now ms, meta prefix,
+#       create-only ('1' or '0')
+COMMIT = _COMMITTED + _CREATE_ONLY + _PUBLISH
 
 # One node only. COMMIT with the file's only chunk and its digest list written
 # first, at their final TTL: a small PUT in one round trip. Valkey refuses a
@@ -58,11 +66,12 @@ return previous
 # ARGV: those of COMMIT, then the chunk, the digests, their TTL in ms
 COMMIT_ONE = (
     _COMMITTED
+    + _CREATE_ONLY
     + """
-redis.call('SET', KEYS[4], ARGV[8], 'PX', ARGV[10])
-redis.call('SET', KEYS[5], ARGV[9], 'PX', ARGV[10])
+redis.call('SET', KEYS[4], ARGV[9], 'PX', ARGV[11])
+redis.call('SET', KEYS[5], ARGV[10], 'PX', ARGV[11])
 """
-    + COMMIT[len(_COMMITTED) :]
+    + _PUBLISH
 )
 
 # One node only. A GET's start in one round trip: the file info, its version's

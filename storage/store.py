@@ -200,13 +200,17 @@ class Store:
         vid = await self.run(lambda: self.client.hget(meta, "vid"), idempotent=True)
         return vid.decode() if vid is not None else None
 
-    async def commit(self, namespace: str, info: FileInfo, ttl: int) -> None:
-        """Make ``info`` the visible version of its key, atomically; free the one it replaces."""
+    async def commit(
+        self, namespace: str, info: FileInfo, ttl: int, *, if_absent: bool = False
+    ) -> None:
+        """Make ``info`` the visible version of its key, atomically; free the one it
+        replaces. With ``if_absent``, only if the key has no file at that moment
+        (else :class:`FileExists`, and nothing changed)."""
         ns = keys.NamespaceKeys(namespace)
         await self._run_commit(
             self._commit,
             [ns.meta(info.key), ns.index, ns.expiry_index],
-            _commit_args(ns, info, ttl),
+            _commit_args(ns, info, ttl, if_absent),
         )
 
     async def commit_one(
@@ -217,6 +221,8 @@ class Store:
         chunk: memoryview,
         digest: bytes,
         chunk_ttl_ms: int,
+        *,
+        if_absent: bool = False,
     ) -> None:
         """One node only: write a one-chunk file's chunk and digest, and commit it,
         in one round trip (scripts.COMMIT_ONE)."""
@@ -228,7 +234,7 @@ class Store:
             keys.chunk_key(info.vid, 0),
             keys.digests_key(info.vid),
         ]
-        args = [*_commit_args(ns, info, ttl), chunk, digest, chunk_ttl_ms]
+        args = [*_commit_args(ns, info, ttl, if_absent), chunk, digest, chunk_ttl_ms]
         await self._run_commit(self._commit_one, names, args)
 
     async def _run_commit(self, script: Any, names: list[Any], args: list[Any]) -> None:
@@ -419,7 +425,7 @@ class Store:
             await self.run(run, idempotent=True)
 
 
-def _commit_args(ns: keys.NamespaceKeys, info: FileInfo, ttl: int) -> list[Any]:
+def _commit_args(ns: keys.NamespaceKeys, info: FileInfo, ttl: int, if_absent: bool) -> list[Any]:
     """ARGV of scripts.COMMIT."""
     return [
         info.dumps(),
@@ -429,6 +435,7 @@ def _commit_args(ns: keys.NamespaceKeys, info: FileInfo, ttl: int) -> list[Any]:
         int(info.expires_at * 1000),
         int(time.time() * 1000),
         ns.meta_prefix,
+        "1" if if_absent else "0",
     ]
 
 

@@ -34,13 +34,22 @@ log = logging.getLogger("valise.storage")
 
 class ChunkWriter:
     def __init__(
-        self, store: Store, namespace: str, key: str, *, ttl: int, content_type: str | None
+        self,
+        store: Store,
+        namespace: str,
+        key: str,
+        *,
+        ttl: int,
+        content_type: str | None,
+        if_absent: bool = False,
     ) -> None:
         self.store = store
         self.namespace = namespace
         self.key = key
         self.ttl = ttl
         self.content_type = content_type
+        #: Commit only if the key has no file then (docs/protocol.md section 6.4).
+        self.if_absent = if_absent
         self.vid = new_vid()
         self.chunk_size = store.config.chunk_size
         # Grown as bytes arrive; full-size buffers only once a chunk has filled.
@@ -196,10 +205,16 @@ class ChunkWriter:
             if one_trip:
                 assert tail is not None
                 await self.store.commit_one(
-                    self.namespace, info, self.ttl, tail, self._digests[0], self._final_ms
+                    self.namespace,
+                    info,
+                    self.ttl,
+                    tail,
+                    self._digests[0],
+                    self._final_ms,
+                    if_absent=self.if_absent,
                 )
             else:
-                await self.store.commit(self.namespace, info, self.ttl)
+                await self.store.commit(self.namespace, info, self.ttl, if_absent=self.if_absent)
         except StorageUnavailable:
             # The script may have run and only its reply been lost: never remove
             # chunks that may be visible. Ask; if Valkey cannot say, the chunks

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from protocol.frames import FrameType
-from service import connection
+from service import peer
 from tests.support.harness import make_config, start_server, stop_server
 from tests.support.wire import control, upload_frames
 
@@ -57,8 +57,8 @@ async def test_clients_that_never_read_a_download_are_gone_after_the_linger(
     valkey_server: Any, prefix: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Shorter lingering bounds, same logic: the test takes seconds, not minutes.
-    monkeypatch.setattr(connection, "LINGER_IDLE", 1.0)
-    monkeypatch.setattr(connection, "LINGER_TOTAL", 2.0)
+    monkeypatch.setattr(peer, "LINGER_IDLE", 1.0)
+    monkeypatch.setattr(peer, "LINGER_TOTAL", 2.0)
     running = await start_server(valkey_server.url, make_config(idle_timeout=1.0))
     try:
         wire = await running.client()

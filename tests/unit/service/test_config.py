@@ -28,6 +28,8 @@ SWITCHES = ("log-keys", "allow-persistence", "valkey-cluster", "proxy-protocol")
 SAMPLES: dict[str, tuple[str, Any]] = {
     "host": ("0.0.0.0", "0.0.0.0"),
     "port": ("7171", 7171),
+    "http_port": ("7172", 7172),
+    "http_host": ("0.0.0.0", "0.0.0.0"),
     "valkey_url": ("valkey://10.0.0.5:6379/0", "valkey://10.0.0.5:6379/0"),
     "valkey_cluster": ("yes", True),
     "valkey_maxmemory": ("2GiB", 2 * GiB),
@@ -244,6 +246,7 @@ BROKEN = [
     ({"workers": "0"}, "--workers must be between 1 and 256"),
     ({"workers": "257"}, "--workers must be between 1 and 256"),
     ({"metrics_port": "65536"}, "--metrics-port must be between 0 and 65535"),
+    ({"http_port": "65536"}, "--http-port must be between 0 and 65535"),
     ({"metrics_port": "-1"}, "--metrics-port must be between 0 and 65535"),
     ({"metrics_sample": "0"}, "--metrics-sample must be > 0"),
     ({"failover_wait": "-1"}, "--failover-wait must be >= 0"),
@@ -271,6 +274,18 @@ def test_rule_broken_by_a_variable_names_the_variable(
     (name,) = fields
     line = refused(capsys, [], as_environ(fields))
     assert line.startswith(f"{BY_FIELD[name].env}: {message}")
+
+
+def test_http_port_0_is_refused_under_workers(capsys: pytest.CaptureFixture[str]) -> None:
+    # Each worker would bind a port of its own: clients could reach only one.
+    line = refused(capsys, ["--http-port", "0", "--workers", "2"])
+    assert line.startswith("--http-port 0 needs --workers 1")
+    assert parse_args(["--http-port", "7071", "--workers", "2"], {}).http_port == 7071
+
+
+def test_http_host_defaults_to_host() -> None:
+    assert parse_args(["--host", "0.0.0.0"], {}).http_bind == "0.0.0.0"
+    assert parse_args(["--host", "0.0.0.0", "--http-host", "::1"], {}).http_bind == "::1"
 
 
 @pytest.mark.parametrize(

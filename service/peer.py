@@ -1,0 +1,84 @@
+"""What every door does about a peer that is slow, still talking, or gone.
+
+Both doors (the binary connection and HTTP) hold a client to the same floor
+(:class:`RateFloor`), end an error the same way (:func:`linger`: the last
+bytes, a half-close, the client's remaining input read and dropped for a
+bounded while) and drop a peer that stopped reading the same way
+(:func:`reset`). One copy, so the doors cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import struct
+
+from service.state import LINGER_BYTES, LINGER_IDLE, LINGER_TOTAL, READ_SIZE
+
+#: SO_LINGER on with a zero timeout: close() sends RST and frees the buffers.
+_LINGER_OFF = struct.pack("ii", 1, 0)
+
+
+class RateFloor:
+    """Minimum average rate of an upload, over windows of time spent waiting on the client.
+
+    Only time spent waiting for the client's bytes counts, so a slow Valkey
+    (we stop reading while a chunk is written) never trips it. Like Apache's
+    mod_reqtimeout MinRate and Kestrel's MinRequestBodyDataRate.
+    """
+
+    def __init__(self, min_rate: int, window: float) -> None:
+        self.min_rate = min_rate
+        self.window = window
+        self._bytes = 0
+        self._waited = 0.0
+
+    def add(self, received: int, waited: float) -> bool:
+        """Count a read; False when a full window averaged under the floor."""
+        self._bytes += received
+        self._waited += waited
+        if self._waited < self.window:
+            return True
+        ok = self._bytes >= self.min_rate * self._waited
+        self._bytes, self._waited = 0, 0.0
+        return ok
+
+
+async def linger(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, last: bytes) -> None:
+    """Send ``last``, half-close, drain the client's input for a bounded while.
+
+    A client still streaming its upload then reads our error instead of a
+    reset (docs/protocol.md section 2, PUT). It ends at the client's EOF,
+    after LINGER_BYTES, after LINGER_IDLE seconds without input (a client may
+    pause before it streams on), or LINGER_TOTAL seconds in all.
+    """
+    with contextlib.suppress(TimeoutError, ConnectionError, OSError, RuntimeError):
+        async with asyncio.timeout(LINGER_TOTAL):
+            writer.write(last)
+            # A client that reads nothing of it for LINGER_IDLE never will.
+            async with asyncio.timeout(LINGER_IDLE):
+                await writer.drain()
+            if writer.can_write_eof():
+                writer.write_eof()
+            discarded = 0
+            while discarded < LINGER_BYTES:
+                async with asyncio.timeout(LINGER_IDLE):
+                    data = await reader.read(READ_SIZE)
+                if not data:
+                    break
+                discarded += len(data)
+
+
+def reset(writer: asyncio.StreamWriter) -> None:
+    """End a connection whose peer stopped reading: RST, buffers dropped at once.
+
+    close() waits for our buffer to drain, for ever if the peer never
+    reads; a plain abort() still leaves the kernel holding the unsent
+    bytes in FIN_WAIT1 for minutes. SO_LINGER 0 makes the close a reset.
+    """
+    sock = writer.get_extra_info("socket")
+    if sock is not None:
+        with contextlib.suppress(OSError, AttributeError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_OFF)
+    writer.transport.abort()
