@@ -54,11 +54,11 @@ from service.kinds import parse_size
 from storage.clients import READ_SIZE
 from storage.embedded import EmbeddedValkey, default_maxmemory, die_with_parent
 from tests.support.cluster import LocalCluster
-from tests.support.harness import start_address
+from tests.support.harness import ROOT, start_address
 
 MB = 1_000_000
 MIB = 1024**2
-REPO = Path(__file__).resolve().parent.parent
+REPO = ROOT
 TTL = 900
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 

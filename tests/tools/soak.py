@@ -39,17 +39,15 @@ import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import IO, Any
 
 import valkey
 
 from protocol.frames import FrameType
 from storage.embedded import EmbeddedValkey, die_with_parent
-from tests.support.harness import start_address
+from tests.support.harness import ROOT, start_address
 from tests.support.wire import Reply, WireClient, control, frame
 
-ROOT = Path(__file__).resolve().parent.parent
 MiB = 1024**2
 CHUNK = MiB
 MAX_SIZE = 8 * MiB
