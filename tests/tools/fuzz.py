@@ -15,7 +15,7 @@ UploadEnd's size and SHA-1 are those of the DATA since its PUT.
 The engine is atheris (libFuzzer) when it imports, run in a child process so
 its exit codes and time limit are ours; otherwise a time-bounded hypothesis
 loop. Exit code 0: no crash; 1: a crash, its input saved in ``--artifacts``
-(default tests/fuzz_corpus, which tests/test_fuzz_corpus.py replays).
+(default tests/fuzz_corpus).
 
 Input layout (:func:`run_one`), so a saved input replays without any engine:
 
@@ -54,6 +54,7 @@ from protocol.frames import (
     CONTROL_TYPES,
     HEADER,
     MAX_CONTROL,
+    MAX_ID,
     SERVER_TYPES,
     SHA1_HEX_SIZE,
     SHA1_SIZE,
@@ -64,7 +65,7 @@ from protocol.frames import (
 from protocol.state import Abort, Data, Limits, ServerConnection, UploadEnd
 
 DESCRIPTION = "Coverage-guided fuzzing of the sans-IO protocol layer."
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_ARTIFACTS = ROOT / "tests" / "fuzz_corpus"
 
 MAX_FRAMES = (16, 1024, 64 * 1024, 1024 * 1024)
@@ -314,6 +315,11 @@ class ConnModel:
                 check(not self.uploading, "PING inside an upload")
                 obj = json.loads(payload.decode("utf-8"))
                 check(isinstance(obj, dict), "PING payload not an object")
+            case requests.Resume(upload_id):
+                check(not self.uploading, "RESUME inside an upload")
+                check(1 <= len(upload_id) <= MAX_ID, f"upload_id of {len(upload_id)} characters")
+            case requests.Subscribe():
+                check(not self.uploading, "SUBSCRIBE inside an upload")
             case _:
                 raise ContractViolation(f"unknown event {event!r}")
 
