@@ -94,12 +94,15 @@ class Connection:
         self._nbytes = 0
         #: True while a request or upload is in progress (shutdown waits for it).
         self.busy = False
+        #: A reply not sent yet: PUT's first OK, until the next write or read.
+        self._held = b""
 
     async def run(self, refuse: ProtocolError | None = None) -> None:
         # How long the last bytes we wrote may take to leave after close().
         flush = self.config.idle_timeout
         try:
             error = refuse or await self._serve_until_error()
+            self._write(b"")  # a held reply goes before the end
             if error is not None:
                 flush = FLUSH_AFTER_ERROR  # the linger was the client's time
                 # A lingering close no longer counts against --max-connections,
@@ -113,7 +116,7 @@ class Connection:
                     finally:
                         self.state.lingering -= 1
                 else:
-                    self.writer.write(encode_control(FrameType.ERROR, error.payload()))
+                    self._write(encode_control(FrameType.ERROR, error.payload()))
         except asyncio.CancelledError:
             pass  # shutdown gave up waiting; the socket is closed below
         finally:
@@ -222,6 +225,7 @@ class Connection:
 
     async def _receive(self) -> None:
         """Read more input within the idle timeout, the frame deadline and the upload rate."""
+        self._write(b"")  # the client may wait for a held reply before it sends more
         now = _now()
         in_frame = self.proto.in_frame
         # Slowloris: a frame that has started must be complete by its deadline;
@@ -249,6 +253,17 @@ class Connection:
 
     # -- replies ----------------------------------------------------------
 
+    def _write(self, data: bytes | memoryview) -> None:
+        """Write ``data``, after a reply held back until now (see _put)."""
+        if self._held:
+            held, self._held = self._held, b""
+            if len(data) <= GATHER:
+                data = held + data
+            else:
+                self.writer.write(held)
+        if data:
+            self.writer.write(data)
+
     async def _drain(self) -> None:
         """Wait for the client to take what we wrote; a reader that stops is cut off."""
         transport = self.writer.transport
@@ -261,11 +276,11 @@ class Connection:
             raise Closing(fatal(ErrorCode.TIMEOUT, "client stopped reading")) from None
 
     async def _ok(self, obj: dict[str, Any]) -> None:
-        self.writer.write(encode_control(FrameType.OK, obj))
+        self._write(encode_control(FrameType.OK, obj))
         await self._drain()
 
     async def _error(self, error: ProtocolError) -> None:
-        self.writer.write(encode_control(FrameType.ERROR, error.payload()))
+        self._write(encode_control(FrameType.ERROR, error.payload()))
         await self._drain()
 
     async def _linger(self, error: ProtocolError) -> None:
@@ -300,7 +315,7 @@ class Connection:
             case requests.List():
                 await self._list(event)
             case requests.Ping(payload):
-                self.writer.write(HEADER.pack(FrameType.OK, len(payload)) + payload)
+                self._write(HEADER.pack(FrameType.OK, len(payload)) + payload)
                 await self._drain()
             case requests.Hello(token=token):
                 self.grant = await self.ops.authenticate(token, self._subject(), self.peer.host)
@@ -324,8 +339,11 @@ class Connection:
             content_type=put.content_type,
             if_absent=put.if_absent,
         )
-        await self._ok(
-            {"upload_id": self.upload.vid, "chunk_size": self.config.chunk_size, "offset": 0}
+        # Held, not sent: when the file's DATA and END are already here (a small
+        # upload), this OK and the stored one leave in one send, not two.
+        self._held = encode_control(
+            FrameType.OK,
+            {"upload_id": self.upload.vid, "chunk_size": self.config.chunk_size, "offset": 0},
         )
 
     async def _get(self, get: requests.Get) -> None:
@@ -340,7 +358,7 @@ class Connection:
         ]
 
         def flush() -> None:
-            self.writer.write(b"".join(out) if len(out) > 1 else out[0])
+            self._write(b"".join(out) if len(out) > 1 else out[0])
             out.clear()
 
         step = self.config.max_frame
@@ -356,7 +374,7 @@ class Connection:
                             out.append(frame)
                             continue
                         flush()
-                        self.writer.write(frame)
+                        self._write(frame)
                         await self._drain()
         except StorageError as exc:
             # The stream ends at a frame boundary: not fatal (docs/protocol.md section 2, GET).
