@@ -18,17 +18,28 @@ import time
 
 log = logging.getLogger("valise.access")
 
+#: Key hashes remembered at most.
+_REFS = 4096
+
 
 class AccessLog:
     def __init__(self, *, log_keys: bool = False) -> None:
         self.log_keys = log_keys
         self._secret = secrets.token_bytes(32)
+        #: Keyed hashes of recent keys: a PUT and its GET hash the key once.
+        self._refs: dict[str, str] = {}
 
     def key_ref(self, key: str) -> str:
         if self.log_keys:
             return key
-        digest = hmac.new(self._secret, key.encode("utf-8", "replace"), hashlib.sha256)
-        return "h:" + digest.hexdigest()[:16]
+        ref = self._refs.get(key)
+        if ref is None:
+            digest = hmac.new(self._secret, key.encode("utf-8", "replace"), hashlib.sha256)
+            ref = "h:" + digest.hexdigest()[:16]
+            if len(self._refs) >= _REFS:
+                self._refs.clear()  # bounded; the recent keys come back at once
+            self._refs[key] = ref
+        return ref
 
     def record(
         self,

@@ -9,6 +9,7 @@ or secrets): the format changes only the spelling.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from datetime import UTC, datetime
@@ -41,9 +42,58 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(line, separators=(",", ":"), ensure_ascii=False)
 
 
+class BatchingHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Lines of one event-loop pass written together, in one write.
+
+    Under load every request's access record was a write to stderr of its
+    own. Info lines are kept until the loop has run what it had ready, then
+    written at once; a warning or worse (and anything logged without a
+    running loop) goes out at once, after the lines before it. flush(), which
+    logging calls at exit, writes what is kept: nothing is lost.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._lines: list[str] = []
+        self._scheduled = False
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            line = self.format(record) + self.terminator
+        except Exception:
+            self.handleError(record)
+            return
+        self._lines.append(line)
+        if record.levelno >= logging.WARNING:
+            self.flush()
+            return
+        if not self._scheduled:
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:
+                self.flush()
+                return
+            self._scheduled = True
+            loop.call_soon(self.flush)
+
+    def flush(self) -> None:
+        self._scheduled = False
+        if not self._lines:
+            return
+        lines, self._lines = "".join(self._lines), []
+        self.acquire()
+        try:
+            self.stream.write(lines)
+            self.stream.flush()
+        except Exception:
+            pass  # stderr closed: nowhere to say so
+        finally:
+            self.release()
+
+
 def configure(level: str, log_format: str, *, workers: int = 1) -> None:
     """Every logger of the process to stderr, in ``log_format``."""
-    handler = logging.StreamHandler()
+    handler = BatchingHandler()
     if log_format == "json":
         handler.setFormatter(JsonFormatter(pid=workers > 1))
     else:
