@@ -29,6 +29,7 @@ import pstats
 import secrets
 import select
 import shlex
+import shutil
 import signal
 import socket
 import ssl
@@ -208,6 +209,8 @@ class ValiseProcess:
     token: str | None = None
     #: The clients' context when the server listens with TLS (--tls).
     tls: ssl.SSLContext | None = None
+    #: HOST:PORT of the HTTP door, when it listens.
+    http: str | None = None
 
     async def wire(self) -> Wire:
         return await Wire.connect(self.host, self.port, self.token, self.tls)
@@ -244,6 +247,8 @@ def valise_server(
         command += ["--tls-cert", str(pem), "--tls-key", str(pem)]
         tls = ssl.create_default_context()
         ca.configure_trust(tls)
+    if target is None or "--workers" not in " ".join(target.server_args):
+        command += ["--http-port", "0"]  # the HTTP door, measured beside the binary one
     if target is not None:
         command += ["--valkey-cluster"] if target.cluster else []
         command += target.server_args
@@ -263,13 +268,15 @@ def valise_server(
         )
     _children.append(proc)
     try:
-        host, port = _listening(proc, log)
-        yield ValiseProcess(proc, host, port, log, token, tls)
+        host, port, http = _listening(proc, log)
+        yield ValiseProcess(proc, host, port, log, token, tls, http)
     finally:
         _end(proc)
 
 
-def _listening(proc: subprocess.Popen[bytes], log: Path, timeout: float = 20.0) -> tuple[str, int]:
+def _listening(
+    proc: subprocess.Popen[bytes], log: Path, timeout: float = 20.0
+) -> tuple[str, int, str | None]:
     assert proc.stdout is not None
     deadline = time.monotonic() + timeout
     line = b""
@@ -279,7 +286,10 @@ def _listening(proc: subprocess.Popen[bytes], log: Path, timeout: float = 20.0) 
             line = proc.stdout.readline()
             address = start_address(line)
             if address is not None:
-                return address
+                # "... http on HOST:PORT" when the HTTP door listens too.
+                words = line.decode().split()
+                http = words[words.index("http") + 2] if "http" in words else None
+                return (*address, http)
         if proc.poll() is not None:
             break
     tail = log.read_text(errors="replace")[-2000:]
@@ -673,6 +683,43 @@ async def small_files(server: ValiseProcess, payload: Payload, s: Settings) -> d
     }
 
 
+def curl_up_down(server: ValiseProcess, payload: Payload, size: int) -> tuple[float, float]:
+    """Seconds for one upload and one download of ``size`` bytes through the HTTP door,
+    with curl: the body streams from this process's memory on curl's stdin (chunked),
+    the download goes to /dev/null and its length is checked."""
+    scheme = "https" if server.tls else "http"
+    url = f"{scheme}://{server.http}/v1/files/bench/http/{uuid.uuid4().hex[:8]}"
+    common = ["curl", "-sS", "-f", "-k"]
+    if server.token:
+        common += ["-H", f"Authorization: Bearer {server.token}"]
+    digest = hashlib.sha1(payload.view[:size]).hexdigest()
+    started = time.perf_counter()
+    up = subprocess.Popen(
+        [*common, "-T", "-", "-H", f"X-Checksum-SHA1: {digest}", "-o", "/dev/null", url],
+        stdin=subprocess.PIPE,
+    )
+    assert up.stdin is not None
+    view = payload.view[:size]
+    for at in range(0, size, MIB):
+        up.stdin.write(view[at : at + MIB])
+    up.stdin.close()
+    if up.wait() != 0:
+        raise BenchError(f"curl upload failed with exit code {up.returncode}")
+    up_s = time.perf_counter() - started
+    started = time.perf_counter()
+    down = subprocess.run(
+        [*common, "-o", "/dev/null", "-w", "%{size_download}", url],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    down_s = time.perf_counter() - started
+    if down.returncode != 0 or int(down.stdout or 0) != size:
+        raise BenchError(f"curl download failed: exit {down.returncode}, {down.stdout} bytes")
+    subprocess.run([*common, "-X", "DELETE", "-o", "/dev/null", url], check=False)
+    return up_s, down_s
+
+
 async def concurrent_uploads(server: ValiseProcess, payload: Payload, s: Settings) -> float:
     """Seconds for ``concurrent`` parallel uploads of ``concurrent_size`` bytes each."""
     run = uuid.uuid4().hex[:8]
@@ -819,7 +866,17 @@ async def default_chunk_phases(
         with PeakRss(server.pid) as peak:
             seconds.append(await concurrent_uploads(server, payload, s))
         rss.append(peak.mib)
+    http: dict[str, Any] = {}
+    if server.http is not None and shutil.which("curl"):
+        ups, downs = [], []
+        for rep in range(s.repeat):
+            print(f"HTTP door with curl, run {rep + 1}/{s.repeat} ...", flush=True)
+            up_s, down_s = await asyncio.to_thread(curl_up_down, server, payload, s.size)
+            ups.append(up_s)
+            downs.append(down_s)
+        http = {"http_upload_mbps": mbps(s.size, ups), "http_download_mbps": mbps(s.size, downs)}
     return {
+        **http,
         "small_pairs_per_s": summary(pairs),
         "small_p50_ms": summary(p50),
         "small_p99_ms": summary(p99),
@@ -883,6 +940,14 @@ def print_table(results: dict[str, Any], s: Settings) -> None:
             f"p50 {fmt(e['small_p50_ms'], 1)} ms, p99 {fmt(e['small_p99_ms'], 1)} ms, "
             f"server CPU {fmt(e['small_server_ms_per_pair'], 3)} ms per pair"
         )
+        if "http_upload_mbps" in e:
+            up = e["http_upload_mbps"]["median"] / e["upload_mbps"]["median"]
+            down = e["http_download_mbps"]["median"] / e["download_mbps"]["median"]
+            print(
+                f"HTTP door, curl, {s.size / MB:.0f} MB: upload {fmt(e['http_upload_mbps'])} MB/s "
+                f"({up:.2f} x the binary door), download {fmt(e['http_download_mbps'])} MB/s "
+                f"({down:.2f} x the binary door)"
+            )
         print(
             f"{s.concurrent} concurrent uploads of {s.concurrent_size / MB:.0f} MB: "
             f"{fmt(e['concurrent_mbps'])} MB/s in all, server peak RSS "
