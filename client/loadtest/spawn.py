@@ -21,6 +21,19 @@ from typing import IO, Any
 from ..cli import parse_server
 from .settings import UsageError
 
+#: What every server prints once it listens: ``valise listening on HOST:PORT``,
+#: maybe followed by more words (`` (N workers)``, `` http on HOST:PORT``).
+#: The one parser of that line: the tests and tools use it too.
+START_LINE = "valise listening on "
+
+
+def start_address(line: str | bytes) -> tuple[str, int] | None:
+    """(host, port) from the server's start line; None if ``line`` is not one."""
+    text = line.decode(errors="replace") if isinstance(line, bytes) else line
+    if not text.startswith(START_LINE):
+        return None
+    return parse_server(text[len(START_LINE) :].split()[0])
+
 
 class SpawnError(Exception):
     """The server started by --spawn did not come up (exit 1)."""
@@ -74,9 +87,9 @@ class SpawnedServer:
                 tail = "\n".join(self._tail)
                 code = self.proc.returncode
                 raise SpawnError(f"the spawned server did not start (exit {code}):\n{tail}")
-            if line.startswith("valise listening on "):
-                # "valise listening on HOST:PORT", maybe followed by " (N workers)".
-                host, port = parse_server(line.split()[3])
+            address = start_address(line)
+            if address is not None:
+                host, port = address
                 return ("127.0.0.1" if host in ("0.0.0.0", "") else host, port)
 
     @staticmethod

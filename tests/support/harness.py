@@ -15,6 +15,7 @@ from typing import Any
 
 import valkey
 
+from client.loadtest.spawn import start_address
 from server import Server
 from service.auth import Tokens
 from service.config import Config
@@ -31,19 +32,6 @@ CLUSTER = False
 
 #: The event loop of the tests, and of every server they start.
 LOOP = "asyncio"
-
-#: Every server prints this once it listens: ``valise listening on HOST:PORT``,
-#: maybe followed by more words (`` (N workers)``).
-START_LINE = "valise listening on "
-
-
-def start_address(line: str | bytes) -> tuple[str, int] | None:
-    """(host, port) from the server's start line; None if ``line`` is not one."""
-    text = line.decode(errors="replace") if isinstance(line, bytes) else line
-    if not text.startswith(START_LINE):
-        return None
-    host, port = text[len(START_LINE) :].split()[0].rsplit(":", 1)
-    return host, int(port)
 
 
 def sync_valkey(url: str) -> Any:
