@@ -25,6 +25,7 @@ import pytest
 import pytest_asyncio
 import trustme
 
+from client.loadtest.spawn import start_address
 from service.auth import Tokens
 from storage.embedded import EmbeddedValkey
 from tests.support import harness
@@ -34,7 +35,6 @@ from tests.support.harness import (
     Running,
     make_config,
     reap,
-    start_address,
     start_server,
     stop_server,
 )

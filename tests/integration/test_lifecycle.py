@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from client.loadtest.spawn import start_address
 from protocol.frames import FrameType
 from storage.embedded import EmbeddedValkey
 from tests.support import harness
@@ -24,7 +25,6 @@ from tests.support.harness import (
     Running,
     make_config,
     reap,
-    start_address,
     start_process,
     start_server,
     sync_valkey,

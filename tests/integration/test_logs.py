@@ -11,8 +11,9 @@ from typing import Any
 
 import pytest
 
+from client.loadtest.spawn import start_address
 from protocol.frames import FrameType
-from tests.support.harness import ROOT, start_address
+from tests.support.harness import ROOT
 from tests.support.wire import WireClient
 
 pytestmark = pytest.mark.asyncio

@@ -50,12 +50,13 @@ import valkey.asyncio as valkey_async
 from valkey.asyncio.retry import Retry
 from valkey.backoff import NoBackoff
 
+from client.loadtest.spawn import start_address
 from protocol.frames import HEADER, FrameType
 from service.kinds import parse_size
 from storage.clients import READ_SIZE
 from storage.embedded import EmbeddedValkey, default_maxmemory, die_with_parent
 from tests.support.cluster import LocalCluster
-from tests.support.harness import ROOT, start_address
+from tests.support.harness import ROOT
 
 MB = 1_000_000
 MIB = 1024**2

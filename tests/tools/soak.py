@@ -43,9 +43,10 @@ from typing import IO, Any
 
 import valkey
 
+from client.loadtest.spawn import start_address
 from protocol.frames import FrameType
 from storage.embedded import EmbeddedValkey, die_with_parent
-from tests.support.harness import ROOT, start_address
+from tests.support.harness import ROOT
 from tests.support.wire import Reply, WireClient, control, frame
 
 MiB = 1024**2
