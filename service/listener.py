@@ -141,12 +141,16 @@ class Listener:
         """Stop accepting; connections already handed over are the door's to end."""
         if self._server is not None:
             self._server.close()
-        if self._accepting is not None:
-            self._accepting.cancel()
         for task in self._handshakes:
             task.cancel()
-        if self._socket is not None:
-            self._socket.close()
+        sock, self._socket = self._socket, None
+        if self._accepting is not None:
+            self._accepting.cancel()
+            if sock is not None:
+                # Only once the pending accept has let go of it (uvloop: EBUSY).
+                self._accepting.add_done_callback(lambda _: sock.close())
+        elif sock is not None:
+            sock.close()
 
     async def _direct(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await self.handler(reader, writer, Peer.of(writer.get_extra_info("peername")))

@@ -13,6 +13,7 @@ import pytest
 
 from client.loadtest.spawn import start_address
 from protocol.frames import FrameType
+from tests.support import harness
 from tests.support.harness import ROOT
 from tests.support.wire import WireClient
 
@@ -34,21 +35,29 @@ async def test_json_lines_from_every_logger(valkey_server: Any) -> None:
             "json",
             "--log-level",
             "debug",
+            "--loop",
+            harness.LOOP,
+            *(["--valkey-cluster"] if harness.CLUSTER else []),
         ],
         cwd=ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
     )
-    assert proc.stdout is not None
-    address = start_address(proc.stdout.readline())
-    assert address is not None
-    client = await WireClient.connect(*address)
-    assert (await client.put(KEY, b"scan bytes")).ok
-    assert (await client.request(FrameType.STAT, {"key": KEY + ".missing"})).code == "not_found"
-    await client.close()
-    proc.send_signal(signal.SIGTERM)
-    _, err = proc.communicate(timeout=30)
+    try:
+        assert proc.stdout is not None
+        address = start_address(proc.stdout.readline())
+        assert address is not None
+        client = await WireClient.connect(*address)
+        try:
+            assert (await client.put(KEY, b"scan bytes")).ok
+            stat = await client.request(FrameType.STAT, {"key": KEY + ".missing"})
+            assert stat.code == "not_found"
+        finally:
+            await client.close()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
     assert proc.returncode == 0
     lines = [json.loads(line) for line in err.splitlines()]  # every line is one object
     for line in lines:
