@@ -35,6 +35,7 @@ from storage.errors import (
     StorageUnavailable,
 )
 from storage.info import FileInfo
+from storage.uploads import UploadStore
 
 log = logging.getLogger("valise.storage")
 
@@ -47,7 +48,7 @@ SMALL_FILE = 256 * 1024
 MEMORY_CACHE = 0.5
 
 
-class Store:
+class Store(UploadStore):
     def __init__(self, config: StorageConfig) -> None:
         self.config = config
         # valkey-py's annotations mix its sync and async return types and refuse
@@ -64,6 +65,7 @@ class Store:
         self._delete = self.client.register_script(scripts.DELETE)
         self._list = self.client.register_script(scripts.LIST)
         self._usage = self.client.register_script(scripts.USAGE)
+        self._register_upload_scripts()
 
     async def run(
         self, op: Callable[[], Awaitable[T]], *, idempotent: bool, kind: str = "meta"
@@ -335,7 +337,7 @@ class Store:
         chunks of a file over its shards, so a script cannot reach them."""
         return not self.config.cluster
 
-    async def set_chunk(self, name: str, data: memoryview, ttl_ms: int) -> None:
+    async def set_chunk(self, name: str, data: memoryview | bytes, ttl_ms: int) -> None:
         """Store one chunk's bytes under ``name`` (idempotent: retried on a lost link)."""
         await self.run(
             lambda: self.client.set(name, data, px=ttl_ms), idempotent=True, kind="chunk_write"
