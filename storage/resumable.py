@@ -223,7 +223,7 @@ class ResumableWriter(ChunkWriter):
 
     @property
     def _keep_period(self) -> float:
-        return max(1.0, min(60.0, self.resume_ttl / 3))
+        return max(0.1, min(60.0, self.resume_ttl / 3))
 
     @property
     def _staging_ms(self) -> int:

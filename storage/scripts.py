@@ -135,8 +135,11 @@ local function renew()
   redis.call('PEXPIREAT', KEYS[1], deadline)
   redis.call('PEXPIREAT', KEYS[2], deadline)
   redis.call('ZADD', KEYS[3], deadline, ARGV[1])
-  if redis.call('PTTL', KEYS[3]) < tonumber(ARGV[2]) then
-    redis.call('PEXPIRE', KEYS[3], ARGV[2])
+  -- The index (ids and deadlines only) outlives its last entry's deadline by
+  -- as much again, a minute at least, so that the next PUT counts the expired.
+  local keep = tonumber(ARGV[2]) + math.max(tonumber(ARGV[2]), 60000)
+  if redis.call('PTTL', KEYS[3]) < keep then
+    redis.call('PEXPIRE', KEYS[3], keep)
   end
   return deadline
 end
