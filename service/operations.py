@@ -133,7 +133,10 @@ class Operations:
         return writer
 
     def _attach(self, grant: Grant, writer: ResumableWriter) -> None:
-        self._attached[writer] = self.state.attachments.attach((grant.namespace, writer.upload_id))
+        attachment = self.state.attachments.attach((grant.namespace, writer.upload_id))
+        # Lost to a RESUME on another server (found at a chunk write): stop too.
+        writer.on_lost = attachment.want
+        self._attached[writer] = attachment
 
     def _release(self, writer: ChunkWriter) -> None:
         attachment = self._attached.pop(writer, None)
@@ -141,7 +144,8 @@ class Operations:
             self.state.attachments.release(attachment)
 
     def wanted(self, writer: ChunkWriter) -> asyncio.Future[None] | None:
-        """Done when another connection of this process resumes ``writer``'s upload."""
+        """Done when another connection resumes ``writer``'s upload: one of this
+        process at once, one elsewhere once the writer finds out."""
         attachment = self._attached.get(writer)
         return None if attachment is None else attachment.wanted
 

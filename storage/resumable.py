@@ -24,6 +24,7 @@ import hashlib
 import logging
 import math
 import secrets
+from collections.abc import Callable
 
 from storage import keys
 from storage.errors import Corrupt, FileNotFound, StorageError, Superseded, TooManyUploads
@@ -82,6 +83,8 @@ class ResumableWriter(ChunkWriter):
         self._renewed = 0
         # Another connection owns the upload now: never touch it again.
         self._lost = False
+        #: Called once the writer finds the upload taken over (so the door can stop).
+        self.on_lost: Callable[[], None] | None = None
         # The recorded partial last chunk (token, length) while the buffer still holds it.
         self._tail = ""
         self._tail_len = 0
@@ -94,6 +97,12 @@ class ResumableWriter(ChunkWriter):
     def lost(self) -> bool:
         """True once another connection has taken the upload over."""
         return self._lost
+
+    def _lose(self) -> None:
+        if not self._lost:
+            self._lost = True
+            if self.on_lost is not None:
+                self.on_lost()
 
     # -- starting ---------------------------------------------------------
 
@@ -239,7 +248,7 @@ class ResumableWriter(ChunkWriter):
                 self.namespace, self.upload_id, self.owner, index, sha, resume_ttl=self.resume_ttl
             )
         except Superseded:
-            self._lost = True
+            self._lose()
             raise
         self.deadline = recorded.deadline
         self._renewed = (index + 1) * self.chunk_size
@@ -256,7 +265,7 @@ class ResumableWriter(ChunkWriter):
                 self.namespace, self.upload_id, self.owner, resume_ttl=self.resume_ttl, renew=renew
             )
         except Superseded:
-            self._lost = True
+            self._lose()
             return
         if renew:
             self._renewed = self.size
@@ -335,7 +344,7 @@ class ResumableWriter(ChunkWriter):
                 tail_sha1=digest,
             )
         except Superseded:
-            self._lost = True
+            self._lose()
             if wrote:
                 await self._unlink_quietly([keys.partial_key(self.vid, self.owner)])
             return
