@@ -422,6 +422,8 @@ class Connection:
         """RESUME (docs/protocol.md section 6.1): the upload goes on from ``offset``."""
         upload = self.upload = await self.ops.resume(self.grant, upload_id)
         self.proto.resume_upload(upload.declared, upload.size)
+        if self._request is not None:  # the access log names the key, as for a PUT
+            self._request = (self._request[0], upload.key, self._request[2])
         await self._ok(
             {
                 "upload_id": upload.upload_id,
