@@ -13,7 +13,7 @@ import hashlib
 import json
 import os
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +32,7 @@ from tests.support.harness import (
     start_process,
     start_server,
     stop_server,
+    sync_valkey,
 )
 from tests.support.resume import finish, resume, until, upload_stream
 from tests.support.wire import WireClient, control
@@ -139,6 +140,30 @@ async def test_resume_under_workers(valkey_server: EmbeddedValkey, vk: Any, pref
     finally:
         proc.terminate()
         reap(proc)
+
+
+async def test_an_older_connection_on_another_server_is_superseded_at_its_next_chunk(
+    server: Running, valkey_server: EmbeddedValkey, prefix: str
+) -> None:
+    other = await start_server(valkey_server.url, make_config())
+    try:
+        data = os.urandom(2 * CHUNK + 3)
+        old = await other.client()
+        upload_id = await begin(old, prefix + "f", data[:1000])  # still connected
+        new = await server.client()
+        resumed = await resume(new, upload_id)
+        # The other server had not stored those 1000 bytes yet: they do not count.
+        assert resumed.body["offset"] == 0
+        # The old connection goes on; its first chunk write finds the upload taken.
+        await old.send(upload_stream("", data[1000 : CHUNK + 1000]).split(b"}", 1)[1])
+        lost = await old.reply()
+        assert (lost.code, lost.body["fatal"]) == ("superseded", True)
+        assert (await finish(new, data, 0)).ok
+        await stored(new, prefix + "f", data)
+        await old.close()
+        await new.close()
+    finally:
+        await stop_server(other)
 
 
 async def test_two_connections_racing_to_resume(server: Running, prefix: str) -> None:
@@ -316,3 +341,43 @@ async def test_shutdown_keeps_an_upload_in_progress(
     await stored(client, prefix + "f", data)
     await client.close()
     await stop_server(second)
+
+
+@pytest.fixture
+def own_valkey() -> Iterator[EmbeddedValkey]:
+    with EmbeddedValkey(maxmemory=512 * 1024**2) as valkey:
+        yield valkey
+
+
+@pytest.mark.single_node
+async def test_staging_counts_against_valkey_memory(
+    own_valkey: EmbeddedValkey, prefix: str
+) -> None:
+    running = await start_server(own_valkey.url, make_config())
+    vk = sync_valkey(own_valkey.url)
+    try:
+        data = os.urandom(40 * CHUNK)
+        client = await running.client()
+        upload_id = await begin(client, prefix + "f", data[:CHUNK], size=len(data))
+        vk.config_set("maxmemory", int(vk.info("memory")["used_memory"]) + 4 * CHUNK)
+        await client.send(upload_stream("", data[CHUNK:]).split(b"}", 1)[1])
+        full = await client.reply()
+        assert (full.code, full.body["fatal"]) == ("storage_full", True)
+        await client.close()
+        await until(lambda: not running.server.connections)
+        # Still no room for the rest of the declared size: RESUME says so, the upload stays.
+        client = await running.client()
+        await asyncio.sleep(0.6)  # the server reuses memory figures for 0.5 s
+        refused = await resume(client, upload_id)
+        assert (refused.code, refused.body["fatal"]) == ("storage_full", False)
+        vk.config_set("maxmemory", 512 * 1024**2)
+        await asyncio.sleep(0.6)
+        resumed = await resume(client, upload_id)
+        assert CHUNK <= resumed.body["offset"] < len(data)
+        assert (await finish(client, data, resumed.body["offset"])).ok
+        await stored(client, prefix + "f", data)
+        await client.close()
+    finally:
+        vk.config_set("maxmemory", 512 * 1024**2)
+        vk.close()
+        await stop_server(running)
