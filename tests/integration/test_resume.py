@@ -223,6 +223,27 @@ async def test_abort_discards_a_resumable_upload_and_its_bytes(
     await client.close()
 
 
+@pytest.mark.config(resume_ttl=600)
+async def test_every_key_of_a_resumable_upload_has_a_ttl(
+    server: Running, prefix: str, vk: Any
+) -> None:
+    first = await hang_up(server, prefix + "f", os.urandom(2 * CHUNK + 500))
+    ns = keys.NamespaceKeys("")
+    vid = json.loads(vk.hget(ns.upload(first["upload_id"]), "meta"))["vid"]
+    names = [*state_keys(vk, first["upload_id"]), ns.uploads.encode()]
+    names += [n for p in (f"valise:c:{vid}:*", f"valise:p:{vid}:*") for n in vk.scan_iter(match=p)]
+    assert len(names) == 3 + 2 + 1  # state, digests, index; two chunks; the partial one
+    ttls = {name: vk.pttl(name) for name in names}
+    assert all(ttl > 0 for ttl in ttls.values()), ttls
+    # The upload's own keys go with its deadline (chunks one keeper period later).
+    assert all(ttls[name] <= (600 + 60) * 1000 for name in names if name != ns.uploads.encode())
+    client = await server.client()
+    await resume(client, first["upload_id"])
+    await client.send(control(FrameType.ABORT))
+    assert (await client.reply()).ok
+    await client.close()
+
+
 async def test_unknown_and_malformed_ids(client: WireClient) -> None:
     unknown = await resume(client, "no-such-upload")
     assert (unknown.code, unknown.body["fatal"]) == ("not_found", False)
