@@ -77,6 +77,13 @@ class FrameDecoder:
         """True while part of a frame has arrived (used for the frame deadline)."""
         return self._pending is not None or bool(self._buffer)
 
+    def partial_payload(self, frame_type: FrameType) -> bytes:
+        """The payload bytes received so far of a ``frame_type`` frame that is not
+        complete (its header arrived, not all of its payload); else ``b""``."""
+        if self._pending is None or self._pending[0] is not frame_type:
+            return b""
+        return bytes(self._buffer[: self._pending[1]])
+
     def receive_data(self, data: bytes) -> None:
         if self._eof:
             raise RuntimeError("receive_data after end of input")

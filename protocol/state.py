@@ -154,6 +154,8 @@ class ServerConnection:
         self.state = State.HANDSHAKE if hello_required else State.IDLE
         self._decoder = FrameDecoder(max_data=limits.max_frame, check=self._check_type)
         self._upload: _Upload | None = None
+        #: The upload a fatal error cut short, for :meth:`unfinished_data`.
+        self._cut: _Upload | None = None
 
     @property
     def in_frame(self) -> bool:
@@ -180,8 +182,7 @@ class ServerConnection:
             return self._handle(frame)
         except ProtocolError as exc:
             if exc.fatal:
-                self.state = State.FAILED
-                self._upload = None
+                self.fail()
             raise
 
     def resume_upload(self, declared: int | None, offset: int) -> None:
@@ -206,7 +207,22 @@ class ServerConnection:
     def fail(self) -> None:
         """The server gave up on this connection (timeout, storage fault)."""
         self.state = State.FAILED
+        self._cut = self._upload or self._cut
         self._upload = None
+
+    def unfinished_data(self) -> bytes:
+        """The bytes of a DATA frame the upload's connection ended in the middle of.
+
+        A resumable upload may keep them (docs/protocol.md section 6.1: counting
+        them and not counting them are both correct); only as many as the
+        upload's limit still allows.
+        """
+        upload = self._upload or self._cut
+        if upload is None:
+            return b""
+        data = self._decoder.partial_payload(FrameType.DATA)
+        limit = self.limits.max_file_size if upload.declared is None else upload.declared
+        return data[: max(limit - upload.received, 0)]
 
     def _check_type(self, frame_type: FrameType) -> None:
         """Refuse, from the header alone, a frame type the current state forbids."""

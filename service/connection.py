@@ -27,7 +27,7 @@ from service.state import (
     READ_SIZE,
     ServerState,
 )
-from storage import ChunkWriter, StorageError
+from storage import ChunkWriter, ResumableWriter, StorageError
 
 #: DATA frames up to GATHER bytes are sent together with the frames around
 #: them, GATHER_FRAMES parts (headers and payloads) at most: one send, not three.
@@ -174,22 +174,25 @@ class Connection:
                 self.busy = True
                 self._begin(event)
                 await self._handle(event)
-                if not isinstance(event, requests.Put | Data):
+                if not isinstance(event, requests.Put | requests.Resume | Data):
                     self._end("aborted" if isinstance(event, Abort) else "ok")
                 self._frame_deadline = _now() + self.config.frame_timeout
             except ProtocolError as exc:
                 self._end(str(exc.code))
-                await self._drop_upload()
+                # A resumable upload survives a fatal error, not a size mismatch.
+                await self._drop_upload(keep=exc.fatal)
                 if exc.fatal:
                     raise Closing(exc) from None
                 await self._error(exc)
             except StorageError as exc:
                 self._end(str(exc.code))
-                # While the client may still be sending DATA, every ERROR is fatal.
-                uploading = self.proto.uploading
-                await self._drop_upload()
-                if uploading:
+                # While the client may still be sending DATA, every ERROR is fatal;
+                # so is losing a resumed upload to another connection.
+                fatal_now = self.proto.uploading or exc.code is ErrorCode.SUPERSEDED
+                if fatal_now:
                     self.proto.fail()
+                await self._drop_upload()
+                if fatal_now:
                     raise Closing(_wire(exc, fatal=True)) from None
                 await self._error(_wire(exc, fatal=False))
             self.busy = self.proto.uploading
@@ -235,7 +238,7 @@ class Connection:
             timeout = min(timeout, self._frame_deadline - now)
         try:
             async with asyncio.timeout(max(timeout, 0.0)):
-                data = await self.reader.read(READ_SIZE)
+                data = await self._read()
         except TimeoutError:
             if self.proto.in_frame:
                 raise Closing(fatal(ErrorCode.TIMEOUT, "frame not completed in time")) from None
@@ -246,10 +249,33 @@ class Connection:
             self._frame_deadline = _now() + self.config.frame_timeout
         self.proto.receive_data(data)
 
-    async def _drop_upload(self) -> None:
+    async def _read(self) -> bytes:
+        """The next bytes from the client; ``superseded`` when a RESUME on another
+        connection of this process wants the upload (docs/protocol.md section 6.1)."""
+        wanted = self.ops.wanted(self.upload) if self.upload is not None else None
+        if wanted is None:
+            return await self.reader.read(READ_SIZE)
+        if not wanted.done():
+            read = asyncio.ensure_future(self.reader.read(READ_SIZE))
+            try:
+                either: set[asyncio.Future[Any]] = {read, wanted}
+                await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                if not read.done():
+                    read.cancel()  # nothing is lost: the bytes stay in the reader
+                    await asyncio.gather(read, return_exceptions=True)
+            if not read.cancelled():
+                return read.result()  # bytes that came first are still this upload's
+        self._end(str(ErrorCode.SUPERSEDED))
+        raise Closing(fatal(ErrorCode.SUPERSEDED, "another connection resumed this upload"))
+
+    async def _drop_upload(self, *, keep: bool = True) -> None:
+        """End the upload without a commit: a resumable one is kept for a RESUME
+        (with a DATA frame cut off midway), unless ``keep`` is False."""
         if self.upload is not None:
             upload, self.upload = self.upload, None
-            await upload.abort()
+            unread = self.proto.unfinished_data() if keep else b""
+            await self.ops.leave(upload, keep=keep, unread=unread)
 
     # -- replies ----------------------------------------------------------
 
@@ -298,13 +324,15 @@ class Connection:
             case UploadEnd(size, sha1):
                 assert self.upload is not None
                 upload, self.upload = self.upload, None
-                info = await upload.commit(size, sha1)
+                info = await self.ops.commit(upload, size, sha1)
                 await self._ok(info.wire())
             case Abort():
-                await self._drop_upload()
+                await self._drop_upload(keep=False)
                 await self._ok({"aborted": True})
             case requests.Put():
                 await self._put(event)
+            case requests.Resume(upload_id):
+                await self._resume(upload_id)
             case requests.Get():
                 await self._get(event)
             case requests.Stat(key):
@@ -331,19 +359,40 @@ class Connection:
         return None
 
     async def _put(self, put: requests.Put) -> None:
-        self.upload = await self.ops.put(
+        upload = self.upload = await self.ops.put(
             self.grant,
             put.key,
             size=put.size,
             ttl=put.ttl,
             content_type=put.content_type,
+            resumable=put.resumable,
             if_absent=put.if_absent,
         )
+        reply = {"upload_id": upload.upload_id, "chunk_size": upload.chunk_size, "offset": 0}
+        if isinstance(upload, ResumableWriter):
+            # At once: a client whose link breaks needs the upload_id to resume.
+            reply |= {"resumable": True, "resume_until": upload.deadline}
+            await self._ok(reply)
+            return
         # Held, not sent: when the file's DATA and END are already here (a small
         # upload), this OK and the stored one leave in one send, not two.
-        self._held = encode_control(
-            FrameType.OK,
-            {"upload_id": self.upload.vid, "chunk_size": self.config.chunk_size, "offset": 0},
+        self._held = encode_control(FrameType.OK, reply)
+
+    async def _resume(self, upload_id: str) -> None:
+        """RESUME (docs/protocol.md section 6.1): the upload goes on from ``offset``."""
+        upload = self.upload = await self.ops.resume(self.grant, upload_id)
+        self.proto.resume_upload(upload.declared, upload.size)
+        if self._request is not None:  # the access log names the key, as for a PUT
+            self._request = (self._request[0], upload.key, self._request[2])
+        await self._ok(
+            {
+                "upload_id": upload.upload_id,
+                "key": upload.key,
+                "offset": upload.size,
+                "size": upload.declared,
+                "chunk_size": upload.chunk_size,
+                "resume_until": upload.deadline,
+            }
         )
 
     async def _get(self, get: requests.Get) -> None:

@@ -53,7 +53,9 @@ HEALTH_TIMEOUT = 2.0
 HTTP_LIMIT = 8192
 HTTP_TIMEOUT = 10.0
 
-_DIRECTION = {"put": "upload", "get": "download"}
+_DIRECTION = {"put": "upload", "resume": "upload", "get": "download"}
+#: What happens to resumable uploads (docs/protocol.md section 6.1).
+RESUMABLE_EVENTS = ("started", "resumed", "completed", "refused", "expired")
 
 # No *_created series: the multiprocess sums have none, so one process would
 # expose them and several would not; the start time is no use to an alert.
@@ -125,8 +127,23 @@ class Metrics:
         )
         #: Label children by (metric, labels): see _child.
         self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
+        self.resumable = Counter(
+            "valise_resumable_uploads",
+            "Resumable uploads by event: started (PUT), resumed (RESUME), completed "
+            "(committed), refused (--max-resumable), expired (found past their deadline "
+            "by a later resumable PUT in the namespace: a lower bound).",
+            ["event"],
+            registry=r,
+        )
+        self.resume_saved = Counter(
+            "valise_resume_saved_bytes",
+            "Bytes clients did not send again: the sum of the offsets RESUME answered.",
+            registry=r,
+        )
         for direction in _DIRECTION.values():
             self.transfers.labels(direction)  # present at 0 before the first transfer
+        for event in RESUMABLE_EVENTS:
+            self.resumable.labels(event)
 
     def request_started(self, op: str) -> None:
         direction = _DIRECTION.get(op)
@@ -142,6 +159,10 @@ class Metrics:
             return
         self._child(self.transfers, direction).dec()
         (self.received if direction == "upload" else self.sent).inc(nbytes)
+
+    def resumable_event(self, event: str, count: int = 1) -> None:
+        if count:
+            self.resumable.labels(event).inc(count)
 
     def valkey_call(self, kind: str, seconds: float, outcome: str) -> None:
         """A :mod:`storage.observe` observer."""

@@ -16,9 +16,18 @@ import asyncio
 import logging
 
 from protocol.errors import ErrorCode, ProtocolError
+from service.attachments import Attachment
 from service.auth import OPEN, Grant
 from service.state import ServerState
-from storage import ChunkWriter, Download, FileInfo, open_download
+from storage import (
+    ChunkWriter,
+    Download,
+    FileInfo,
+    ResumableWriter,
+    StorageError,
+    TooManyUploads,
+    open_download,
+)
 
 log = logging.getLogger("valise")
 
@@ -28,6 +37,9 @@ class Operations:
         self.state = state
         self.store = state.store
         self.config = state.config
+        self.metrics = state.metrics
+        #: This door's resumable uploads in progress, as the process knows them.
+        self._attached: dict[ChunkWriter, Attachment] = {}
 
     @property
     def authenticating(self) -> bool:
@@ -67,29 +79,110 @@ class Operations:
         size: int | None,
         ttl: int | None,
         content_type: str | None,
+        resumable: bool = False,
         if_absent: bool = False,
     ) -> ChunkWriter:
-        """Start an upload: the chunk writer to feed, then commit or abort.
+        """Start an upload: the chunk writer to feed, then :meth:`commit` or :meth:`leave`.
 
-        With ``if_absent`` the commit publishes only when the key has no file
-        at that moment, in the same atomic step (docs/protocol.md section 6.4).
+        A resumable one (docs/protocol.md section 6.1) is a :class:`ResumableWriter`;
+        on a server that does not offer ``resume`` the flag is ignored, as the
+        protocol says of a feature's fields. With ``if_absent`` the commit
+        publishes only when the key has no file at that moment, in the same
+        atomic step (section 6.4).
         """
         self.require_write(grant, fatal=True)
         await self.store.check_writable(size)
-        return ChunkWriter(
-            self.store,
-            grant.namespace,
-            key,
-            ttl=ttl or self.config.default_ttl,
-            content_type=content_type,
-            if_absent=if_absent,
-        )
+        ttl = ttl or self.config.default_ttl
+        if not resumable or "resume" not in self.state.features:
+            return ChunkWriter(
+                self.store,
+                grant.namespace,
+                key,
+                ttl=ttl,
+                content_type=content_type,
+                if_absent=if_absent,
+            )
+        try:
+            writer, expired = await ResumableWriter.create(
+                self.store,
+                grant.namespace,
+                key,
+                ttl=ttl,
+                content_type=content_type,
+                size=size,
+                max_open=self.config.max_resumable,
+                if_absent=if_absent,
+            )
+        except TooManyUploads:
+            self.metrics.resumable_event("refused")
+            raise
+        self.metrics.resumable_event("expired", expired)
+        self.metrics.resumable_event("started")
+        self._attach(grant, writer)
+        return writer
 
-    async def commit(self, grant: Grant, upload: ChunkWriter, size: int, sha1: str) -> FileInfo:
-        """Make an upload visible when its SHA-1 is ``sha1``, atomically; a
-        create-only one (``put(if_absent=True)``) only when the key has no file
-        at that moment, else ``exists`` and nothing is stored."""
-        return await upload.commit(size, sha1)
+    async def resume(self, grant: Grant, upload_id: str) -> ResumableWriter:
+        """Take a resumable upload over (RESUME): ``not_found``, ``forbidden``, a
+        storage error, or the writer, its running SHA-1 rebuilt, at ``writer.size``.
+
+        A connection of this process that holds the upload is stopped first,
+        and what it had read is stored, so the offset counts it too.
+        """
+        self.require_write(grant, fatal=False)
+        slot = (grant.namespace, upload_id)
+        async with self.state.attachments.handover(slot, wait=self.config.storage_timeout):
+            writer = await ResumableWriter.resume(self.store, grant.namespace, upload_id)
+            remaining = None if writer.declared is None else writer.declared - writer.size
+            try:
+                await self.store.check_writable(remaining)
+            except StorageError:
+                await writer.detach()
+                raise
+            self._attach(grant, writer)
+        self.metrics.resumable_event("resumed")
+        self.metrics.resume_saved.inc(writer.resumed_from)
+        return writer
+
+    def _attach(self, grant: Grant, writer: ResumableWriter) -> None:
+        attachment = self.state.attachments.attach((grant.namespace, writer.upload_id))
+        # Lost to a RESUME on another server (found at a chunk write): stop too.
+        writer.on_lost = attachment.want
+        self._attached[writer] = attachment
+
+    def _release(self, writer: ChunkWriter) -> None:
+        attachment = self._attached.pop(writer, None)
+        if attachment is not None:
+            self.state.attachments.release(attachment)
+
+    def wanted(self, writer: ChunkWriter) -> asyncio.Future[None] | None:
+        """Done when another connection resumes ``writer``'s upload: one of this
+        process at once, one elsewhere once the writer finds out."""
+        attachment = self._attached.get(writer)
+        return None if attachment is None else attachment.wanted
+
+    async def commit(self, writer: ChunkWriter, size: int, sha1: str) -> FileInfo:
+        """END: check the whole file's SHA-1 and make it the key's file, atomically;
+        a create-only upload (``put(if_absent=True)``) only when the key has no
+        file at that moment, else ``exists`` and nothing is stored."""
+        try:
+            info = await writer.commit(size, sha1)
+        finally:
+            self._release(writer)
+        if isinstance(writer, ResumableWriter):
+            self.metrics.resumable_event("completed")
+        return info
+
+    async def leave(self, writer: ChunkWriter, *, keep: bool, unread: bytes = b"") -> None:
+        """The upload ends without a commit. A resumable one is kept for a RESUME
+        when ``keep`` (its connection ended, however: ``unread`` is a DATA frame
+        cut off midway), else discarded (ABORT, a size mismatch)."""
+        try:
+            if keep and isinstance(writer, ResumableWriter):
+                await writer.detach(unread)
+            else:
+                await writer.abort()
+        finally:
+            self._release(writer)
 
     async def exists(self, grant: Grant, key: str) -> bool:
         """True when the key has a file (one small read: no file info is parsed)."""

@@ -12,6 +12,7 @@ from typing import Any, Protocol
 
 from protocol.frames import PROTOCOL_VERSION
 from service.access import AccessLog
+from service.attachments import Attachments
 from service.auth import FailureDelay, Tokens
 from service.config import Config
 from service.metrics import Metrics
@@ -19,7 +20,7 @@ from storage import Store
 
 VERSION = "0.1.0"
 #: Revision-2 features served today (docs/protocol.md section 6).
-OFFERED = frozenset({"versions", "if_absent"})
+OFFERED = frozenset({"resume", "versions", "if_absent"})
 
 #: Bytes asked of the socket per read.
 READ_SIZE = 1024 * 1024
@@ -57,6 +58,8 @@ class ServerState:
     lingering: int = 0
     #: The revision-2 features this server offers (HELLO's ``features``).
     features: frozenset[str] = OFFERED
+    #: Resumable uploads held by this process's connections (section 6.1).
+    attachments: Attachments = field(default_factory=Attachments)
 
     def __post_init__(self) -> None:
         self.access = AccessLog(log_keys=self.config.log_keys)

@@ -5,7 +5,8 @@ it are private to the package: :mod:`storage.clients` (valkey-py clients and
 the one patch of its internals), :mod:`storage.calls` (retries, error
 translation), :mod:`storage.checks` (start-up refusals), :mod:`storage.store`
 (the metadata and chunk operations), :mod:`storage.writer` and
-:mod:`storage.reader` (the chunk writer and reader), :mod:`storage.embedded`
+:mod:`storage.reader` (the chunk writer and reader), :mod:`storage.resumable`
+and :mod:`storage.uploads` (resumable uploads), :mod:`storage.embedded`
 (a private valkey-server). Every valkey-py exception leaves as a
 :class:`StorageError` carrying its wire code.
 """
@@ -21,9 +22,12 @@ from storage.errors import (
     StorageError,
     StorageFull,
     StorageUnavailable,
+    Superseded,
+    TooManyUploads,
 )
 from storage.info import FileInfo
 from storage.reader import Download, open_download
+from storage.resumable import ResumableWriter
 from storage.store import Store
 from storage.writer import ChunkWriter
 
@@ -37,11 +41,14 @@ __all__ = [
     "FileInfo",
     "FileNotFound",
     "MisconfiguredValkey",
+    "ResumableWriter",
     "StorageConfig",
     "StorageError",
     "StorageFull",
     "StorageUnavailable",
     "Store",
+    "Superseded",
+    "TooManyUploads",
     "die_with_parent",
     "open_download",
 ]

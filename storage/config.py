@@ -20,3 +20,5 @@ class StorageConfig:
     cluster: bool = False
     #: Cluster only: seconds an idempotent command keeps retrying a failover.
     failover_wait: float = 10.0
+    #: Seconds a resumable upload waits for a RESUME (docs/protocol.md section 6.1).
+    resume_ttl: int = 3600

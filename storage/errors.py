@@ -67,3 +67,15 @@ class Corrupt(StorageError):
 
 class MisconfiguredValkey(Exception):
     """The Valkey we were pointed at would lose or persist data; refuse to start."""
+
+
+class Superseded(StorageError):
+    """A RESUME elsewhere took this resumable upload over (docs/protocol.md section 6.1)."""
+
+    code = ErrorCode.SUPERSEDED
+
+
+class TooManyUploads(StorageError):
+    """The namespace already holds --max-resumable open resumable uploads."""
+
+    code = ErrorCode.BUSY

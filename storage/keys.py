@@ -5,12 +5,16 @@ Per namespace, under one hash tag so the commit is one atomic step in one slot:
 - ``valise:{ns=NS}:m:KEY``  hash: ``info`` (file info JSON), ``vid``, ``prev``
 - ``valise:{ns=NS}:ix``     sorted set, all scores 0: keys in byte order for LIST
 - ``valise:{ns=NS}:ex``     sorted set: key -> expiry (ms), to prune ``ix``
+- ``valise:{ns=NS}:u:ID``   hash: the state of resumable upload ID (section 6.1)
+- ``valise:{ns=NS}:ud:ID``  its recorded chunks' SHA-1 digests, 20 raw bytes each
+- ``valise:{ns=NS}:ux``     sorted set: open resumable upload ids -> deadline (ms)
 
 Per stored version (a random ``vid``), with no hash tag, so the chunks of one
 file spread over a cluster's shards:
 
 - ``valise:c:VID:I``  chunk I, exactly those file bytes
 - ``valise:s:VID``    the chunks' SHA-1 digests, 20 raw bytes each, in order
+- ``valise:p:VID:T``  a resumable upload's partial last chunk, written by attachment T
 
 The file key follows a fixed prefix and Valkey keys are binary-safe, so two
 different file keys never share a storage key whatever characters they hold.
@@ -64,9 +68,22 @@ class NamespaceKeys:
     def expiry_index(self) -> str:
         return f"{self.tag}:ex"
 
+    def upload(self, upload_id: str) -> bytes:
+        """A resumable upload's state (docs/decisions/0010-resumable-uploads.md)."""
+        return f"{self.tag}:u:".encode() + upload_id.encode()
+
+    def upload_digests(self, upload_id: str) -> bytes:
+        return f"{self.tag}:ud:".encode() + upload_id.encode()
+
+    @property
+    def uploads(self) -> str:
+        """Open resumable uploads -> deadline (ms): counted against --max-resumable."""
+        return f"{self.tag}:ux"
+
 
 CHUNK_PREFIX = f"{PREFIX}:c:"
 DIGESTS_PREFIX = f"{PREFIX}:s:"
+PARTIAL_PREFIX = f"{PREFIX}:p:"
 
 
 def chunk_key(vid: str, index: int) -> str:
@@ -75,3 +92,8 @@ def chunk_key(vid: str, index: int) -> str:
 
 def digests_key(vid: str) -> str:
     return DIGESTS_PREFIX + vid
+
+
+def partial_key(vid: str, token: str) -> str:
+    """The partial last chunk of a resumable upload, as attachment ``token`` left it."""
+    return f"{PARTIAL_PREFIX}{vid}:{token}"

@@ -29,6 +29,7 @@ if ARGV[8] == '1' and current[1] then
 end
 """
 
+# The commit proper, after _COMMITTED; leaves the replaced version's info in `previous`.
 _PUBLISH = """
 local previous = current[2] or ''
 local ttl = tonumber(ARGV[3])
@@ -50,13 +51,12 @@ for _, member in ipairs(stale) do
     redis.call('ZREM', KEYS[3], member)
   end
 end
-return previous
 """
 
 # KEYS: meta, index, expiry index
 # ARGV: info json, vid, ttl ms, file key, expires at ms, now ms, meta prefix,
 #       create-only ('1' or '0')
-COMMIT = _COMMITTED + _CREATE_ONLY + _PUBLISH
+COMMIT = _COMMITTED + _CREATE_ONLY + _PUBLISH + "return previous\n"
 
 # One node only. COMMIT with the file's only chunk and its digest list written
 # first, at their final TTL: a small PUT in one round trip. Valkey refuses a
@@ -72,6 +72,7 @@ redis.call('SET', KEYS[4], ARGV[9], 'PX', ARGV[11])
 redis.call('SET', KEYS[5], ARGV[10], 'PX', ARGV[11])
 """
     + _PUBLISH
+    + "return previous\n"
 )
 
 # One node only. A GET's start in one round trip: the file info, its version's
@@ -131,3 +132,160 @@ for _, member in ipairs(members) do
 end
 return {members[#members] or false, #members, files, bytes}
 """
+
+# -- resumable uploads (docs/decisions/0010-resumable-uploads.md) ---------------
+# KEYS: the upload's state hash, its digest list, the namespace's open-upload index
+# ARGV: upload id, resume TTL in ms, the caller's owner token, then per script.
+# Deadlines are Valkey's clock (TIME), the same for every server sharing it.
+_UPLOAD = """
+local function renew()
+  local t = redis.call('TIME')
+  local deadline = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) + tonumber(ARGV[2])
+  redis.call('HSET', KEYS[1], 'deadline', deadline)
+  redis.call('PEXPIREAT', KEYS[1], deadline)
+  redis.call('PEXPIREAT', KEYS[2], deadline)
+  redis.call('ZADD', KEYS[3], deadline, ARGV[1])
+  -- The index (ids and deadlines only) outlives its last entry's deadline by
+  -- as much again, a minute at least, so that the next PUT counts the expired.
+  local keep = tonumber(ARGV[2]) + math.max(tonumber(ARGV[2]), 60000)
+  if redis.call('PTTL', KEYS[3]) < keep then
+    redis.call('PEXPIRE', KEYS[3], keep)
+  end
+  return deadline
+end
+local function lost()
+  local owner = redis.call('HGET', KEYS[1], 'owner')
+  if not owner then
+    return 'gone'
+  end
+  if owner ~= ARGV[3] then
+    return 'superseded'
+  end
+  return false
+end
+local function deadline(again)
+  if again == '1' then
+    return renew()
+  end
+  return tonumber(redis.call('HGET', KEYS[1], 'deadline'))
+end
+"""
+
+# ARGV[4]: most open uploads in the namespace, ARGV[5]: the upload's fixed facts (JSON).
+# Returns {deadline or 0 when the namespace is full, expired entries pruned}.
+CREATE_UPLOAD = (
+    _UPLOAD
+    + """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local expired = redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now)
+if redis.call('ZCARD', KEYS[3]) >= tonumber(ARGV[4]) then
+  return {0, expired}
+end
+redis.call('HSET', KEYS[1], 'meta', ARGV[5], 'owner', ARGV[3], 'chunks', 0,
+           'tail', '', 'tail_len', 0, 'tail_sha1', '')
+return {renew(), expired}
+"""
+)
+
+# Take the upload over (the newest connection wins). Returns false when it is
+# gone, else {deadline, meta, chunks, tail token, tail length, tail SHA-1, digests}.
+CLAIM_UPLOAD = (
+    _UPLOAD
+    + """
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  return false
+end
+redis.call('HSET', KEYS[1], 'owner', ARGV[3])
+local f = redis.call('HMGET', KEYS[1], 'meta', 'chunks', 'tail', 'tail_len', 'tail_sha1')
+return {renew(), f[1], f[2], f[3], f[4], f[5], redis.call('GET', KEYS[2]) or ''}
+"""
+)
+
+# Record chunk ARGV[4] (stored already) with its SHA-1 ARGV[5]; it replaces any tail.
+# Returns {'ok', deadline, the replaced tail's token} or {why not}.
+ADVANCE_UPLOAD = (
+    _UPLOAD
+    + """
+local why = lost()
+if why then
+  return {why}
+end
+local f = redis.call('HMGET', KEYS[1], 'chunks', 'tail')
+if tonumber(f[1]) ~= tonumber(ARGV[4]) then
+  return {'out_of_order'}
+end
+redis.call('APPEND', KEYS[2], ARGV[5])
+redis.call('HSET', KEYS[1], 'chunks', tonumber(ARGV[4]) + 1, 'tail', '', 'tail_len', 0,
+           'tail_sha1', '')
+return {'ok', renew(), f[2]}
+"""
+)
+
+# Still ours? ARGV[4] '1': bytes arrived, push the deadline. Returns {'ok', deadline} or {why not}.
+TOUCH_UPLOAD = (
+    _UPLOAD
+    + """
+local why = lost()
+if why then
+  return {why}
+end
+return {'ok', deadline(ARGV[4])}
+"""
+)
+
+# The connection ends and leaves the upload resumable. ARGV[4] as in TOUCH;
+# the tail (ARGV[6] token, ARGV[7] length, ARGV[8] SHA-1) follows chunk
+# ARGV[5] - 1 and is recorded only if that is the last chunk recorded.
+# Returns {'ok', deadline, the replaced tail's token, 1 if the tail was recorded}.
+DETACH_UPLOAD = (
+    _UPLOAD
+    + """
+local why = lost()
+if why then
+  return {why}
+end
+local f = redis.call('HMGET', KEYS[1], 'chunks', 'tail')
+local replaced, recorded = '', 0
+if tonumber(f[1]) == tonumber(ARGV[5]) then
+  recorded = 1
+  if f[2] ~= ARGV[6] then
+    replaced = f[2]
+    redis.call('HSET', KEYS[1], 'tail', ARGV[6], 'tail_len', ARGV[7], 'tail_sha1', ARGV[8])
+  end
+end
+redis.call('HSET', KEYS[1], 'owner', '')
+return {'ok', deadline(ARGV[4]), replaced, recorded}
+"""
+)
+
+# Forget the upload (ABORT, a failed commit, lost bytes); ARGV[3] '' for any owner.
+# Returns false if it is gone or another owner's, else {chunks, tail token}.
+DISCARD_UPLOAD = """
+local f = redis.call('HMGET', KEYS[1], 'owner', 'chunks', 'tail')
+if not f[1] or (ARGV[3] ~= '' and f[1] ~= ARGV[3]) then
+  return false
+end
+redis.call('DEL', KEYS[1], KEYS[2])
+redis.call('ZREM', KEYS[3], ARGV[1])
+return {f[2], f[3]}
+"""
+
+# COMMIT for a resumable upload: only its owner commits, and the upload's state
+# goes in the same step. KEYS: those of COMMIT, then state, digest list, index.
+# ARGV: those of COMMIT, then the owner token, the upload id. False: not the owner.
+COMMIT_RESUMABLE = (
+    _COMMITTED
+    + """
+if redis.call('HGET', KEYS[4], 'owner') ~= ARGV[9] then
+  return false
+end
+"""
+    + _CREATE_ONLY
+    + _PUBLISH
+    + """
+redis.call('DEL', KEYS[4], KEYS[5])
+redis.call('ZREM', KEYS[6], ARGV[10])
+return previous
+"""
+)

@@ -37,6 +37,7 @@ from storage.errors import (
     StorageUnavailable,
 )
 from storage.info import FileInfo
+from storage.uploads import UploadStore
 
 log = logging.getLogger("valise.storage")
 
@@ -49,7 +50,7 @@ SMALL_FILE = 256 * 1024
 MEMORY_CACHE = 0.5
 
 
-class Store:
+class Store(UploadStore):
     def __init__(self, config: StorageConfig) -> None:
         self.config = config
         # valkey-py's annotations mix its sync and async return types and refuse
@@ -68,6 +69,7 @@ class Store:
         self._delete = self.client.register_script(scripts.DELETE)
         self._list = self.client.register_script(scripts.LIST)
         self._usage = self.client.register_script(scripts.USAGE)
+        self._register_upload_scripts()
 
     async def run(
         self, op: Callable[[], Awaitable[T]], *, idempotent: bool, kind: str = "meta"
@@ -372,7 +374,7 @@ class Store:
         return not self.config.cluster
 
     async def set_chunk(
-        self, name: str, data: memoryview, ttl_ms: int, *, renew: Sequence[str] = ()
+        self, name: str, data: memoryview | bytes, ttl_ms: int, *, renew: Sequence[str] = ()
     ) -> None:
         """Store one chunk's bytes under ``name`` (idempotent: retried on a lost link);
         meanwhile push the TTL of the chunks ``renew`` names forward to ``ttl_ms``."""

@@ -33,6 +33,9 @@ log = logging.getLogger("valise.storage")
 
 
 class ChunkWriter:
+    """An upload that lives as long as its connection (see :mod:`storage.resumable`
+    for one that outlives it)."""
+
     def __init__(
         self,
         store: Store,
@@ -42,6 +45,8 @@ class ChunkWriter:
         ttl: int,
         content_type: str | None,
         if_absent: bool = False,
+        vid: str | None = None,
+        chunk_size: int | None = None,
     ) -> None:
         self.store = store
         self.namespace = namespace
@@ -50,8 +55,8 @@ class ChunkWriter:
         self.content_type = content_type
         #: Commit only if the key has no file then (docs/protocol.md section 6.4).
         self.if_absent = if_absent
-        self.vid = new_vid()
-        self.chunk_size = store.config.chunk_size
+        self.vid = vid or new_vid()
+        self.chunk_size = chunk_size or store.config.chunk_size
         # Grown as bytes arrive; full-size buffers only once a chunk has filled.
         self._buffers = [bytearray(), bytearray()]
         self._fill = 0
@@ -62,11 +67,16 @@ class ChunkWriter:
         self._inflight: asyncio.Task[bytes] | None = None
         self._keeper: asyncio.Task[None] | None = None
         #: When the staged chunks' TTL was last pushed forward (by progress or keeper).
-        self._renewed = time.monotonic()
+        self._renewed_at = time.monotonic()
         self._lock = asyncio.Lock()
         self._closed = False
         self._done = False
         self.size = 0
+
+    @property
+    def upload_id(self) -> str:
+        """The first OK's ``upload_id``: the version being written (docs/protocol.md section 8)."""
+        return self.vid
 
     @property
     def chunks_written(self) -> int:
@@ -99,8 +109,7 @@ class ChunkWriter:
         # is empty (it grows) until a previous chunk's buffer is free for reuse.
         self._buffers = [self._buffers[1], self._buffers[0]]
         self._fill = 0
-        if self._keeper is None:
-            self._keeper = asyncio.create_task(self._keep_alive())
+        self._start_keeper()
 
     async def _settle(self) -> None:
         if self._inflight is not None:
@@ -109,21 +118,35 @@ class ChunkWriter:
 
     async def _store_chunk(self, index: int, chunk: memoryview) -> bytes:
         name = keys.chunk_key(self.vid, index)
-        staging_ttl = self.store.config.staging_ttl
+        staging_ms = self._staging_ms
         # Progress renews the staged chunks: an upload receiving bytes never
         # loses them, however late the event loop runs the keeper (which is
         # left with the client that is connected but silent).
         renew: list[str] = []
         now = time.monotonic()
-        if index and now - self._renewed > staging_ttl / 2:
+        if index and now - self._renewed_at > staging_ms / 2000:
             renew = [keys.chunk_key(self.vid, i) for i in range(index)]
-            self._renewed = now
+            self._renewed_at = now
         digest = asyncio.create_task(self._hash(chunk))
         try:
-            await self.store.set_chunk(name, chunk, staging_ttl * 1000, renew=renew)
+            await self.store.set_chunk(name, chunk, staging_ms, renew=renew)
         finally:
             sha = await digest
+        await self._chunk_stored(index, sha)
         return sha
+
+    @property
+    def _staging_ms(self) -> int:
+        """The TTL of a chunk written before the commit."""
+        return self.store.config.staging_ttl * 1000
+
+    @property
+    def _keep_period(self) -> float:
+        """Seconds between two refreshes of the staged chunks' TTL."""
+        return max(1.0, self.store.config.staging_ttl / 3)
+
+    async def _chunk_stored(self, index: int, sha: bytes) -> None:
+        """Chunk ``index`` is in Valkey (a resumable upload records it)."""
 
     async def _hash(self, chunk: memoryview) -> bytes:
         """The chunk's SHA-1, and the file's SHA-1 fed; in a worker thread when large."""
@@ -135,22 +158,28 @@ class ChunkWriter:
         self._file_hash.update(chunk)
         return hashlib.sha1(chunk, usedforsecurity=False).digest()
 
+    def _start_keeper(self) -> None:
+        if self._keeper is None:
+            self._keeper = asyncio.create_task(self._keep_alive())
+
     async def _keep_alive(self) -> None:
-        period = max(1.0, self.store.config.staging_ttl / 3)
-        staging_ms = self.store.config.staging_ttl * 1000
         while True:
-            await asyncio.sleep(period)
+            await asyncio.sleep(self._keep_period)
             async with self._lock:
                 if self._closed:
                     return
-                if time.monotonic() - self._renewed < period:
+                if time.monotonic() - self._renewed_at < self._keep_period:
                     continue  # progress renewed them meanwhile
-                names = [keys.chunk_key(self.vid, i) for i in range(self.chunks_written)]
-                self._renewed = time.monotonic()
+                self._renewed_at = time.monotonic()
                 try:
-                    await self.store.expire_many(names, staging_ms, "GT")
+                    await self._refresh()
                 except StorageError:
                     log.warning("could not refresh the staging TTL of an upload in progress")
+
+    async def _refresh(self) -> None:
+        """Push the staged chunks' TTL forward (never shorter: GT)."""
+        names = [keys.chunk_key(self.vid, i) for i in range(self.chunks_written)]
+        await self.store.expire_many(names, self._staging_ms, "GT")
 
     async def _stop_keeper(self) -> None:
         async with self._lock:
@@ -191,7 +220,7 @@ class ChunkWriter:
             )
             # On one node a small one-chunk file is written with its commit.
             one_trip = (
-                self.store.one_trip_small_files
+                self._one_trip
                 and tail is not None
                 and len(self._digests) == 1
                 and len(tail) <= SMALL_FILE
@@ -214,7 +243,7 @@ class ChunkWriter:
                     if_absent=self.if_absent,
                 )
             else:
-                await self.store.commit(self.namespace, info, self.ttl, if_absent=self.if_absent)
+                await self._publish(info)
         except StorageUnavailable:
             # The script may have run and only its reply been lost: never remove
             # chunks that may be visible. Ask; if Valkey cannot say, the chunks
@@ -229,6 +258,14 @@ class ChunkWriter:
         self._done = True
         self._buffers = []
         return info
+
+    @property
+    def _one_trip(self) -> bool:
+        return self.store.one_trip_small_files
+
+    async def _publish(self, info: FileInfo) -> None:
+        """The atomic step that makes the checked upload the key's file."""
+        await self.store.commit(self.namespace, info, self.ttl, if_absent=self.if_absent)
 
     async def _committed(self) -> bool:
         try:

@@ -111,9 +111,9 @@ class Files:
                 raise HttpError(422, ErrorCode.BAD_REQUEST, "the request has no file in its body")
             sha1 = h.expected_sha1(f, ex.trailers) or own
             assert sha1 is not None
-            info = await self.ops.commit(grant, upload, received, sha1)
+            info = await self.ops.commit(upload, received, sha1)
         except BaseException:
-            await upload.abort()
+            await self.ops.leave(upload, keep=False)
             raise
         if descendant:
             await ex.respond(200, [JSON], _json({"ok": True}))

@@ -37,7 +37,7 @@ async def test_every_upload_is_a_new_version_and_get_pins_one(
 
 async def test_hello_lists_the_features_offered(client: WireClient) -> None:
     hello = await client.request(FrameType.HELLO, {"version": 1})
-    assert hello.body["features"] == ["if_absent", "versions"]
+    assert hello.body["features"] == ["if_absent", "resume", "versions"]
 
 
 async def test_a_request_of_a_feature_not_offered_is_bad_frame(server: Running) -> None:

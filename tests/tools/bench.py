@@ -8,7 +8,10 @@ chunk size, the Valise server as a subprocess on 127.0.0.1, then measures:
 2. Valise upload and download of the same bytes over TCP (MB/s, ratio to 1);
 3. small files: ``--small-connections`` connections doing PUT then GET of 4 KiB;
 4. the server's peak RSS during 2, and during ``--concurrent`` parallel uploads;
-5. 1 and 2 for every ``--chunk-sizes`` value (the server is restarted per size).
+5. 1 and 2 for every ``--chunk-sizes`` value (the server is restarted per size);
+6. resumable uploads: upload MB/s with ``resumable`` on and off, and the time
+   from RESUME to its OK with ``--size`` bytes stored (the whole-file SHA-1
+   rebuilt from Valkey, docs/decisions/0010-resumable-uploads.md).
 
 MB = 10**6 bytes. Each measurement runs ``--repeat`` times: median (min-max).
 ``--profile DIR`` instead runs one upload, one download and the small files
@@ -405,14 +408,20 @@ class Wire:
         await self.send(_control(kind, obj))
         return await self.reply()
 
-    async def put(self, key: str, data: memoryview, sha1: bytes) -> dict[str, Any]:
-        """PUT, DATA frames of max_frame, END; DATA streams right after PUT."""
+    async def put(
+        self, key: str, data: memoryview, sha1: bytes | None, *, resumable: bool = False
+    ) -> dict[str, Any]:
+        """PUT, DATA frames of max_frame, END; DATA streams right after PUT.
+        Without ``sha1`` no END: the first OK, the upload left for a RESUME."""
         step = self.max_frame
+        put = {"key": key, "size": len(data), "ttl": TTL, "resumable": resumable}
         try:
-            await self.send(_control(FrameType.PUT, {"key": key, "size": len(data), "ttl": TTL}))
+            await self.send(_control(FrameType.PUT, put))
             for at in range(0, len(data), step):
                 piece = data[at : at + step]
                 await self.send(HEADER.pack(FrameType.DATA, len(piece)), piece)
+            if sha1 is None:
+                return await self.reply()
             await self.send(HEADER.pack(FrameType.END, len(sha1)), sha1)
         except OSError:
             await self.reply()  # the server's fatal ERROR explains the reset
@@ -743,6 +752,56 @@ async def concurrent_uploads(server: ValiseProcess, payload: Payload, s: Setting
     return elapsed
 
 
+async def resumable_phases(server: ValiseProcess, payload: Payload, s: Settings) -> dict[str, Any]:
+    """Upload MB/s with resumable off and on (alternating), and RESUME's rebuild time."""
+    seconds: dict[bool, list[float]] = {False: [], True: []}
+    view = payload.view[: s.size]
+    for rep in range(s.repeat):
+        print(f"resumable off/on, run {rep + 1}/{s.repeat} ...", flush=True)
+        for resumable in (False, True):
+            key = f"bench/resumable/{uuid.uuid4().hex[:8]}"
+            wire = await server.wire()
+            try:
+                started = time.perf_counter()
+                await wire.put(key, view, payload.sha1, resumable=resumable)
+                seconds[resumable].append(time.perf_counter() - started)
+                await wire.delete(key)
+            finally:
+                wire.close()
+    # A whole file stored and its connection gone: each RESUME rebuilds its SHA-1.
+    wire = await server.wire()
+    upload_id = (await wire.put("bench/resume", view, None, resumable=True))["upload_id"]
+    offset = 0
+    for _ in range(10):
+        wire.close()
+        # A RESUME stops the old connection at once: let it store what it has first.
+        await asyncio.sleep(2)
+        wire = await server.wire()
+        offset = (await wire.request(FrameType.RESUME, {"upload_id": upload_id}))["offset"]
+        if offset == s.size:
+            break
+        for at in range(offset, s.size, wire.max_frame):
+            piece = view[at : at + wire.max_frame]
+            await wire.send(HEADER.pack(FrameType.DATA, len(piece)), piece)
+    rebuild: list[float] = []
+    for _ in range(s.repeat):
+        wire.close()
+        wire = await server.wire()
+        started = time.perf_counter()
+        resumed = await wire.request(FrameType.RESUME, {"upload_id": upload_id})
+        rebuild.append(time.perf_counter() - started)
+        if resumed["offset"] != s.size:
+            raise BenchError(f"RESUME found {resumed['offset']} bytes, not {s.size}")
+    await wire.request(FrameType.ABORT, {})
+    wire.close()
+    return {
+        "upload_mbps_not_resumable": mbps(s.size, seconds[False]),
+        "upload_mbps_resumable": mbps(s.size, seconds[True]),
+        "resume_seconds": summary(rebuild),
+        "resume_rebuild_mbps": mbps(s.size, rebuild),
+    }
+
+
 # -- the run ----------------------------------------------------------------------
 
 
@@ -885,6 +944,7 @@ async def default_chunk_phases(
         "small_server_ms_per_pair": summary(server_ms),
         "concurrent_mbps": mbps(s.concurrent * s.concurrent_size, seconds),
         "concurrent_rss_mib": summary(rss),
+        **await resumable_phases(server, payload, s),
     }
 
 
@@ -953,6 +1013,12 @@ def print_table(results: dict[str, Any], s: Settings) -> None:
             f"{s.concurrent} concurrent uploads of {s.concurrent_size / MB:.0f} MB: "
             f"{fmt(e['concurrent_mbps'])} MB/s in all, server peak RSS "
             f"{fmt(e['concurrent_rss_mib'])} MiB"
+        )
+        print(
+            f"resumable uploads: {fmt(e['upload_mbps_resumable'])} MB/s, not resumable "
+            f"{fmt(e['upload_mbps_not_resumable'])} MB/s; RESUME with {s.size / MB:.0f} MB "
+            f"stored: {fmt(e['resume_seconds'], 2)} s to its OK "
+            f"(SHA-1 rebuilt at {fmt(e['resume_rebuild_mbps'])} MB/s)"
         )
     print(f"figures written to {s.json_path}")
 

@@ -209,6 +209,28 @@ def test_in_frame_and_buffered_track_partial_frames() -> None:
     assert decoder.next_frame() is NEED_DATA
 
 
+def test_partial_payload_is_what_came_of_a_frame_cut_off_midway() -> None:
+    decoder = FrameDecoder(max_data=MAX_DATA)
+    decoder.receive_data(b"\x03\x00\x00")
+    assert decoder.next_frame() is NEED_DATA
+    assert decoder.partial_payload(FrameType.DATA) == b""  # only a header's start
+    decoder.receive_data(b"\x00\x04ab")
+    assert decoder.next_frame() is NEED_DATA
+    assert decoder.partial_payload(FrameType.DATA) == b"ab"
+    assert decoder.partial_payload(FrameType.END) == b""  # another type
+    decoder.receive_data(b"")
+    with pytest.raises(ProtocolError):
+        decoder.next_frame()  # EOF in the middle of the frame
+    assert decoder.partial_payload(FrameType.DATA) == b"ab"  # still there after the error
+
+
+def test_partial_payload_of_a_complete_frame_is_empty() -> None:
+    decoder = FrameDecoder(max_data=MAX_DATA)
+    decoder.receive_data(wire(FrameType.DATA, b"abcd") + b"\x03")
+    assert decoder.next_frame() == Frame(FrameType.DATA, b"abcd")
+    assert decoder.partial_payload(FrameType.DATA) == b""
+
+
 def test_receive_after_eof_is_a_caller_bug() -> None:
     decoder = FrameDecoder(max_data=MAX_DATA)
     decoder.receive_data(b"")

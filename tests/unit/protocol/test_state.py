@@ -805,6 +805,48 @@ def test_data_before_the_resume_is_accepted_is_bad_frame() -> None:
     assert items[1].code is ErrorCode.BAD_FRAME and items[1].fatal
 
 
+def test_unfinished_data_is_a_data_frame_cut_off_midway() -> None:
+    conn = ServerConnection(LIMITS)
+    _events(
+        conn, ctl(FrameType.PUT, {"key": "k"}) + data(b"abc") + raw(FrameType.DATA, b"defg")[:7]
+    )
+    assert conn.upload_received == 3
+    assert conn.unfinished_data() == b"de"
+    items = _events(conn, b"")  # the connection ends there
+    assert isinstance(items[-1], ProtocolError) and items[-1].fatal
+    assert conn.state is State.FAILED
+    assert conn.unfinished_data() == b"de"  # the server may still keep them
+
+
+def test_unfinished_data_stays_within_the_declared_size() -> None:
+    conn = ServerConnection(LIMITS)
+    _events(conn, ctl(FrameType.PUT, {"key": "k", "size": 4}) + raw(FrameType.DATA, b"abcdef")[:9])
+    assert conn.unfinished_data() == b"abcd"
+    conn.fail()
+    assert conn.unfinished_data() == b"abcd"
+
+
+@pytest.mark.parametrize(
+    "blob",
+    [
+        ctl(FrameType.PUT, {"key": "k"}) + data(b"abc") + b"\x03\x00",  # inside a header
+        ctl(FrameType.PUT, {"key": "k"}) + data(b"abc"),  # on a frame boundary
+        raw(FrameType.DATA, b"abcd")[:7],  # no upload: DATA refused from its header
+    ],
+)
+def test_no_unfinished_data_outside_a_data_payload(blob: bytes) -> None:
+    conn = ServerConnection(LIMITS)
+    _events(conn, blob)
+    assert conn.unfinished_data() == b""
+
+
+def test_no_unfinished_data_once_an_upload_is_over() -> None:
+    conn = ServerConnection(LIMITS)
+    _events(conn, ctl(FrameType.PUT, {"key": "k"}) + data(b"abc") + end(b"abc"))
+    assert conn.state is State.IDLE
+    assert conn.unfinished_data() == b""
+
+
 def test_subscribed_connection_takes_only_ping() -> None:
     conn = ServerConnection(LIMITS)
     items = _events(conn, raw(FrameType.SUBSCRIBE, b'{"prefix": "p/", "since": "1-0"}'))

@@ -41,6 +41,8 @@ SAMPLES: dict[str, tuple[str, Any]] = {
     "max_ttl": ("7200", 7200),
     "staging_ttl": ("30", 30),
     "grace": ("0", 0),
+    "resume_ttl": ("1800", 1800),
+    "max_resumable": ("5", 5),
     "idle_timeout": ("2.5", 2.5),
     "frame_timeout": ("5", 5.0),
     "min_rate": ("0", 0),
@@ -231,6 +233,9 @@ BROKEN = [
     ({"default_ttl": "86401"}, "--default-ttl (86401) must be between 1 and --max-ttl (86400)"),
     ({"max_ttl": "3599"}, "--default-ttl (3600) must be between 1 and --max-ttl (3599)"),
     ({"staging_ttl": "2"}, "--staging-ttl must be at least 3 seconds"),
+    ({"resume_ttl": "0"}, "--resume-ttl (0) must be between 1 and --max-ttl (86400)"),
+    ({"resume_ttl": "86401"}, "--resume-ttl (86401) must be between 1 and --max-ttl (86400)"),
+    ({"max_resumable": "0"}, "--max-resumable must be >= 1"),
     ({"grace": "-1"}, "--grace must be >= 0"),
     ({"idle_timeout": "0"}, "--idle-timeout must be > 0"),
     ({"frame_timeout": "-1"}, "--frame-timeout must be > 0"),
@@ -300,6 +305,9 @@ def test_http_host_defaults_to_host() -> None:
         ["--default-ttl", "1"],
         ["--default-ttl", "86400"],
         ["--staging-ttl", "3"],
+        ["--resume-ttl", "1"],
+        ["--resume-ttl", "86400"],
+        ["--max-resumable", "1"],
         ["--grace", "0"],
         ["--shutdown-grace", "0"],
         ["--failover-wait", "0"],
@@ -365,6 +373,7 @@ def test_storage_config_carries_the_storage_settings() -> None:
         valkey_tls_ca="ca.pem",
         valkey_cluster=True,
         failover_wait=3.0,
+        resume_ttl=600,
     )
     assert config.storage_config("valkeys://10.0.0.5:6379") == StorageConfig(
         url="valkeys://10.0.0.5:6379",
@@ -377,6 +386,7 @@ def test_storage_config_carries_the_storage_settings() -> None:
         tls_ca="ca.pem",
         cluster=True,
         failover_wait=3.0,
+        resume_ttl=600,
     )
 
 
