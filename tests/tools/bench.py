@@ -58,7 +58,7 @@ from tests.support.harness import start_address
 
 MB = 1_000_000
 MIB = 1024**2
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 TTL = 900
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
