@@ -70,6 +70,7 @@ class Config:
     max_ttl: int = _setting(INT, 86400, "largest ttl a PUT may ask for")
     staging_ttl: int = _setting(INT, 120, "seconds an abandoned upload's chunks survive")
     grace: int = _setting(INT, 60, "seconds a replaced or deleted version stays readable")
+    event_retention: int = _setting(INT, 3600, "seconds change events are kept for a replay")
     idle_timeout: float = _setting(SECONDS, 60.0, "seconds a connection may wait silent")
     frame_timeout: float = _setting(SECONDS, 30.0, "seconds a started frame may take to arrive")
     min_rate: int = _setting(SIZE, 1024, "slowest upload accepted, bytes/s (0: off)")
@@ -124,6 +125,7 @@ class Config:
             tls_ca=self.valkey_tls_ca,
             cluster=self.valkey_cluster,
             failover_wait=self.failover_wait,
+            event_retention=self.event_retention,
         )
 
 
@@ -298,6 +300,7 @@ def _validate(c: Config) -> None:
         "max_ttl",
     )
     _rule(c.staging_ttl >= 3, "--staging-ttl must be at least 3 seconds", "staging_ttl")
+    _rule(c.event_retention >= 1, "--event-retention must be >= 1", "event_retention")
     for name in ("grace", "shutdown_grace", "failover_wait"):
         _rule(getattr(c, name) >= 0, f"{_BY_FIELD[name].flag} must be >= 0", name)
     for name in ("idle_timeout", "frame_timeout", "storage_timeout", "min_rate_window"):

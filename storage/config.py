@@ -20,3 +20,5 @@ class StorageConfig:
     cluster: bool = False
     #: Cluster only: seconds an idempotent command keeps retrying a failover.
     failover_wait: float = 10.0
+    #: Seconds change events are kept at least (the event stream's TTL).
+    event_retention: int = 3600

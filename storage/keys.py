@@ -5,6 +5,8 @@ Per namespace, under one hash tag so the commit is one atomic step in one slot:
 - ``valise:{ns=NS}:m:KEY``  hash: ``info`` (file info JSON), ``vid``, ``prev``
 - ``valise:{ns=NS}:ix``     sorted set, all scores 0: keys in byte order for LIST
 - ``valise:{ns=NS}:ex``     sorted set: key -> expiry (ms), to prune ``ix``
+- ``valise:{ns=NS}:ev``     stream: the namespace's change events, oldest first
+  (docs/decisions/0011-change-events.md)
 
 Per stored version (a random ``vid``), with no hash tag, so the chunks of one
 file spread over a cluster's shards:
@@ -63,6 +65,10 @@ class NamespaceKeys:
     @property
     def expiry_index(self) -> str:
         return f"{self.tag}:ex"
+
+    @property
+    def events(self) -> str:
+        return f"{self.tag}:ev"
 
 
 CHUNK_PREFIX = f"{PREFIX}:c:"

@@ -6,6 +6,13 @@ with the same vid (a retry after a dropped reply) it changes nothing the second
 time and returns the same previous version, so the retry can never schedule
 the new version for deletion (docs/decisions/0002-atomic-commit.md).
 
+COMMIT, COMMIT_ONE and DELETE also append the change's event to the
+namespace's stream, in the same step (docs/decisions/0011-change-events.md):
+a change and its event are never seen apart. The stream is the last of KEYS;
+the last three ARGV are the event, the retention in ms and the stream's
+MAXLEN, so the arguments before them are those of the script without events.
+A retried COMMIT returns before it, so a retry never adds a second event.
+
 COMMIT_ONE and OPEN serve small files in one round trip each on a single
 Valkey (docs/decisions/0008-small-files-one-round-trip.md). They touch a
 version's chunk keys, which have no hash tag, so a cluster never runs them.
@@ -21,8 +28,27 @@ if current[1] == ARGV[2] then
 end
 """
 
-# KEYS: meta, index, expiry index
-# ARGV: info json, vid, ttl ms, file key, expires at ms, now ms, meta prefix
+
+def _publish(key: str, event: str) -> str:
+    """Lua that appends an event (``k`` the file key, ``e`` its JSON) to the stream,
+    trims what is older than the retention (``~``: whole stream nodes only, cheap)
+    and keeps the stream's TTL at the retention."""
+    return f"""
+local stream = KEYS[#KEYS]
+local retention = tonumber(ARGV[#ARGV - 1])
+redis.call('XADD', stream, 'MAXLEN', '~', ARGV[#ARGV], '*', 'k', {key}, 'e', {event})
+local clock = redis.call('TIME')
+local oldest = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000) - retention
+if oldest > 0 then
+  redis.call('XTRIM', stream, 'MINID', '~', oldest)
+end
+redis.call('PEXPIRE', stream, retention)
+"""
+
+
+# KEYS: meta, index, expiry index, events
+# ARGV: info json, vid, ttl ms, file key, expires at ms, now ms, meta prefix,
+#       event json, retention ms, maxlen
 COMMIT = (
     _COMMITTED
     + """
@@ -46,6 +72,9 @@ for _, member in ipairs(stale) do
     redis.call('ZREM', KEYS[3], member)
   end
 end
+"""
+    + _publish("ARGV[4]", "ARGV[#ARGV - 2]")
+    + """
 return previous
 """
 )
@@ -54,8 +83,9 @@ return previous
 # first, at their final TTL: a small PUT in one round trip. Valkey refuses a
 # script's first write when it is out of memory and never a later one, so an
 # OOM leaves nothing behind.
-# KEYS: meta, index, expiry index, chunk 0, digests
-# ARGV: those of COMMIT, then the chunk, the digests, their TTL in ms
+# KEYS: meta, index, expiry index, chunk 0, digests, events
+# ARGV: COMMIT's first seven, the chunk, the digests, their TTL in ms, then
+#       COMMIT's last three (the event's)
 COMMIT_ONE = (
     _COMMITTED
     + """
@@ -82,17 +112,23 @@ end
 return {meta[1], redis.call('GET', ARGV[2] .. meta[2]), chunk}
 """
 
-# KEYS: meta, index, expiry index;  ARGV: file key
-DELETE = """
-local info = redis.call('HGET', KEYS[1], 'info')
+# KEYS: meta, index, expiry index, events
+# ARGV: file key, the event's JSON up to its version, retention ms, maxlen
+DELETE = (
+    """
+local meta = redis.call('HMGET', KEYS[1], 'info', 'vid')
 redis.call('ZREM', KEYS[2], ARGV[1])
 redis.call('ZREM', KEYS[3], ARGV[1])
-if not info then
+if not meta[1] then
   return false
 end
 redis.call('DEL', KEYS[1])
-return info
 """
+    + _publish("ARGV[1]", "ARGV[2] .. meta[2] .. '\"}'")
+    + """
+return meta[1]
+"""
+)
 
 # KEYS: index;  ARGV: min bound, max bound, limit, meta prefix
 # Returns the last member scanned, how many were scanned, then the info of each live file in order.

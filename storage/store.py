@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 import valkey.asyncio as valkey_async
 import valkey.exceptions as valkey_exc
 
-from storage import checks, keys, scripts
+from storage import checks, keys, observe, scripts
 from storage.batch import batches, run_batch
 from storage.calls import CLUSTER_TRANSIENT, VALKEY_ERRORS, call, translate
 from storage.clients import cluster_client, single_client
@@ -34,6 +34,7 @@ from storage.errors import (
     StorageFull,
     StorageUnavailable,
 )
+from storage.events import EventLog, deleted_event_head, stored_event
 from storage.info import FileInfo
 
 log = logging.getLogger("valise.storage")
@@ -64,6 +65,8 @@ class Store:
         self._delete = self.client.register_script(scripts.DELETE)
         self._list = self.client.register_script(scripts.LIST)
         self._usage = self.client.register_script(scripts.USAGE)
+        #: The namespaces' change events, read back (storage.events).
+        self.events = EventLog(self)
 
     async def run(
         self, op: Callable[[], Awaitable[T]], *, idempotent: bool, kind: str = "meta"
@@ -80,6 +83,7 @@ class Store:
         for task in pending:
             task.cancel()
         await asyncio.gather(*pending, return_exceptions=True)
+        await self.events.close()
         await self.client.aclose()
         if not self.config.cluster:
             # A pool passed in explicitly is not closed by the client.
@@ -175,8 +179,8 @@ class Store:
         ns = keys.NamespaceKeys(namespace)
         await self._run_commit(
             self._commit,
-            [ns.meta(info.key), ns.index, ns.expiry_index],
-            _commit_args(ns, info, ttl),
+            [ns.meta(info.key), ns.index, ns.expiry_index, ns.events],
+            [*_commit_args(ns, info, ttl), *self.events.publish_args(stored_event(info))],
         )
 
     async def commit_one(
@@ -197,8 +201,15 @@ class Store:
             ns.expiry_index,
             keys.chunk_key(info.vid, 0),
             keys.digests_key(info.vid),
+            ns.events,
         ]
-        args = [*_commit_args(ns, info, ttl), chunk, digest, chunk_ttl_ms]
+        args = [
+            *_commit_args(ns, info, ttl),
+            chunk,
+            digest,
+            chunk_ttl_ms,
+            *self.events.publish_args(stored_event(info)),
+        ]
         await self._run_commit(self._commit_one, names, args)
 
     async def _run_commit(self, script: Any, names: list[Any], args: list[Any]) -> None:
@@ -207,6 +218,7 @@ class Store:
             idempotent=True,  # idempotent by vid; see scripts.py
             kind="commit",
         )
+        observe.report_event("stored")
         if previous:
             await self.release(FileInfo.loads(previous))
 
@@ -225,14 +237,12 @@ class Store:
 
     async def delete(self, namespace: str, key: str) -> bool:
         ns = keys.NamespaceKeys(namespace)
-        raw = await self.run(
-            lambda: self._delete(
-                keys=[ns.meta(key), ns.index, ns.expiry_index], args=[key.encode()]
-            ),
-            idempotent=False,
-        )
+        names = [ns.meta(key), ns.index, ns.expiry_index, ns.events]
+        args = [key.encode(), *self.events.publish_args(deleted_event_head(key))]
+        raw = await self.run(lambda: self._delete(keys=names, args=args), idempotent=False)
         if not raw:
             return False
+        observe.report_event("deleted")
         await self.release(FileInfo.loads(raw))
         return True
 
