@@ -14,12 +14,13 @@ from protocol.frames import PROTOCOL_VERSION
 from service.access import AccessLog
 from service.auth import FailureDelay, Tokens
 from service.config import Config
+from service.events import EventHub
 from service.metrics import Metrics
 from storage import Store
 
 VERSION = "0.1.0"
 #: Revision-2 features served today (docs/protocol.md section 6).
-OFFERED = frozenset({"versions"})
+OFFERED = frozenset({"versions", "subscribe"})
 
 #: Bytes asked of the socket per read.
 READ_SIZE = 1024 * 1024
@@ -49,6 +50,8 @@ class ServerState:
     metrics: Metrics = field(default_factory=Metrics)
     auth_failures: FailureDelay = field(default_factory=FailureDelay)
     access: AccessLog = field(init=False)
+    #: The change events' feeds of this process (docs/protocol.md section 6.3).
+    events: EventHub = field(init=False)
     #: Set at shutdown: idle connections end, new ones are refused.
     closing: bool = False
     #: Connections counted against --max-connections (not the lingering ones).
@@ -60,6 +63,7 @@ class ServerState:
 
     def __post_init__(self) -> None:
         self.access = AccessLog(log_keys=self.config.log_keys)
+        self.events = EventHub(self.store.events, self.metrics)
 
     def hello(self) -> dict[str, Any]:
         c = self.config
