@@ -10,6 +10,7 @@ Commands::
     ping                    round trip to the server
     watch DIR               scanner agent: upload new or changed files once settled
     events [PREFIX]         print change events as they happen
+    follow PREFIX -o DIR    consumer agent: download each file stored under PREFIX
     frame ...               write request frames to stdout, for nc
     decode                  print server frames read from stdin, readably
 
@@ -33,7 +34,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 from typing import Any, TextIO
 
-from . import events, nctools, tls, watch
+from . import events, follow, nctools, tls, watch
 from .aio import DEFAULT_PORT, AsyncClient
 from .errors import IntegrityError, NotFound, TransientError, ValiseError
 
@@ -146,6 +147,7 @@ def build_parser() -> argparse.ArgumentParser:
     decode.set_defaults(handler=nctools.run_decode)
     watch.add_parser(sub, common).set_defaults(handler=_watch)
     events.add_parser(sub, common).set_defaults(handler=_events)
+    follow.add_parser(sub, common).set_defaults(handler=_follow)
     return parser
 
 
@@ -372,6 +374,10 @@ def _watch(args: argparse.Namespace) -> int:
 
 def _events(args: argparse.Namespace) -> int:
     return events.run(args, *_address(args))
+
+
+def _follow(args: argparse.Namespace) -> int:
+    return follow.run(args, *_address(args))
 
 
 def _report(exc: ValiseError) -> None:
