@@ -159,6 +159,18 @@ async def test_replay_from_since_joins_live_events_without_gap_or_repeat(
     assert await quiet(late)
 
 
+async def test_a_long_replay_comes_whole_and_in_order(server: Running, prefix: str) -> None:
+    total = 1_300  # more than two pages of the replay's reads
+    watcher, _ = await subscribe(server, prefix=prefix)
+    writer = await connect(server)
+    await pipelined_puts(writer, [f"{prefix}{i:05d}" for i in range(total)])
+    seen = await events(watcher, total)
+    late, ok = await subscribe(server, prefix=prefix, since=seen[0]["id"])
+    assert ok == {"cursor": seen[-1]["id"], "complete": True}
+    assert await events(late, total - 1) == seen[1:]
+    assert await quiet(late)
+
+
 @pytest.mark.config(event_retention=1)
 async def test_complete_is_false_when_events_are_no_longer_kept(
     server: Running, prefix: str, vk: Any
