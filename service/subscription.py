@@ -176,7 +176,7 @@ class Subscription:
         read = asyncio.ensure_future(reader.read(size))
         waiters: set[asyncio.Future[Any]] = {read, self.failure}
         try:
-            await asyncio.wait(waiters, timeout=limit, return_when="FIRST_COMPLETED")
+            await asyncio.wait(waiters, timeout=limit, return_when=asyncio.FIRST_COMPLETED)
         finally:
             if not read.done():
                 read.cancel()
