@@ -9,6 +9,8 @@ Commands::
     ls [PREFIX]             list every file whose key starts with PREFIX
     ping                    round trip to the server
     watch DIR               scanner agent: upload new or changed files once settled
+    events [PREFIX]         print change events as they happen
+    follow PREFIX -o DIR    consumer agent: download each file stored under PREFIX
     frame ...               write request frames to stdout, for nc
     decode                  print server frames read from stdin, readably
 
@@ -32,7 +34,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 from typing import Any, TextIO
 
-from . import nctools, tls, watch
+from . import events, follow, nctools, tls, watch
 from .aio import DEFAULT_PORT, AsyncClient
 from .errors import IntegrityError, NotFound, TransientError, ValiseError
 
@@ -144,6 +146,8 @@ def build_parser() -> argparse.ArgumentParser:
     frame.set_defaults(handler=nctools.run_frame)
     decode.set_defaults(handler=nctools.run_decode)
     watch.add_parser(sub, common).set_defaults(handler=_watch)
+    events.add_parser(sub, common).set_defaults(handler=_events)
+    follow.add_parser(sub, common).set_defaults(handler=_follow)
     return parser
 
 
@@ -366,6 +370,14 @@ def _watch(args: argparse.Namespace) -> int:
     if not os.path.isdir(args.dir):
         raise UsageError(f"not a directory: {args.dir}")
     return watch.run(args, host, port)
+
+
+def _events(args: argparse.Namespace) -> int:
+    return events.run(args, *_address(args))
+
+
+def _follow(args: argparse.Namespace) -> int:
+    return follow.run(args, *_address(args))
 
 
 def _report(exc: ValiseError) -> None:

@@ -80,8 +80,10 @@ Bytes = bytes | bytearray | memoryview
 
 #: Frames whose payload is one JSON object of at most 64 KiB.
 CONTROL_FRAMES: Final = frozenset(FrameType) - {FrameType.DATA, FrameType.END}
-#: What a server may send.
-SERVER_FRAMES: Final = frozenset({FrameType.OK, FrameType.ERROR, FrameType.DATA, FrameType.END})
+#: What a server may send (EVENT only on a subscribed connection).
+SERVER_FRAMES: Final = frozenset(
+    {FrameType.OK, FrameType.ERROR, FrameType.DATA, FrameType.END, FrameType.EVENT}
+)
 #: What a client may send.
 CLIENT_FRAMES: Final = frozenset(FrameType) - {FrameType.OK, FrameType.ERROR}
 

@@ -74,6 +74,7 @@ class Config:
     grace: int = _setting(INT, 60, "seconds a replaced or deleted version stays readable")
     resume_ttl: int = _setting(INT, 3600, "seconds a resumable upload waits for its RESUME")
     max_resumable: int = _setting(INT, 100, "open resumable uploads per namespace")
+    event_retention: int = _setting(INT, 3600, "seconds change events are kept for a replay")
     idle_timeout: float = _setting(SECONDS, 60.0, "seconds a connection may wait silent")
     frame_timeout: float = _setting(SECONDS, 30.0, "seconds a started frame may take to arrive")
     min_rate: int = _setting(SIZE, 1024, "slowest upload accepted, bytes/s (0: off)")
@@ -134,6 +135,7 @@ class Config:
             cluster=self.valkey_cluster,
             failover_wait=self.failover_wait,
             resume_ttl=self.resume_ttl,
+            event_retention=self.event_retention,
         )
 
 
@@ -315,6 +317,7 @@ def _validate(c: Config) -> None:
         "max_ttl",
     )
     _rule(c.max_resumable >= 1, "--max-resumable must be >= 1", "max_resumable")
+    _rule(c.event_retention >= 1, "--event-retention must be >= 1", "event_retention")
     for name in ("grace", "shutdown_grace", "failover_wait"):
         _rule(getattr(c, name) >= 0, f"{_BY_FIELD[name].flag} must be >= 0", name)
     for name in ("idle_timeout", "frame_timeout", "storage_timeout", "min_rate_window"):

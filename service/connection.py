@@ -27,6 +27,7 @@ from service.state import (
     READ_SIZE,
     ServerState,
 )
+from service.subscription import Subscription
 from storage import ChunkWriter, ResumableWriter, StorageError
 
 #: DATA frames up to GATHER bytes are sent together with the frames around
@@ -88,6 +89,8 @@ class Connection:
         #: What this connection may do; decided by HELLO when tokens are configured.
         self.grant = OPEN
         self.upload: ChunkWriter | None = None
+        #: Set by SUBSCRIBE: from then on the connection streams events.
+        self.subscription: Subscription | None = None
         self._frame_deadline = _now() + self.config.frame_timeout
         self._rate = RateFloor(self.config.min_rate, self.config.min_rate_window)
         self._request: tuple[str, str | None, float] | None = None
@@ -151,6 +154,8 @@ class Connection:
         finally:
             self._end("disconnected")
             await self._drop_upload()
+            if self.subscription is not None:
+                await self.subscription.close()
         return None
 
     async def _serve(self) -> None:
@@ -237,8 +242,13 @@ class Connection:
         if in_frame:
             timeout = min(timeout, self._frame_deadline - now)
         try:
-            async with asyncio.timeout(max(timeout, 0.0)):
-                data = await self._read()
+            if self.subscription is not None:
+                # Subscribed: no silence limit (section 6.3), and the sender may end us.
+                limit = max(timeout, 0.0) if in_frame else None
+                data = await self.subscription.guard(self.reader, READ_SIZE, limit)
+            else:
+                async with asyncio.timeout(max(timeout, 0.0)):
+                    data = await self._read()
         except TimeoutError:
             if self.proto.in_frame:
                 raise Closing(fatal(ErrorCode.TIMEOUT, "frame not completed in time")) from None
@@ -345,6 +355,12 @@ class Connection:
             case requests.Ping(payload):
                 self._write(HEADER.pack(FrameType.OK, len(payload)) + payload)
                 await self._drain()
+            case requests.Subscribe(prefix, since):
+                subscription = await self.ops.subscribe(self.grant, prefix, since)
+                self.subscription = subscription
+                self.proto.subscribed()
+                await self._ok(subscription.ok())
+                subscription.start(self.writer, self.config.idle_timeout)
             case requests.Hello(token=token):
                 self.grant = await self.ops.authenticate(token, self._subject(), self.peer.host)
                 await self._ok(self.state.hello())

@@ -144,6 +144,27 @@ class Metrics:
             self.transfers.labels(direction)  # present at 0 before the first transfer
         for event in RESUMABLE_EVENTS:
             self.resumable.labels(event)
+        # Change events (docs/protocol.md section 6.3).
+        self.subscribers = Gauge(
+            "valise_subscribers",
+            "Connections subscribed to change events.",
+            multiprocess_mode="livesum",
+            registry=r,
+        )
+        self.events_published = Counter(
+            "valise_events_published",
+            "Change events written by this process's commits and deletes, by event.",
+            ["event"],
+            registry=r,
+        )
+        self.events_delivered = Counter(
+            "valise_events_delivered", "EVENT frames sent to subscribers.", registry=r
+        )
+        self.subscribers_cut_off = Counter(
+            "valise_subscribers_cut_off",
+            "Subscribers cut off because their events waited undelivered (or were lost).",
+            registry=r,
+        )
 
     def request_started(self, op: str) -> None:
         direction = _DIRECTION.get(op)
@@ -179,11 +200,17 @@ class Metrics:
             child = self._children[key] = metric.labels(*labels)
         return child
 
+    def event_published(self, event: str) -> None:
+        """A :mod:`storage.observe` event observer."""
+        self.events_published.labels(event).inc()
+
     def observe_storage(self) -> None:
         observe.subscribe(self.valkey_call)
+        observe.subscribe_events(self.event_published)
 
     def stop_observing(self) -> None:
         observe.unsubscribe(self.valkey_call)
+        observe.unsubscribe_events(self.event_published)
 
 
 class Usage:

@@ -19,6 +19,7 @@ from protocol.errors import ErrorCode, ProtocolError
 from service.attachments import Attachment
 from service.auth import OPEN, Grant
 from service.state import ServerState
+from service.subscription import Subscription
 from storage import (
     ChunkWriter,
     Download,
@@ -221,3 +222,10 @@ class Operations:
         self, grant: Grant, prefix: str, cursor: str | None, limit: int
     ) -> tuple[list[FileInfo], str | None]:
         return await self.store.list(grant.namespace, prefix, cursor, limit)
+
+    async def subscribe(self, grant: Grant, prefix: str, since: str | None) -> Subscription:
+        """Change events of the grant's namespace under ``prefix`` (section 6.3).
+
+        Any grant may subscribe: a read-only token may read.
+        """
+        return await self.state.events.subscribe(grant.namespace, prefix, since)

@@ -15,12 +15,13 @@ from service.access import AccessLog
 from service.attachments import Attachments
 from service.auth import FailureDelay, Tokens
 from service.config import Config
+from service.events import EventHub
 from service.metrics import Metrics
 from storage import Store
 
 VERSION = "0.1.0"
 #: Revision-2 features served today (docs/protocol.md section 6).
-OFFERED = frozenset({"resume", "versions", "if_absent"})
+OFFERED = frozenset({"resume", "versions", "subscribe", "if_absent"})
 
 #: Bytes asked of the socket per read.
 READ_SIZE = 1024 * 1024
@@ -50,6 +51,8 @@ class ServerState:
     metrics: Metrics = field(default_factory=Metrics)
     auth_failures: FailureDelay = field(default_factory=FailureDelay)
     access: AccessLog = field(init=False)
+    #: The change events' feeds of this process (docs/protocol.md section 6.3).
+    events: EventHub = field(init=False)
     #: Set at shutdown: idle connections end, new ones are refused.
     closing: bool = False
     #: Connections counted against --max-connections (not the lingering ones).
@@ -63,6 +66,7 @@ class ServerState:
 
     def __post_init__(self) -> None:
         self.access = AccessLog(log_keys=self.config.log_keys)
+        self.events = EventHub(self.store.events, self.metrics)
 
     def hello(self) -> dict[str, Any]:
         c = self.config

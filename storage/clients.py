@@ -139,6 +139,25 @@ def single_client(config: StorageConfig) -> Any:
     return valkey_async.Valkey(connection_pool=pool)
 
 
+def reader_client(config: StorageConfig, block: float) -> Any:
+    """A client for blocking reads (XREAD BLOCK up to ``block`` seconds) only.
+
+    Its connections are its own: a reader waiting on a quiet stream never
+    takes one from the pool that serves requests. Each reader in flight holds
+    one connection (of the stream's node, in a cluster) while it waits.
+    """
+    tls: dict[str, Any] = {"ssl_ca_certs": config.tls_ca} if config.tls_ca else {}
+    options: dict[str, Any] = {
+        **tls,
+        "socket_timeout": config.timeout + block,
+        "socket_connect_timeout": min(config.timeout, 5.0),
+        "retry": Retry(NoBackoff(), 0),
+    }
+    if config.cluster:
+        return valkey_async.ValkeyCluster.from_url(config.url, reinitialize_steps=0, **options)
+    return valkey_async.Valkey.from_url(config.url, **options)
+
+
 class _BoundedCluster(valkey_async.ValkeyCluster):
     """ValkeyCluster that waits for a free connection instead of raising.
 

@@ -22,3 +22,5 @@ class StorageConfig:
     failover_wait: float = 10.0
     #: Seconds a resumable upload waits for a RESUME (docs/protocol.md section 6.1).
     resume_ttl: int = 3600
+    #: Seconds change events are kept at least (the event stream's TTL).
+    event_retention: int = 3600

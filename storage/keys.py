@@ -8,6 +8,8 @@ Per namespace, under one hash tag so the commit is one atomic step in one slot:
 - ``valise:{ns=NS}:u:ID``   hash: the state of resumable upload ID (section 6.1)
 - ``valise:{ns=NS}:ud:ID``  its recorded chunks' SHA-1 digests, 20 raw bytes each
 - ``valise:{ns=NS}:ux``     sorted set: open resumable upload ids -> deadline (ms)
+- ``valise:{ns=NS}:ev``     stream: the namespace's change events, oldest first
+  (docs/decisions/0011-change-events.md)
 
 Per stored version (a random ``vid``), with no hash tag, so the chunks of one
 file spread over a cluster's shards:
@@ -79,6 +81,10 @@ class NamespaceKeys:
     def uploads(self) -> str:
         """Open resumable uploads -> deadline (ms): counted against --max-resumable."""
         return f"{self.tag}:ux"
+
+    @property
+    def events(self) -> str:
+        return f"{self.tag}:ev"
 
 
 CHUNK_PREFIX = f"{PREFIX}:c:"

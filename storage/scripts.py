@@ -6,6 +6,13 @@ with the same vid (a retry after a dropped reply) it changes nothing the second
 time and returns the same previous version, so the retry can never schedule
 the new version for deletion (docs/decisions/0002-atomic-commit.md).
 
+COMMIT, COMMIT_ONE and DELETE also append the change's event to the
+namespace's stream, in the same step (docs/decisions/0011-change-events.md):
+a change and its event are never seen apart. The stream is the last of KEYS;
+the last three ARGV are the event, the retention in ms and the stream's
+MAXLEN, so the arguments before them are those of the script without events.
+A retried COMMIT returns before it, so a retry never adds a second event.
+
 COMMIT_ONE and OPEN serve small files in one round trip each on a single
 Valkey (docs/decisions/0008-small-files-one-round-trip.md). They touch a
 version's chunk keys, which have no hash tag, so a cluster never runs them.
@@ -20,6 +27,24 @@ if current[1] == ARGV[2] then
   return current[3] or ''
 end
 """
+
+
+def _event(key: str, event: str) -> str:
+    """Lua that appends an event (``k`` the file key, ``e`` its JSON) to the stream,
+    trims what is older than the retention (``~``: whole stream nodes only, cheap)
+    and keeps the stream's TTL at the retention."""
+    return f"""
+local stream = KEYS[#KEYS]
+local retention = tonumber(ARGV[#ARGV - 1])
+redis.call('XADD', stream, 'MAXLEN', '~', ARGV[#ARGV], '*', 'k', {key}, 'e', {event})
+local clock = redis.call('TIME')
+local oldest = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000) - retention
+if oldest > 0 then
+  redis.call('XTRIM', stream, 'MINID', '~', oldest)
+end
+redis.call('PEXPIRE', stream, retention)
+"""
+
 
 # Create-only (docs/protocol.md section 6.4): the key must have no file now,
 # checked in the same atomic step that publishes.
@@ -53,17 +78,19 @@ for _, member in ipairs(stale) do
 end
 """
 
-# KEYS: meta, index, expiry index
+# KEYS: meta, index, expiry index, events
 # ARGV: info json, vid, ttl ms, file key, expires at ms, now ms, meta prefix,
-#       create-only ('1' or '0')
-COMMIT = _COMMITTED + _CREATE_ONLY + _PUBLISH + "return previous\n"
+#       create-only ('1' or '0'), then the event's three (json, retention ms, maxlen)
+_STORED_EVENT = _event("ARGV[4]", "ARGV[#ARGV - 2]")
+COMMIT = _COMMITTED + _CREATE_ONLY + _PUBLISH + _STORED_EVENT + "return previous\n"
 
 # One node only. COMMIT with the file's only chunk and its digest list written
 # first, at their final TTL: a small PUT in one round trip. Valkey refuses a
 # script's first write when it is out of memory and never a later one, so an
 # OOM leaves nothing behind.
-# KEYS: meta, index, expiry index, chunk 0, digests
-# ARGV: those of COMMIT, then the chunk, the digests, their TTL in ms
+# KEYS: meta, index, expiry index, chunk 0, digests, events
+# ARGV: COMMIT's first eight, the chunk, the digests, their TTL in ms, then
+#       COMMIT's last three (the event's)
 COMMIT_ONE = (
     _COMMITTED
     + _CREATE_ONLY
@@ -72,6 +99,7 @@ redis.call('SET', KEYS[4], ARGV[9], 'PX', ARGV[11])
 redis.call('SET', KEYS[5], ARGV[10], 'PX', ARGV[11])
 """
     + _PUBLISH
+    + _STORED_EVENT
     + "return previous\n"
 )
 
@@ -92,17 +120,23 @@ end
 return {meta[1], redis.call('GET', ARGV[2] .. meta[2]), chunk}
 """
 
-# KEYS: meta, index, expiry index;  ARGV: file key
-DELETE = """
-local info = redis.call('HGET', KEYS[1], 'info')
+# KEYS: meta, index, expiry index, events
+# ARGV: file key, the event's JSON up to its version, retention ms, maxlen
+DELETE = (
+    """
+local meta = redis.call('HMGET', KEYS[1], 'info', 'vid')
 redis.call('ZREM', KEYS[2], ARGV[1])
 redis.call('ZREM', KEYS[3], ARGV[1])
-if not info then
+if not meta[1] then
   return false
 end
 redis.call('DEL', KEYS[1])
-return info
 """
+    + _event("ARGV[1]", "ARGV[2] .. meta[2] .. '\"}'")
+    + """
+return meta[1]
+"""
+)
 
 # KEYS: index;  ARGV: min bound, max bound, limit, meta prefix
 # Returns the last member scanned, how many were scanned, then the info of each live file in order.
@@ -272,8 +306,9 @@ return {f[2], f[3]}
 """
 
 # COMMIT for a resumable upload: only its owner commits, and the upload's state
-# goes in the same step. KEYS: those of COMMIT, then state, digest list, index.
-# ARGV: those of COMMIT, then the owner token, the upload id. False: not the owner.
+# goes in the same step. KEYS: meta, index, expiry index, state, digest list,
+# upload index, events. ARGV: COMMIT's first eight, the owner token, the upload
+# id, then the event's three. False: not the owner.
 COMMIT_RESUMABLE = (
     _COMMITTED
     + """
@@ -283,6 +318,7 @@ end
 """
     + _CREATE_ONLY
     + _PUBLISH
+    + _STORED_EVENT
     + """
 redis.call('DEL', KEYS[4], KEYS[5])
 redis.call('ZREM', KEYS[6], ARGV[10])

@@ -23,7 +23,7 @@ from urllib.parse import urlsplit
 import valkey.asyncio as valkey_async
 import valkey.exceptions as valkey_exc
 
-from storage import checks, keys, scripts
+from storage import checks, keys, observe, scripts
 from storage.batch import batches, run_batch
 from storage.calls import CLUSTER_TRANSIENT, VALKEY_ERRORS, call, translate
 from storage.clients import cluster_client, single_client
@@ -36,6 +36,7 @@ from storage.errors import (
     StorageFull,
     StorageUnavailable,
 )
+from storage.events import EventLog, deleted_event_head, stored_event
 from storage.info import FileInfo
 from storage.uploads import UploadStore
 
@@ -70,6 +71,8 @@ class Store(UploadStore):
         self._list = self.client.register_script(scripts.LIST)
         self._usage = self.client.register_script(scripts.USAGE)
         self._register_upload_scripts()
+        #: The namespaces' change events, read back (storage.events).
+        self.events = EventLog(self)
 
     async def run(
         self, op: Callable[[], Awaitable[T]], *, idempotent: bool, kind: str = "meta"
@@ -97,6 +100,7 @@ class Store(UploadStore):
         for task in pending:
             task.cancel()
         await asyncio.gather(*pending, return_exceptions=True)
+        await self.events.close()
         await self.client.aclose()
         if not self.config.cluster:
             # A pool passed in explicitly is not closed by the client.
@@ -211,8 +215,11 @@ class Store(UploadStore):
         ns = keys.NamespaceKeys(namespace)
         await self._run_commit(
             self._commit,
-            [ns.meta(info.key), ns.index, ns.expiry_index],
-            _commit_args(ns, info, ttl, if_absent),
+            [ns.meta(info.key), ns.index, ns.expiry_index, ns.events],
+            [
+                *_commit_args(ns, info, ttl, if_absent),
+                *self.events.publish_args(stored_event(info)),
+            ],
         )
 
     async def commit_one(
@@ -235,8 +242,15 @@ class Store(UploadStore):
             ns.expiry_index,
             keys.chunk_key(info.vid, 0),
             keys.digests_key(info.vid),
+            ns.events,
         ]
-        args = [*_commit_args(ns, info, ttl, if_absent), chunk, digest, chunk_ttl_ms]
+        args = [
+            *_commit_args(ns, info, ttl, if_absent),
+            chunk,
+            digest,
+            chunk_ttl_ms,
+            *self.events.publish_args(stored_event(info)),
+        ]
         await self._run_commit(self._commit_one, names, args)
 
     async def _run_commit(self, script: Any, names: list[Any], args: list[Any]) -> None:
@@ -245,6 +259,7 @@ class Store(UploadStore):
             idempotent=True,  # idempotent by vid; see scripts.py
             kind="commit",
         )
+        observe.report_event("stored")
         if previous:
             await self.release(FileInfo.loads(previous))
 
@@ -263,14 +278,12 @@ class Store(UploadStore):
 
     async def delete(self, namespace: str, key: str) -> bool:
         ns = keys.NamespaceKeys(namespace)
-        raw = await self.run(
-            lambda: self._delete(
-                keys=[ns.meta(key), ns.index, ns.expiry_index], args=[key.encode()]
-            ),
-            idempotent=False,
-        )
+        names = [ns.meta(key), ns.index, ns.expiry_index, ns.events]
+        args = [key.encode(), *self.events.publish_args(deleted_event_head(key))]
+        raw = await self.run(lambda: self._delete(keys=names, args=args), idempotent=False)
         if not raw:
             return False
+        observe.report_event("deleted")
         await self.release(FileInfo.loads(raw))
         return True
 

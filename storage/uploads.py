@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 
 from storage import keys, scripts
 from storage.errors import StorageError, Superseded
+from storage.events import EventLog, stored_event
 from storage.info import FileInfo
 
 T = TypeVar("T")
@@ -270,6 +271,7 @@ class UploadStore:
             ns.upload(upload_id),
             ns.upload_digests(upload_id),
             ns.uploads,
+            ns.events,  # the commit's change event, in the same step (decision 0011)
         ]
         args = [
             info.dumps(),
@@ -282,6 +284,7 @@ class UploadStore:
             "1" if if_absent else "0",
             owner,
             upload_id,
+            *self.events.publish_args(stored_event(info)),
         ]
         previous = await self.run(
             lambda: self._commit_resumable(keys=names, args=args),
@@ -294,6 +297,8 @@ class UploadStore:
             await self.release(FileInfo.loads(previous))
 
     # Defined by Store.
+    events: EventLog
+
     async def run(
         self, op: Callable[[], Awaitable[T]], *, idempotent: bool, kind: str = "meta"
     ) -> T:

@@ -37,11 +37,14 @@ async def test_every_upload_is_a_new_version_and_get_pins_one(
 
 async def test_hello_lists_the_features_offered(client: WireClient) -> None:
     hello = await client.request(FrameType.HELLO, {"version": 1})
-    assert hello.body["features"] == ["if_absent", "resume", "versions"]
+    assert hello.body["features"] == ["if_absent", "resume", "subscribe", "versions"]
 
 
 async def test_a_request_of_a_feature_not_offered_is_bad_frame(server: Running) -> None:
+    # A server that offers versions only: SUBSCRIBE is an unknown frame type there.
+    server.server.state.features = frozenset({"versions"})
     client = await server.client()
+    assert (await client.request(FrameType.HELLO, {"version": 1})).body["features"] == ["versions"]
     await client.send(control(FrameType.SUBSCRIBE, {}))
     reply = await client.reply()
     assert reply.code == "bad_frame"

@@ -12,6 +12,8 @@ chunk size, the Valise server as a subprocess on 127.0.0.1, then measures:
 6. resumable uploads: upload MB/s with ``resumable`` on and off, and the time
    from RESUME to its OK with ``--size`` bytes stored (the whole-file SHA-1
    rebuilt from Valkey, docs/decisions/0010-resumable-uploads.md).
+7. change events, once: small-file commits/s without a subscriber and with one,
+   and the time from each commit's OK to its EVENT at the subscriber (p50/p99).
 
 MB = 10**6 bytes. Each measurement runs ``--repeat`` times: median (min-max).
 ``--profile DIR`` instead runs one upload, one download and the small files
@@ -730,6 +732,64 @@ def curl_up_down(server: ValiseProcess, payload: Payload, size: int) -> tuple[fl
     return up_s, down_s
 
 
+async def small_commits(
+    server: ValiseProcess, payload: Payload, s: Settings, *, subscribed: bool
+) -> dict[str, float]:
+    """4 KiB PUTs on ``small_connections`` connections for ``small_seconds``; with
+    ``subscribed``, a subscriber to their prefix times each commit's OK -> EVENT."""
+    prefix = f"bench/events/{uuid.uuid4().hex[:8]}/"
+    oks: dict[str, float] = {}
+    arrivals: dict[str, float] = {}
+    wires = [await server.wire() for _ in range(s.small_connections)]
+    listener = None
+    if subscribed:
+        listener = await server.wire()
+        await listener.request(FrameType.SUBSCRIBE, {"prefix": prefix})
+
+    async def listen(wire: Wire) -> None:
+        while True:
+            kind, length = await wire._frame_head()
+            body = json.loads(await wire._exact(length))
+            if kind == FrameType.EVENT:
+                arrivals[body["key"]] = time.perf_counter()
+
+    listening = asyncio.create_task(listen(listener)) if listener else None
+    deadline = time.perf_counter() + s.small_seconds
+
+    async def worker(n: int, wire: Wire) -> None:
+        i = 0
+        while time.perf_counter() < deadline:
+            key = f"{prefix}{n}/{i}"
+            await wire.put_small(key, payload.small, payload.small_sha1)
+            oks[key] = time.perf_counter()
+            i += 1
+
+    started = time.perf_counter()
+    try:
+        await asyncio.gather(*(worker(n, w) for n, w in enumerate(wires)))
+        elapsed = time.perf_counter() - started
+        if listening is not None:
+            for _ in range(100):  # the last events are on their way
+                if len(arrivals) >= len(oks):
+                    break
+                await asyncio.sleep(0.05)
+            listening.cancel()
+            await asyncio.gather(listening, return_exceptions=True)
+    finally:
+        for wire in [*wires, *([listener] if listener else [])]:
+            wire.close()
+    result = {"commits_per_s": len(oks) / elapsed}
+    if subscribed:
+        # Negative when the EVENT overtook the OK (they leave the server together).
+        lags = sorted(arrivals[k] - oks[k] for k in oks if k in arrivals)
+        result |= {
+            "event_p50_ms": percentile(lags, 0.50) * 1000,
+            "event_p99_ms": percentile(lags, 0.99) * 1000,
+            "events_missing": float(len(oks) - len(lags)),
+        }
+    return result
+
+
 async def concurrent_uploads(server: ValiseProcess, payload: Payload, s: Settings) -> float:
     """Seconds for ``concurrent`` parallel uploads of ``concurrent_size`` bytes each."""
     run = uuid.uuid4().hex[:8]
@@ -935,8 +995,12 @@ async def default_chunk_phases(
             ups.append(up_s)
             downs.append(down_s)
         http = {"http_upload_mbps": mbps(s.size, ups), "http_download_mbps": mbps(s.size, downs)}
+    print("change events: small commits without, then with a subscriber ...", flush=True)
+    quiet = await small_commits(server, payload, s, subscribed=False)
+    heard = await small_commits(server, payload, s, subscribed=True)
     return {
         **http,
+        "events": {"commits_per_s_unsubscribed": quiet["commits_per_s"], **heard},
         "small_pairs_per_s": summary(pairs),
         "small_p50_ms": summary(p50),
         "small_p99_ms": summary(p99),
@@ -1019,6 +1083,15 @@ def print_table(results: dict[str, Any], s: Settings) -> None:
             f"{fmt(e['upload_mbps_not_resumable'])} MB/s; RESUME with {s.size / MB:.0f} MB "
             f"stored: {fmt(e['resume_seconds'], 2)} s to its OK "
             f"(SHA-1 rebuilt at {fmt(e['resume_rebuild_mbps'])} MB/s)"
+        )
+    if e and "events" in e:
+        ev = e["events"]
+        print(
+            f"change events (4 KiB PUTs, {s.small_connections} connections): "
+            f"{ev['commits_per_s_unsubscribed']:.0f} commits/s, "
+            f"{ev['commits_per_s']:.0f} with a subscriber; OK -> EVENT "
+            f"p50 {ev['event_p50_ms']:.2f} ms, p99 {ev['event_p99_ms']:.2f} ms"
+            + (f", {ev['events_missing']:.0f} EVENTs missing" if ev["events_missing"] else "")
         )
     print(f"figures written to {s.json_path}")
 
