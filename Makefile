@@ -26,6 +26,9 @@ lint: $(VENV)/.dev
 	$(BIN)/ruff format --check .
 	$(BIN)/ruff check .
 	$(BIN)/python -m tests.tools.checklinks
+	# client/ runs on Python 3.8+: vermin for calls and syntax, py38 for run-time X | Y and list[int].
+	$(BIN)/vermin -q --target=3.8- --violations --no-tips client tests/integration/pythons_roundtrip.py
+	$(BIN)/python -m tests.tools.py38 client tests/integration/pythons_roundtrip.py
 
 types: $(VENV)/.dev
 	$(BIN)/mypy

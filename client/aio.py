@@ -68,7 +68,10 @@ class AsyncClient:
         self._client_name = client_name
         self._send_hello = hello or token is not None
         self._conn: Connection | None = None
-        self._lock = asyncio.Lock()
+        # Made on first use, inside the loop: before Python 3.10 a Lock binds
+        # to the loop current when it is built (and, in a thread without
+        # one, cannot be built at all), which ``Client`` does not run on.
+        self._lock_: asyncio.Lock | None = None
         #: The last HELLO reply (``max_frame``, ``max_file_size``, ...).
         self.server_info: dict[str, Any] | None = None
 
@@ -82,6 +85,12 @@ class AsyncClient:
         tb: TracebackType | None,
     ) -> None:
         await self.close()
+
+    @property
+    def _lock(self) -> asyncio.Lock:
+        if self._lock_ is None:
+            self._lock_ = asyncio.Lock()
+        return self._lock_
 
     async def close(self) -> None:
         conn, self._conn = self._conn, None
@@ -286,7 +295,7 @@ class AsyncClient:
         sink = Sink(dest)
 
         def may_retry(exc: ValiseError) -> bool:
-            ok = _transient(exc) or isinstance(exc, IntegrityError | Corrupt)
+            ok = _transient(exc) or isinstance(exc, (IntegrityError, Corrupt))
             return ok and sink.restartable
 
         body: dict[str, Any] = {"key": key}

@@ -28,9 +28,9 @@ import json
 import os
 import sys
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from datetime import datetime
-from typing import Any, TextIO
+from typing import Any, Awaitable, Callable, TextIO
 
 from . import nctools, tls, watch
 from .aio import DEFAULT_PORT, AsyncClient
@@ -68,7 +68,8 @@ def parse_server(text: str) -> tuple[str, int]:
     bare_v6 = text.startswith("[") and text.endswith("]")
     if not sep or bare_v6 or (":" in host and not host.startswith("[")):
         host, port = text, str(DEFAULT_PORT)  # bare host or bare IPv6
-    host = host.removeprefix("[").removesuffix("]")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
     if not host or not port.isdigit() or not 0 < int(port) < 65536:
         raise ValueError(f"bad server address {text!r} (want host:port)")
     return host, int(port)
@@ -216,7 +217,7 @@ class ProgressBar:
 
 
 def _fmt_time(value: Any) -> str:
-    if not isinstance(value, int | float):
+    if not isinstance(value, (int, float)):
         return "-"
     return datetime.fromtimestamp(value).isoformat(sep=" ", timespec="seconds")
 

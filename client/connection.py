@@ -137,7 +137,12 @@ class _FrameProtocol(asyncio.BufferedProtocol):
             # Bytes came meanwhile: time the silence from the last of them.
             self._timer = self._loop.call_later(limit - idle, self._check_idle, waiter, limit)
 
-    async def drain(self) -> None:
+    async def drain(self, limit: float | None) -> None:
+        """Wait until the transport takes writes again; ``TimeoutError`` after ``limit`` s.
+
+        A timer on the waiter rather than ``asyncio.wait_for``: no task per
+        frame, and the same on every Python from 3.8.
+        """
         if self.error is not None:
             raise ConnectionResetError(f"Connection lost: {self.error}")
         if self.closed.done():
@@ -146,10 +151,15 @@ class _FrameProtocol(asyncio.BufferedProtocol):
             return
         waiter = self._loop.create_future()
         self._drainers.append(waiter)
+        timer = None
+        if limit is not None:
+            timer = self._loop.call_later(limit, _expire, waiter)
         try:
             await waiter
         finally:
             self._drainers.remove(waiter)
+            if timer is not None:
+                timer.cancel()
 
     def _wake(self) -> None:
         if self._reader is not None and not self._reader.done():
@@ -162,6 +172,11 @@ class _FrameProtocol(asyncio.BufferedProtocol):
                 transport.pause_reading()
             else:
                 transport.resume_reading()
+
+
+def _expire(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_exception(TimeoutError())
 
 
 class Connection:
@@ -198,11 +213,11 @@ class Connection:
         loop = asyncio.get_running_loop()
         decoder = wire.FrameDecoder()
         try:
-            async with asyncio.timeout(io_timeout):
-                transport, protocol = await loop.create_connection(
-                    lambda: _FrameProtocol(decoder), host, port, ssl=ssl
-                )
-        except TimeoutError as exc:
+            transport, protocol = await asyncio.wait_for(
+                loop.create_connection(lambda: _FrameProtocol(decoder), host, port, ssl=ssl),
+                io_timeout,
+            )
+        except asyncio.TimeoutError as exc:  # not the builtin TimeoutError before 3.11
             raise ConnectionFailed(f"connecting to {host}:{port} timed out") from exc
         except (OSError, ssl_mod.SSLError) as exc:
             raise ConnectionFailed(f"cannot connect to {host}:{port}: {exc}") from exc
@@ -222,8 +237,7 @@ class Connection:
         try:
             for part in parts:
                 self._transport.write(part)
-            async with asyncio.timeout(self.timeout):
-                await self._protocol.drain()
+            await self._protocol.drain(self.timeout)
         except TimeoutError as exc:
             raise RequestTimeout("server stopped reading (write timed out)") from exc
         except (OSError, RuntimeError) as exc:
@@ -288,5 +302,4 @@ class Connection:
         self.closed = True
         self._transport.close()
         with contextlib.suppress(Exception):
-            async with asyncio.timeout(1.0):
-                await asyncio.shield(self._protocol.closed)
+            await asyncio.wait_for(asyncio.shield(self._protocol.closed), 1.0)

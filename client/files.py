@@ -16,7 +16,7 @@ import contextlib
 import os
 import stat
 import tempfile
-from typing import IO, Protocol
+from typing import IO, Protocol, Union
 
 from .wire import Bytes
 
@@ -35,9 +35,11 @@ class Writable(Protocol):
     def write(self, data: bytes, /) -> object: ...
 
 
-PathLike = str | os.PathLike[str]
-PutSource = PathLike | bytes | bytearray | memoryview | Readable
-GetDest = PathLike | Writable
+# typing.Union and a quoted os.PathLike[str]: these aliases exist at run time,
+# where ``X | Y`` needs Python 3.10 and ``os.PathLike[str]`` 3.9.
+PathLike = Union[str, "os.PathLike[str]"]
+PutSource = Union[PathLike, bytes, bytearray, memoryview, Readable]
+GetDest = Union[PathLike, Writable]
 
 
 class Source:
@@ -47,9 +49,9 @@ class Source:
         self._path: PathLike | None = None
         self._buffer: memoryview | None = None
         self._stream: Readable | None = None
-        if isinstance(source, bytes | bytearray | memoryview):
+        if isinstance(source, (bytes, bytearray, memoryview)):
             self._buffer = memoryview(source).cast("B")
-        elif isinstance(source, str | os.PathLike):
+        elif isinstance(source, (str, os.PathLike)):
             self._path = source
         else:
             self._stream = source
@@ -93,7 +95,7 @@ class Source:
         assert self._stream is not None
         self.consumed = True
         data = self._stream.read(size)
-        if not isinstance(data, bytes | bytearray):
+        if not isinstance(data, (bytes, bytearray)):
             raise TypeError("put() source stream must be binary (read() returned no bytes)")
         return data
 
@@ -109,7 +111,7 @@ class Sink:
     def __init__(self, dest: GetDest) -> None:
         self._path: str | None = None
         self._stream: Writable | None = None
-        if isinstance(dest, str | os.PathLike):
+        if isinstance(dest, (str, os.PathLike)):
             self._path = os.path.abspath(os.fspath(dest))
         else:
             self._stream = dest

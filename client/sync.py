@@ -130,4 +130,4 @@ class Client:
 
 
 async def _anext(iterator: AsyncIterator[T]) -> T:
-    return await anext(iterator)
+    return await iterator.__anext__()  # the builtin anext() needs Python 3.10

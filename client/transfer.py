@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from collections.abc import Callable
-from typing import Any
+from typing import Any, Callable, Optional
 
 from .connection import Connection
 from .errors import ConnectionLost, IntegrityError, ProtocolError, RequestTimeout
@@ -20,7 +19,7 @@ from .wire import FrameType, encode_data, encode_end
 __all__ = ["Progress", "download", "upload", "verify_download"]
 
 #: Progress callback: ``(bytes_done, bytes_total_or_None)``.
-Progress = Callable[[int, int | None], None]
+Progress = Callable[[int, Optional[int]], None]  # a run-time alias: typing's, for 3.8
 
 #: How long to wait for the ERROR that explains a connection dropped mid-upload.
 _ERROR_GRACE = 2.0

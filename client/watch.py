@@ -134,7 +134,7 @@ def _positive(text: str) -> float:
 # -- state file --------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class SentRecord:
     """What was sent for one relative path."""
 
@@ -242,7 +242,7 @@ class StateFile:
 # -- scanning ----------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class Seen:
     """One regular file found by a scan."""
 
