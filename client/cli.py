@@ -30,11 +30,12 @@ import sys
 import time
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any, Awaitable, Callable, TextIO
+from typing import Any, Awaitable, Callable
 
 from . import nctools, tls, watch
 from .aio import DEFAULT_PORT, AsyncClient
 from .errors import IntegrityError, NotFound, TransientError, ValiseError
+from .progress import ProgressBar, human_bytes
 
 __all__ = ["ProgressBar", "exit_code_for", "human_bytes", "main", "parse_server"]
 
@@ -146,74 +147,6 @@ def build_parser() -> argparse.ArgumentParser:
     decode.set_defaults(handler=nctools.run_decode)
     watch.add_parser(sub, common).set_defaults(handler=_watch)
     return parser
-
-
-_WIDTH = 24
-
-
-def human_bytes(n: float) -> str:
-    """``1536`` -> ``'1.5 KiB'``."""
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if abs(n) < 1024 or unit == "GiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    raise AssertionError("unreachable")
-
-
-def _clock(seconds: float) -> str:
-    seconds = int(seconds)
-    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
-
-
-class ProgressBar:
-    """Redraws at most 10 times a second; ``enabled=False`` makes it silent.
-
-    Used as the ``progress`` callback of ``put``/``get``: ``bar(done, total)``.
-    """
-
-    def __init__(self, label: str, *, enabled: bool, stream: TextIO | None = None) -> None:
-        self.label = label
-        self.enabled = enabled
-        self.stream = stream if stream is not None else sys.stderr
-        self._start = time.monotonic()
-        self._last_draw = 0.0
-        self._done = 0
-        self._total: int | None = None
-        self._drawn = False
-
-    def __call__(self, done: int, total: int | None) -> None:
-        if done < self._done:  # a retry started over
-            self._start = time.monotonic()
-        self._done, self._total = done, total
-        now = time.monotonic()
-        if self.enabled and now - self._last_draw >= 0.1:
-            self._last_draw = now
-            self._draw(now)
-
-    def _draw(self, now: float) -> None:
-        elapsed = max(now - self._start, 1e-6)
-        rate = self._done / elapsed
-        parts = [self.label]
-        if self._total:
-            frac = min(self._done / self._total, 1.0)
-            filled = int(frac * _WIDTH)
-            parts.append("[" + "#" * filled + "." * (_WIDTH - filled) + f"] {frac:4.0%}")
-            parts.append(f"{human_bytes(self._done)}/{human_bytes(self._total)}")
-        else:
-            parts.append(human_bytes(self._done))
-        parts.append(f"{rate / 1e6:.1f} MB/s")
-        if self._total and rate > 0:
-            parts.append("ETA " + _clock(max(self._total - self._done, 0) / rate))
-        self.stream.write("\r" + "  ".join(parts) + "\x1b[K")
-        self.stream.flush()
-        self._drawn = True
-
-    def finish(self) -> None:
-        """Draw the final state and end the line (if anything was drawn)."""
-        if self.enabled and (self._drawn or self._done):
-            self._draw(time.monotonic())
-            self.stream.write("\n")
-            self.stream.flush()
 
 
 def _fmt_time(value: Any) -> str:

@@ -23,9 +23,11 @@ does not send anything twice. The rules, in the order they apply:
 The watcher opens the scanner's files read-only and never renames, deletes
 or touches them. When the server is unreachable, busy, shutting down or full,
 the running watcher backs off exponentially (capped by ``--max-backoff``) and
-tries again, forever; ``--once`` stops the pass and exits 5 instead. SIGTERM
-and SIGINT stop it between two frames: an upload in flight is abandoned (the
-server never shows a partial upload) and the state file is always whole.
+tries again, forever; ``--once`` stops the pass and exits 5 instead. SIGTERM,
+SIGINT (Ctrl+C) and, on Windows, SIGBREAK (Ctrl+Break) stop it between two
+frames (:mod:`client.stopping`, no Unix-only loop API): an upload in flight is
+abandoned (the server never shows a partial upload) and the state file is
+always whole.
 """
 
 from __future__ import annotations
@@ -37,7 +39,6 @@ import hashlib
 import json
 import os
 import random
-import signal
 import stat
 import sys
 import tempfile
@@ -62,6 +63,7 @@ from .errors import (
     ValiseError,
 )
 from .files import fsync_dir
+from .stopping import on_stop
 
 __all__ = ["STATE_NAME", "SentRecord", "StateFile", "Watcher", "add_parser", "run", "scan"]
 
@@ -536,7 +538,6 @@ async def _main(args: argparse.Namespace, host: str, port: int, root: str, state
         once=args.once,
         log=log,
     )
-    loop = asyncio.get_running_loop()
     task = asyncio.current_task()
     assert task is not None
     stopping: list[str] = []
@@ -546,12 +547,11 @@ async def _main(args: argparse.Namespace, host: str, port: int, root: str, state
             stopping.append(signame)
             task.cancel()
 
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop, sig.name)
     if not args.quiet:
         log(f"watching {root} -> {host}:{port} prefix {args.prefix!r} state {state.path}")
     try:
-        code = await watcher.run()
+        with on_stop(stop):
+            code = await watcher.run()
     except asyncio.CancelledError:
         if not stopping:
             raise
@@ -561,8 +561,6 @@ async def _main(args: argparse.Namespace, host: str, port: int, root: str, state
         log(f"server refuses this agent: {exc}")
         code = EXIT_ERROR
     finally:
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.remove_signal_handler(sig)
         await client.close()
     if args.once and not args.quiet:
         log(f"pass done: {watcher.sent} sent")

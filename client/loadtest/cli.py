@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import dataclasses
 import json
 import os
 import secrets
-import signal
 import sys
 import time
 from collections.abc import Sequence
@@ -17,6 +15,7 @@ from collections.abc import Sequence
 from ..aio import DEFAULT_PORT
 from ..cli import parse_server
 from ..errors import ValiseError
+from ..stopping import on_stop
 from .report import print_table, report
 from .settings import (
     DEFAULT_DURATION,
@@ -109,23 +108,17 @@ def settings_from(args: argparse.Namespace, host: str, port: int) -> Settings:
 
 
 async def _amain(test: LoadTest) -> None:
-    loop = asyncio.get_running_loop()
     main_task = asyncio.current_task()
 
-    def interrupt() -> None:
+    def interrupt(signame: str) -> None:
         if not test.stopping:
             test.stopping = test.interrupted = True
             test.say("loadtest: interrupted: finishing operations in flight (Ctrl-C again: abort)")
         elif main_task is not None:
             main_task.cancel()
 
-    with contextlib.suppress(NotImplementedError, RuntimeError):
-        loop.add_signal_handler(signal.SIGINT, interrupt)
-    try:
+    with on_stop(interrupt):
         await test.run()
-    finally:
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.remove_signal_handler(signal.SIGINT)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from client import errors
-from client.cli import exit_code_for, human_bytes, parse_server
+from client.cli import exit_code_for, parse_server
 
 
 @pytest.mark.parametrize(
@@ -48,9 +48,3 @@ def test_parse_server(text: str, expected: tuple[str, int]) -> None:
 def test_parse_server_rejects(text: str) -> None:
     with pytest.raises(ValueError, match="bad server"):
         parse_server(text)
-
-
-def test_human_bytes() -> None:
-    assert human_bytes(0) == "0 B"
-    assert human_bytes(1536) == "1.5 KiB"
-    assert human_bytes(5 * 1024**3) == "5.0 GiB"
