@@ -58,6 +58,23 @@ def command_line(server: str, prefix: str, work: str, data: bytes) -> None:
     assert cli(server, "stat", key)[0] == 3, "stat after rm"
 
 
+def study(server: str, prefix: str, work: str) -> None:
+    """``put -r`` and ``get -r`` of a few files on two connections."""
+    files = {"s1/a.dcm": os.urandom(CHUNK + 1), "s1/b.dcm": b"", "s 2/c.dcm": b"c"}
+    for rel, data in files.items():
+        path = os.path.join(work, "study", *rel.split("/"))
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "wb") as fh:
+            fh.write(data)
+    up = cli(server, "put", "-r", os.path.join(work, "study"), prefix + "study", "--parallel", "2")
+    assert up[0] == 0, ("put -r", up)
+    out = os.path.join(work, "copy")
+    assert cli(server, "get", "-r", prefix + "study", "-o", out)[0] == 0, "get -r"
+    for rel, data in files.items():
+        with open(os.path.join(out, *rel.split("/")), "rb") as fh:
+            assert fh.read() == data, ("get -r bytes", rel)
+
+
 def blocking(host: str, port: int, prefix: str, data: bytes) -> None:
     key = prefix + "sync/scan.bin"
     with Client(host, port, timeout=10) as valise:
@@ -95,6 +112,7 @@ def run(server: str, prefix: str, work: str) -> None:
     host, _, port = server.rpartition(":")
     data = os.urandom(3 * CHUNK + 123)
     command_line(server, prefix, work, data)
+    study(server, prefix, work)
     blocking(host, int(port), prefix, data)
     asyncio.run(asynchronous(host, int(port), prefix, data))
 

@@ -1,0 +1,121 @@
+"""What every command shares: exit codes, the server address, clients from the options, output.
+
+Exit codes (the CLI's contract, docs/client.md "Exit codes"): 0 ok, 1 any
+other error, 2 usage, 3 not found, 4 integrity failure (checksum/size
+mismatch, corrupt, a failed digest check), 5 server unavailable, busy,
+shutting down, timed out, or cannot connect.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from datetime import datetime
+from typing import Any
+
+from . import tls
+from .aio import DEFAULT_PORT, AsyncClient
+from .errors import IntegrityError, NotFound, TransientError
+
+__all__ = [
+    "EXIT_ERROR",
+    "EXIT_INTEGRITY",
+    "EXIT_NOT_FOUND",
+    "EXIT_OK",
+    "EXIT_UNAVAILABLE",
+    "EXIT_USAGE",
+    "Session",
+    "UsageError",
+    "exit_code_for",
+    "fmt_time",
+    "parse_server",
+    "print_json",
+]
+
+EXIT_OK = 0
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+EXIT_NOT_FOUND = 3
+EXIT_INTEGRITY = 4
+EXIT_UNAVAILABLE = 5
+
+
+def exit_code_for(exc: BaseException) -> int:
+    """The documented exit code for an error."""
+    if isinstance(exc, NotFound):
+        return EXIT_NOT_FOUND
+    if isinstance(exc, IntegrityError):
+        return EXIT_INTEGRITY
+    if isinstance(exc, TransientError):
+        return EXIT_UNAVAILABLE
+    return EXIT_ERROR
+
+
+class UsageError(Exception):
+    """A bad argument found after parsing: reported as argparse does, exit 2."""
+
+
+def parse_server(text: str) -> tuple[str, int]:
+    """``host:port``, ``[v6]:port`` or ``host`` (port 7070)."""
+    host, sep, port = text.rpartition(":")
+    bare_v6 = text.startswith("[") and text.endswith("]")
+    if not sep or bare_v6 or (":" in host and not host.startswith("[")):
+        host, port = text, str(DEFAULT_PORT)  # bare host or bare IPv6
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"bad server address {text!r} (want host:port)")
+    return host, int(port)
+
+
+class Session:
+    """Clients built from the common options; every one is closed at the end.
+
+    One-file commands use :meth:`client`; batches ask for several, one per
+    connection, with :meth:`new_client`.
+    """
+
+    def __init__(self, args: argparse.Namespace, *, name: str = "valise-cli") -> None:
+        try:
+            self.host, self.port = parse_server(args.server)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+        self.args = args
+        self.name = name
+        self._ssl = tls.from_args(args)
+        self._clients: list[AsyncClient] = []
+        self._first: AsyncClient | None = None
+
+    def new_client(self) -> AsyncClient:
+        client = AsyncClient(
+            self.host,
+            self.port,
+            token=self.args.token,
+            timeout=self.args.timeout,
+            retries=self.args.retries,
+            ssl=self._ssl,
+            client_name=self.name,
+        )
+        self._clients.append(client)
+        return client
+
+    def client(self) -> AsyncClient:
+        """The session's first client (made on first use)."""
+        if self._first is None:
+            self._first = self.new_client()
+        return self._first
+
+    async def close(self) -> None:
+        for client in self._clients:
+            await client.close()
+
+
+def fmt_time(value: Any) -> str:
+    if not isinstance(value, (int, float)):
+        return "-"
+    return datetime.fromtimestamp(value).isoformat(sep=" ", timespec="seconds")
+
+
+def print_json(value: Any, *, err: bool = False) -> None:
+    print(json.dumps(value, ensure_ascii=False), file=sys.stderr if err else sys.stdout)
