@@ -28,7 +28,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any, Awaitable, Callable
 
-from . import commands, nctools, watch
+from . import commands, nctools, watchcli
 from .aio import DEFAULT_PORT
 from .console import (
     EXIT_ERROR,
@@ -137,7 +137,7 @@ def build_parser() -> argparse.ArgumentParser:
     frame, decode = nctools.add_parsers(sub, common)
     frame.set_defaults(handler=nctools.run_frame)
     decode.set_defaults(handler=nctools.run_decode)
-    watch.add_parser(sub, common).set_defaults(handler=_watch)
+    watchcli.add_parser(sub, common).set_defaults(handler=_watch)
     return parser
 
 
@@ -174,7 +174,7 @@ def _watch(args: argparse.Namespace) -> int:
         raise UsageError(str(exc)) from None
     if not os.path.isdir(args.dir):
         raise UsageError(f"not a directory: {args.dir}")
-    return watch.run(args, host, port)
+    return watchcli.run(args, host, port)
 
 
 def _report(exc: ValiseError) -> None:

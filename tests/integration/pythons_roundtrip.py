@@ -75,6 +75,21 @@ def study(server: str, prefix: str, work: str) -> None:
             assert fh.read() == data, ("get -r bytes", rel)
 
 
+def agent(server: str, prefix: str, work: str) -> None:
+    """``watch --once``: a plain file goes, a cut-short DICOM file waits."""
+    folder = os.path.join(work, "export")
+    os.makedirs(folder)
+    with open(os.path.join(folder, "t1.nii"), "wb") as fh:
+        fh.write(b"nifti" * 1000)
+    with open(os.path.join(folder, "IMG1.dcm"), "wb") as fh:
+        fh.write(b"\0" * 128 + b"DICM" + b"\x02\x00\x10\x00UI\x40\x00")  # cut in group 2
+    state = os.path.join(work, "state.json")
+    args = ["watch", folder, "--once", "--settle", "0", "--prefix", prefix + "w/", "--state", state]
+    assert cli(server, *args)[0] == 0, "watch --once"
+    _, out = cli(server, "ls", prefix + "w/", "--json")
+    assert [json.loads(line)["key"] for line in out.splitlines()] == [prefix + "w/t1.nii"], out
+
+
 def blocking(host: str, port: int, prefix: str, data: bytes) -> None:
     key = prefix + "sync/scan.bin"
     with Client(host, port, timeout=10) as valise:
@@ -113,6 +128,7 @@ def run(server: str, prefix: str, work: str) -> None:
     data = os.urandom(3 * CHUNK + 123)
     command_line(server, prefix, work, data)
     study(server, prefix, work)
+    agent(server, prefix, work)
     blocking(host, int(port), prefix, data)
     asyncio.run(asynchronous(host, int(port), prefix, data))
 
