@@ -35,6 +35,7 @@ from .errors import (  # noqa: E402
     ConnectionFailed,
     ConnectionLost,
     Corrupt,
+    Exists,
     Forbidden,
     IntegrityError,
     Internal,
@@ -49,6 +50,7 @@ from .errors import (  # noqa: E402
     TransientError,
     Unauthorized,
     Unavailable,
+    Unsupported,
     ValiseError,
     error_from_wire,
 )
@@ -69,6 +71,7 @@ __all__ = [
     "ConnectionFailed",
     "ConnectionLost",
     "Corrupt",
+    "Exists",
     "Forbidden",
     "IntegrityError",
     "Internal",
@@ -83,6 +86,7 @@ __all__ = [
     "TransientError",
     "Unauthorized",
     "Unavailable",
+    "Unsupported",
     "ValiseError",
     "error_from_wire",
 ]

@@ -17,7 +17,14 @@ from types import TracebackType
 from typing import Any, TypeVar
 
 from .connection import Connection
-from .errors import Corrupt, IntegrityError, ProtocolError, TransientError, ValiseError
+from .errors import (
+    Corrupt,
+    Exists,
+    IntegrityError,
+    ProtocolError,
+    TransientError,
+    ValiseError,
+)
 from .files import GetDest, PutSource, Sink, Source
 from .transfer import Progress, download, upload
 from .wire import PROTOCOL_VERSION, FrameType
@@ -252,6 +259,7 @@ class AsyncClient:
         content_type: str | None = None,
         size: int | None = None,
         progress: Progress | None = None,
+        if_absent: bool = False,
     ) -> dict[str, Any]:
         """Upload ``source`` (a path, bytes, or a binary stream) to ``key``.
 
@@ -260,6 +268,14 @@ class AsyncClient:
         for paths and bytes so the server can refuse a too large file early.
         Retried (from the first byte) only for paths and bytes, or for a
         stream nothing was read from yet.
+
+        ``if_absent=True`` never replaces a file: :class:`~client.errors.Exists`
+        when ``key`` holds one (the stored file unchanged), and
+        :class:`~client.errors.Unsupported`, before anything is sent, from a
+        server whose HELLO does not list the ``if_absent`` feature. When a
+        retry meets ``exists`` after an earlier attempt sent its END (the reply
+        was lost), the stored file is ours if its SHA-1 and size are the ones
+        sent: then its info is returned.
         """
         src = Source(source)
 
@@ -269,9 +285,17 @@ class AsyncClient:
 
         try:
             return await self._call(
-                lambda conn: upload(conn, key, src, ttl, content_type, size, progress),
+                lambda conn: upload(conn, key, src, ttl, content_type, size, progress, if_absent),
                 may_retry,
             )
+        except Exists:
+            earlier = [(sha1, n) for attempt, sha1, n in src.ended if attempt < src.attempt]
+            if not earlier:
+                raise
+            info = await self.stat(key)
+            if (info.get("sha1"), info.get("size")) not in earlier:
+                raise
+            return info
         finally:
             src.close()
 

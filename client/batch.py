@@ -19,7 +19,14 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Sequence
 
 from .aio import AsyncClient
-from .errors import BadVersion, ConnectionFailed, Forbidden, Unauthorized, ValiseError
+from .errors import (
+    BadVersion,
+    ConnectionFailed,
+    Forbidden,
+    Unauthorized,
+    Unsupported,
+    ValiseError,
+)
 from .localpaths import Planned, UnsafeKey
 from .transfer import Progress
 
@@ -31,6 +38,7 @@ STOPS_BATCH: tuple[type[ValiseError], ...] = (
     Forbidden,
     BadVersion,
     ConnectionFailed,
+    Unsupported,
 )
 
 

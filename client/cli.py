@@ -45,7 +45,7 @@ __all__ = ["ProgressBar", "build_parser", "exit_code_for", "human_bytes", "main"
 _EPILOG = """\
 environment: VALISE_SERVER (host:port, default 127.0.0.1:7070), VALISE_TOKEN.
 exit codes: 0 ok, 1 other error, 2 usage, 3 not found, 4 integrity failure,
-5 server unavailable/busy/cannot connect."""
+5 server unavailable/busy/cannot connect, 6 exists (put --no-clobber)."""
 
 #: What a subcommand does with its parsed arguments; returns the exit code.
 Handler = Callable[[argparse.Namespace], int]
@@ -118,6 +118,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-r", "--recursive", action="store_true", help="upload folders' files too")
     p.add_argument("--ttl", type=int, help="seconds to keep the file")
     p.add_argument("--content-type")
+    p.add_argument(
+        "--no-clobber",
+        action="store_true",
+        help="never replace a stored file: exit 6 when the key holds one "
+        "(needs a server with the if_absent feature)",
+    )
     _batch_options(p)
     p = command("get", "download a file, or every file under a prefix (-r)", commands.get)
     p.add_argument("key", metavar="KEY", help="a key; with -r a PREFIX")

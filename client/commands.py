@@ -74,7 +74,12 @@ async def put(args: argparse.Namespace, session: Session) -> int:
     bar = _bar(args, f"put {key}")
     try:
         info = await session.client().put(
-            key, data, ttl=args.ttl, content_type=args.content_type, progress=bar
+            key,
+            data,
+            ttl=args.ttl,
+            content_type=args.content_type,
+            progress=bar,
+            if_absent=args.no_clobber,
         )
     finally:
         bar.finish()
@@ -98,7 +103,9 @@ async def _put_batch(args: argparse.Namespace, session: Session, plan: PutPlan) 
         on_outcome=_PerFile(args, "put", bar, len(plan.files)),
     )
     try:
-        summary = await batch.put(plan.files, ttl=args.ttl, content_type=args.content_type)
+        summary = await batch.put(
+            plan.files, ttl=args.ttl, content_type=args.content_type, if_absent=args.no_clobber
+        )
     finally:
         bar.finish()
     return _summarize(args, "put", summary, extra_failures=len(plan.unreadable))

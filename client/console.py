@@ -3,7 +3,8 @@
 Exit codes (the CLI's contract, docs/client.md "Exit codes"): 0 ok, 1 any
 other error, 2 usage, 3 not found, 4 integrity failure (checksum/size
 mismatch, corrupt, a failed digest check), 5 server unavailable, busy,
-shutting down, timed out, or cannot connect.
+shutting down, timed out, or cannot connect, 6 the key already holds a file
+(``put --no-clobber``).
 """
 
 from __future__ import annotations
@@ -16,10 +17,11 @@ from typing import Any
 
 from . import tls
 from .aio import DEFAULT_PORT, AsyncClient
-from .errors import IntegrityError, NotFound, TransientError
+from .errors import Exists, IntegrityError, NotFound, TransientError
 
 __all__ = [
     "EXIT_ERROR",
+    "EXIT_EXISTS",
     "EXIT_INTEGRITY",
     "EXIT_NOT_FOUND",
     "EXIT_OK",
@@ -39,6 +41,7 @@ EXIT_USAGE = 2
 EXIT_NOT_FOUND = 3
 EXIT_INTEGRITY = 4
 EXIT_UNAVAILABLE = 5
+EXIT_EXISTS = 6
 
 
 def exit_code_for(exc: BaseException) -> int:
@@ -49,6 +52,8 @@ def exit_code_for(exc: BaseException) -> int:
         return EXIT_INTEGRITY
     if isinstance(exc, TransientError):
         return EXIT_UNAVAILABLE
+    if isinstance(exc, Exists):
+        return EXIT_EXISTS
     return EXIT_ERROR
 
 

@@ -25,6 +25,7 @@ from ._protocol import ErrorCode
 
 __all__ = [
     "ERRORS_BY_CODE",
+    "FEATURE_CODES",
     "BadFrame",
     "BadKey",
     "BadRange",
@@ -35,6 +36,7 @@ __all__ = [
     "ConnectionFailed",
     "ConnectionLost",
     "Corrupt",
+    "Exists",
     "Forbidden",
     "IntegrityError",
     "Internal",
@@ -49,6 +51,7 @@ __all__ = [
     "TransientError",
     "Unauthorized",
     "Unavailable",
+    "Unsupported",
     "ValiseError",
     "error_from_wire",
 ]
@@ -197,6 +200,19 @@ class Internal(ValiseError):
     default_code = ErrorCode.INTERNAL
 
 
+# Revision 2 codes the client knows before every server sends them (a server
+# that lacks the feature never does): listed in docs/protocol.md section 4.
+
+
+class Exists(ValiseError):
+    """A create-only (``if_absent``) upload found a file under its key (section 6.4).
+
+    The upload was dropped and the stored file is unchanged.
+    """
+
+    default_code = "exists"
+
+
 # Client-side conditions, never on the wire.
 
 
@@ -216,6 +232,16 @@ class RequestTimeout(TransientError):
     """No progress from the server within the client's timeout."""
 
     default_code = "client_timeout"
+
+
+class Unsupported(ValiseError):
+    """The call needs a feature this server does not announce in HELLO (docs/protocol.md 6).
+
+    Raised before anything is sent: a server without the feature would ignore
+    the field (an ``if_absent`` upload would replace the file).
+    """
+
+    default_code = "unsupported"
 
 
 class ProtocolError(ValiseError):
@@ -247,8 +273,12 @@ ERRORS_BY_CODE: dict[str, type[ValiseError]] = {
         Timeout,
         ShuttingDown,
         Internal,
+        Exists,
     )
 }
+
+#: Codes of docs/protocol.md section 4 that belong to a revision 2 feature.
+FEATURE_CODES = frozenset({Exists.default_code})
 
 
 def error_from_wire(body: Mapping[str, Any]) -> ValiseError:

@@ -59,6 +59,10 @@ class Source:
         self._pos = 0
         #: Whether anything was read from a stream source (then it cannot be retried).
         self.consumed = False
+        #: Attempts started (1 for the first), and (attempt, sha1 hex, size) of those
+        #: that sent END: a retry can tell whether an earlier one may have committed.
+        self.attempt = 0
+        self.ended: list[tuple[int, str, int]] = []
 
     @property
     def rereadable(self) -> bool:
@@ -74,6 +78,7 @@ class Source:
         """(Re)start from the first byte; returns the size when it is known."""
         self.close()
         self._pos = 0
+        self.attempt += 1
         if self._buffer is not None:
             return self._buffer.nbytes
         if self._path is not None:

@@ -26,6 +26,11 @@ twice. The rules, in the order they apply:
   the returned ``sha1`` must both agree with it. The file is stat'ed again
   afterwards: if it changed meanwhile, nothing is recorded and it is sent
   again once complete (the new upload replaces the key atomically).
+- A key this agent never sent goes up create-only (``if_absent``,
+  docs/protocol.md section 6.4) when the server offers it, so it never
+  replaces another agent's file: ``exists`` with the same SHA-1 and size
+  is recorded as sent, with other bytes the file is skipped until it changes
+  (:mod:`client.watchsend`).
 - Only then is the state file rewritten (temporary file, fsync, rename).
 - Every pass that leaves files waiting says how many and why (the running
   agent when that changes, ``--once`` at its end).
@@ -44,11 +49,10 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import hashlib
 import os
 import random
 import time
-from typing import IO, Callable
+from typing import Callable
 
 from . import dicom, writers
 from .aio import AsyncClient
@@ -65,6 +69,7 @@ from .errors import (
     ValiseError,
 )
 from .watchscan import Filters, Seen, scan
+from .watchsend import AlreadyThere, ChangedWhileSending, Taken, send_file
 from .watchstate import SentRecord, StateFile
 
 __all__ = ["EXIT_UNAVAILABLE", "FATAL_CONFIG", "Watcher"]
@@ -86,43 +91,6 @@ CHANGING = "still changing"
 OPEN = "open for writing by another program"
 PARTIAL_DICOM = "incomplete DICOM"
 REFUSED = "refused by the server until it changes"
-
-
-class _HashingReader:
-    """A binary stream over the file that hashes what it hands out, up to ``limit`` bytes."""
-
-    def __init__(self, fh: IO[bytes], limit: int) -> None:
-        self._fh = fh
-        self.remaining = limit
-        self.sha1 = hashlib.sha1()
-        self.count = 0
-
-    def read(self, size: int = -1, /) -> bytes:
-        if size < 0 or size > self.remaining:
-            size = self.remaining
-        data = self._fh.read(size) if size else b""
-        self.remaining -= len(data)
-        self.count += len(data)
-        self.sha1.update(data)
-        return data
-
-
-class _ChangedWhileSending(Exception):
-    """The file's size or mtime changed during its upload."""
-
-
-def _open_unchanged(seen: Seen) -> IO[bytes]:
-    """Open read-only; raise :class:`_ChangedWhileSending` unless it is still as seen."""
-    fh = open(seen.path, "rb")  # noqa: SIM115 - the caller closes it
-    try:
-        st = os.fstat(fh.fileno())
-    except BaseException:
-        fh.close()
-        raise
-    if (st.st_size, st.st_mtime_ns) != (seen.size, seen.mtime_ns):
-        fh.close()
-        raise _ChangedWhileSending
-    return fh
 
 
 #: Reasons that leave a file out for good (until the options change), not for later.
@@ -187,6 +155,7 @@ class Watcher:
         self._partial: dict[str, tuple[tuple[int, int], str]] = {}
         self._failures = 0
         self._down_logged = False
+        self._said_no_if_absent = False
         self._last_tally: collections.Counter[str] = collections.Counter()
         #: Uploads done by this process (for the summary and tests).
         self.sent = 0
@@ -327,10 +296,21 @@ class Watcher:
         except FileNotFoundError:
             self._pending.pop(seen.rel, None)
             return EXIT_OK
-        except _ChangedWhileSending:
+        except ChangedWhileSending:
             self.log(f"{seen.rel} changed while it was sent; sending again once it settles")
             self._pending.pop(seen.rel, None)
             return EXIT_OK
+        except AlreadyThere as there:
+            self.log(f"{seen.rel}: {key} is already on the server with the same sha1; recorded")
+            self._record(seen, there.record, sent=False)
+            return EXIT_OK
+        except Taken as exc:
+            self.log(
+                f"server already holds another file as {key!r} ({exc}); not replaced, "
+                f"{seen.rel} skipped until it changes"
+            )
+            self._refused[seen.rel] = (seen.size, seen.mtime_ns)
+            return EXIT_ERROR
         except OSError as exc:
             self.log(f"warning: cannot read {seen.rel}: {exc}")
             self._refused[seen.rel] = (seen.size, seen.mtime_ns)
@@ -365,27 +345,31 @@ class Watcher:
         )
         return EXIT_OK
 
-    def _record(self, seen: Seen, record: SentRecord) -> None:
+    def _record(self, seen: Seen, record: SentRecord, *, sent: bool = True) -> None:
         self._pending.pop(seen.rel, None)
         self.state.records[seen.rel] = record
         self.state.save()
-        self.sent += 1
+        self.sent += sent
+
+    async def _create_only(self, seen: Seen, key: str) -> bool:
+        """Whether to upload ``key`` with ``if_absent``: never sent by us, and the server can.
+
+        A key this agent sent before is its own to replace (the file changed).
+        One it never sent may hold another agent's file, or one sent before
+        the state file was lost: never replace it unseen (docs/protocol.md 6.4).
+        """
+        record = self.state.records.get(seen.rel)
+        if record is not None and record.key == key:
+            return False
+        if self.client.server_info is None:
+            await self.client.hello()
+        listed = (self.client.server_info or {}).get("features")
+        offered = isinstance(listed, list) and "if_absent" in listed
+        if not offered and not self._said_no_if_absent:
+            self._said_no_if_absent = True
+            self.log("the server does not offer if_absent: a new key replaces what it holds")
+        return offered
 
     async def _upload(self, seen: Seen, key: str) -> SentRecord:
-        with _open_unchanged(seen) as fh:
-            reader = _HashingReader(fh, seen.size)
-            info = await self.client.put(key, reader, ttl=self.ttl, size=seen.size)
-            after = os.fstat(fh.fileno())
-        local = reader.sha1.hexdigest()
-        if reader.count != seen.size or (after.st_size, after.st_mtime_ns) != (
-            seen.size,
-            seen.mtime_ns,
-        ):
-            raise _ChangedWhileSending
-        remote = info.get("sha1")
-        if not isinstance(remote, str) or remote.lower() != local or info.get("size") != seen.size:
-            raise IntegrityError(
-                "the server's sha1/size differ from what was sent",
-                fields={"expected": local, "actual": remote},
-            )
-        return SentRecord(seen.rel, seen.size, seen.mtime_ns, local, key, time.time())
+        create_only = await self._create_only(seen, key)
+        return await send_file(self.client, seen, key, ttl=self.ttl, create_only=create_only)

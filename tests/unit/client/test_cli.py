@@ -22,6 +22,8 @@ from client.cli import exit_code_for, parse_server
         (errors.ConnectionLost(), 5),
         (errors.BadKey(), 1),
         (errors.StorageFull(), 1),
+        (errors.Exists(), 6),
+        (errors.Unsupported(), 1),
         (RuntimeError(), 1),
     ],
 )
