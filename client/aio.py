@@ -10,19 +10,22 @@ Every call retries with bounded, jittered backoff when that is safe: see
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import ssl as ssl_mod
-from collections.abc import AsyncGenerator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterator
 from types import TracebackType
 from typing import Any, TypeVar
 
 from .connection import Connection
 from .errors import (
+    ConnectionLost,
     Corrupt,
     Exists,
     IntegrityError,
     ProtocolError,
     TransientError,
+    Unauthorized,
     ValiseError,
 )
 from .files import GetDest, PutSource, Sink, Source
@@ -38,6 +41,31 @@ DEFAULT_PORT = 7070
 
 def _transient(exc: ValiseError) -> bool:
     return isinstance(exc, TransientError)
+
+
+@contextlib.contextmanager
+def _about(key: str) -> Iterator[None]:
+    """Name ``key`` in the errors that are about it (not in those about the connection)."""
+    try:
+        yield
+    except ValiseError as exc:
+        if exc.key is None and not isinstance(exc, TransientError):
+            exc.key = key
+        raise
+
+
+def _silent_close_hint(tls: bool) -> str:
+    """A server that hangs up on HELLO without a byte: most often TLS on one side only."""
+    if not tls:
+        return (
+            "the server hung up without a word: if it uses TLS, add --tls "
+            "(and --tls-ca FILE for a private CA; VALISE_TLS_CA)"
+        )
+    return (
+        "the server hung up right after the TLS handshake: if it wants a client "
+        "certificate (mutual TLS), give --tls-cert FILE and --tls-key FILE "
+        "(VALISE_TLS_CERT, VALISE_TLS_KEY), signed by a CA it trusts"
+    )
 
 
 class AsyncClient:
@@ -123,8 +151,20 @@ class AsyncClient:
         body: dict[str, Any] = {"version": PROTOCOL_VERSION, "client": self._client_name}
         if self._token is not None:
             body["token"] = self._token
-        await conn.send_control(FrameType.HELLO, body)
-        reply = await conn.read_reply()
+        try:
+            await conn.send_control(FrameType.HELLO, body)
+            reply = await conn.read_reply()
+        except Unauthorized as exc:
+            exc.hint = (
+                "this server needs a token: set VALISE_TOKEN (or give --token TOKEN)"
+                if self._token is None
+                else "the server did not accept this token: check VALISE_TOKEN (or --token)"
+            )
+            raise
+        except ConnectionLost as exc:
+            if not conn.received_anything:
+                exc.hint = _silent_close_hint(self._ssl is not None)
+            raise
         max_frame = reply.get("max_frame")
         if isinstance(max_frame, int) and not isinstance(max_frame, bool):
             conn.set_max_frame(max_frame)
@@ -163,7 +203,7 @@ class AsyncClient:
                         conn.abort()
                         raise
             except ValiseError as exc:
-                if attempt >= self.retries or not may_retry(exc):
+                if attempt >= self.retries or exc.permanent or not may_retry(exc):
                     raise
                 if isinstance(exc, IntegrityError):
                     if integrity_retried:
@@ -210,11 +250,13 @@ class AsyncClient:
 
     async def stat(self, key: str) -> dict[str, Any]:
         """File info of ``key``; raises :class:`~client.errors.NotFound`."""
-        return await self._request(FrameType.STAT, {"key": key})
+        with _about(key):
+            return await self._request(FrameType.STAT, {"key": key})
 
     async def delete(self, key: str) -> bool:
         """Delete ``key``; whether a file was there."""
-        reply = await self._request(FrameType.DELETE, {"key": key})
+        with _about(key):
+            reply = await self._request(FrameType.DELETE, {"key": key})
         deleted = reply.get("deleted")
         if not isinstance(deleted, bool):
             raise ProtocolError("DELETE reply without a boolean 'deleted'")
@@ -284,10 +326,13 @@ class AsyncClient:
             return ok and (src.rereadable or not src.consumed)
 
         try:
-            return await self._call(
-                lambda conn: upload(conn, key, src, ttl, content_type, size, progress, if_absent),
-                may_retry,
-            )
+            with _about(key):
+                return await self._call(
+                    lambda conn: upload(
+                        conn, key, src, ttl, content_type, size, progress, if_absent
+                    ),
+                    may_retry,
+                )
         except Exists:
             earlier = [(sha1, n) for attempt, sha1, n in src.ended if attempt < src.attempt]
             if not earlier:
@@ -327,7 +372,11 @@ class AsyncClient:
             body["offset"] = offset
         if length is not None:
             body["length"] = length
+        sink.check()
         try:
-            return await self._call(lambda conn: download(conn, body, sink, progress), may_retry)
+            with _about(key):
+                return await self._call(
+                    lambda conn: download(conn, body, sink, progress), may_retry
+                )
         finally:
             sink.abort()

@@ -26,16 +26,20 @@ import asyncio
 import os
 import sys
 from collections.abc import Sequence
-from typing import Any, Awaitable, Callable
+from typing import Any, Awaitable, Callable, NoReturn
 
 from . import commands, nctools, watchcli
 from .aio import DEFAULT_PORT
 from .console import (
     EXIT_ERROR,
+    EXIT_USAGE,
     Session,
     UsageError,
+    describe,
+    error_json,
     exit_code_for,
     parse_server,
+    print_json,
 )
 from .errors import ValiseError
 from .progress import ProgressBar, human_bytes
@@ -90,7 +94,7 @@ def _parallel(text: str) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="valise",
         description="Valise client: files kept in memory for a limited time.",
         epilog=_EPILOG,
@@ -183,14 +187,35 @@ def _watch(args: argparse.Namespace) -> int:
     return watchcli.run(args, host, port)
 
 
-def _report(exc: ValiseError) -> None:
-    print(f"valise: {exc}", file=sys.stderr)
-    for name in ("expected", "actual", "stored", "received"):
-        if name in exc.fields:
-            print(f"  {name}: {exc.fields[name]}", file=sys.stderr)
+class _Parser(argparse.ArgumentParser):
+    """argparse, whose usage errors are one JSON object on stderr under ``--json``."""
+
+    json_errors = False
+
+    def error(self, message: str) -> NoReturn:
+        if self.json_errors:
+            print_json(error_json(UsageError(f"{self.prog}: {message}")), err=True)
+            raise SystemExit(EXIT_USAGE)
+        super().error(message)
+
+
+def _report(exc: BaseException, *, as_json: bool) -> None:
+    """An error on stderr: one line and its details, or one JSON object."""
+    if as_json:
+        print_json(error_json(exc), err=True)
+        return
+    print(f"valise: {describe(exc)}", file=sys.stderr)
+    if isinstance(exc, ValiseError):
+        for name in ("expected", "actual", "stored", "received"):
+            if name in exc.fields:
+                print(f"  {name}: {exc.fields[name]}", file=sys.stderr)
+        if exc.hint:
+            print(f"  hint: {exc.hint}", file=sys.stderr)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    _Parser.json_errors = "--json" in argv
     parser = build_parser()
     args = parser.parse_args(argv)
     handler: Handler = args.handler
@@ -199,15 +224,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageError as exc:
         parser.error(str(exc))
     except ValiseError as exc:
-        _report(exc)
+        _report(exc, as_json=args.json)
         return exit_code_for(exc)
     except KeyboardInterrupt:
-        print("valise: interrupted", file=sys.stderr)
+        if args.json:
+            print_json({"error": {"code": "interrupted", "exit_code": 130}}, err=True)
+        else:
+            print("valise: interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:
         # Output closed early (| head): not worth a traceback.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_ERROR
     except OSError as exc:
-        print(f"valise: {exc}", file=sys.stderr)
+        _report(exc, as_json=args.json)
         return EXIT_ERROR

@@ -22,10 +22,13 @@ from .console import (
     EXIT_OK,
     Session,
     UsageError,
+    describe,
+    error_json,
     exit_code_for,
     fmt_time,
     print_json,
 )
+from .errors import NotFound, ValiseError
 from .localpaths import Planned, PutPlan, UnsafeKey, folder_prefix, local_target, plan_put
 from .progress import ProgressBar, human_bytes
 
@@ -149,8 +152,9 @@ async def _get_batch(args: argparse.Namespace, session: Session, prefix: str, ou
     prefix = folder_prefix(prefix)
     listing = [info async for info in session.client().list(prefix)]
     if not listing:
-        print(f"valise: no files under {prefix!r}", file=sys.stderr)
-        return EXIT_NOT_FOUND
+        nothing = NotFound("no files under this prefix", fatal=False)
+        nothing.key = prefix
+        raise nothing
     items: list[Planned] = []
     refused: list[Outcome] = []
     for info in listing:
@@ -206,21 +210,24 @@ class _PerFile:
         self.bar.clear()
         error = o.error
         if self.args.json:
-            print_json({"key": o.item.key, "path": o.item.path, "error": _error_json(error)})
+            body = error_json(error)["error"] if error is not None else {}
+            print_json({"key": o.item.key, "path": o.item.path, "error": body})
         elif isinstance(error, UnsafeKey):
             print(f"valise: refused {o.item.key!r}: {error}; not written", file=sys.stderr)
         elif o.tried:
             where = f" ({o.item.path})" if o.item.path else ""
-            print(f"valise: {self.verb} {o.item.key}{where} failed: {error}", file=sys.stderr)
+            print(
+                f"valise: {self.verb} {o.item.key}{where} failed: {_brief(error)}",
+                file=sys.stderr,
+            )
 
 
-def _error_json(error: BaseException | None) -> dict[str, Any]:
-    code = getattr(error, "code", None)
-    return {
-        "code": code if isinstance(code, str) else type(error).__name__,
-        "message": str(error),
-        "exit_code": exit_code_for(error) if error is not None else EXIT_ERROR,
-    }
+def _brief(error: BaseException | None) -> str:
+    """An error without the key (the line already names it), with its hint."""
+    if isinstance(error, ValiseError):
+        text = f"{error.code}: {error.message}" if error.message else error.code
+        return text + (f" (hint: {error.hint})" if error.hint else "")
+    return describe(error) if error is not None else "unknown error"
 
 
 def _summarize(
@@ -243,7 +250,7 @@ def _summarize(
             line += f"; {summary.failed + extra_failures} failed"
         if summary.not_tried:
             stop = next((o.error for o in summary.outcomes if not o.tried), None)
-            line += f"; {summary.not_tried} not tried (stopped: {stop})"
+            line += f"; {summary.not_tried} not tried (stopped: {_brief(stop)})"
         print(line, file=sys.stdout if code == EXIT_OK else sys.stderr)
     return code
 

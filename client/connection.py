@@ -51,6 +51,8 @@ class _FrameProtocol(asyncio.BufferedProtocol):
         self._writing_paused = False
         self._drainers: list[asyncio.Future[None]] = []
         self.closed: asyncio.Future[None] = self._loop.create_future()
+        #: Bytes received from the peer so far (0: it never said anything).
+        self.received = 0
         #: The peer ended its side (or the connection is gone).
         self.eof = False
         #: Why the connection was lost, when it was lost with an error.
@@ -67,6 +69,7 @@ class _FrameProtocol(asyncio.BufferedProtocol):
 
     def buffer_updated(self, nbytes: int) -> None:
         self._decoder.buffer_updated(nbytes)
+        self.received += nbytes
         self._progress_at = self._loop.time()
         if self._reader is not None:
             if self._decoder.ready:
@@ -174,6 +177,26 @@ class _FrameProtocol(asyncio.BufferedProtocol):
                 transport.resume_reading()
 
 
+def _tls_hint(error: ConnectionFailed, cause: BaseException) -> None:
+    """What to change when a TLS handshake fails for a reason that will not go away."""
+    reason = str(getattr(cause, "reason", "") or "")
+    if isinstance(cause, ssl_mod.SSLCertVerificationError):
+        error.hint = (
+            "the server's certificate is not trusted here: give the CA that signed it "
+            "with --tls-ca FILE (VALISE_TLS_CA), and connect by a name the certificate holds"
+        )
+    elif reason in ("WRONG_VERSION_NUMBER", "RECORD_LAYER_FAILURE", "PACKET_LENGTH_TOO_LONG"):
+        error.hint = "the server does not use TLS on this port: leave out --tls and --tls-ca"
+    elif "CERTIFICATE_REQUIRED" in reason or "HANDSHAKE_FAILURE" in reason:
+        error.hint = (
+            "the server wants a client certificate (mutual TLS): give --tls-cert FILE "
+            "and --tls-key FILE (VALISE_TLS_CERT, VALISE_TLS_KEY)"
+        )
+    else:
+        return
+    error.permanent = True
+
+
 def _expire(waiter: asyncio.Future[None]) -> None:
     if not waiter.done():
         waiter.set_exception(TimeoutError())
@@ -220,8 +243,15 @@ class Connection:
         except asyncio.TimeoutError as exc:  # not the builtin TimeoutError before 3.11
             raise ConnectionFailed(f"connecting to {host}:{port} timed out") from exc
         except (OSError, ssl_mod.SSLError) as exc:
-            raise ConnectionFailed(f"cannot connect to {host}:{port}: {exc}") from exc
+            error = ConnectionFailed(f"cannot connect to {host}:{port}: {exc}")
+            _tls_hint(error, exc)
+            raise error from exc
         return cls(transport, protocol, decoder, timeout=io_timeout)
+
+    @property
+    def received_anything(self) -> bool:
+        """Whether the server ever sent a byte on this connection."""
+        return self._protocol.received > 0
 
     def set_max_frame(self, max_frame: int) -> None:
         """Apply the server's ``max_frame`` from HELLO to both directions."""

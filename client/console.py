@@ -10,6 +10,7 @@ shutting down, timed out, or cannot connect, 6 the key already holds a file
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import sys
 from datetime import datetime
@@ -17,7 +18,7 @@ from typing import Any
 
 from . import tls
 from .aio import DEFAULT_PORT, AsyncClient
-from .errors import Exists, IntegrityError, NotFound, TransientError
+from .errors import Exists, IntegrityError, NotFound, TransientError, ValiseError
 
 __all__ = [
     "EXIT_ERROR",
@@ -29,6 +30,8 @@ __all__ = [
     "EXIT_USAGE",
     "Session",
     "UsageError",
+    "describe",
+    "error_json",
     "exit_code_for",
     "fmt_time",
     "parse_server",
@@ -62,7 +65,11 @@ class UsageError(Exception):
 
 
 def parse_server(text: str) -> tuple[str, int]:
-    """``host:port``, ``[v6]:port`` or ``host`` (port 7070)."""
+    """``host:port``, ``[v6]:port`` or ``host`` (port 7070); a URL is refused with a suggestion."""
+    if "://" in text or "/" in text:
+        bare = text.partition("://")[2] if "://" in text else text
+        bare = bare.split("/", 1)[0] or "HOST:PORT"
+        raise ValueError(f"--server takes HOST:PORT, not a URL: try --server {bare}")
     host, sep, port = text.rpartition(":")
     bare_v6 = text.startswith("[") and text.endswith("]")
     if not sep or bare_v6 or (":" in host and not host.startswith("[")):
@@ -114,6 +121,31 @@ class Session:
     async def close(self) -> None:
         for client in self._clients:
             await client.close()
+
+
+def describe(exc: BaseException) -> str:
+    """One line for an error: ours as they print, an ``OSError`` without its errno noise."""
+    if isinstance(exc, OSError) and exc.strerror:
+        names = [n for n in (exc.filename, exc.filename2) if n is not None]
+        return ": ".join([exc.strerror, *(str(n) for n in names)])
+    return str(exc)
+
+
+def error_json(exc: BaseException) -> dict[str, Any]:
+    """``{"error": {...}}``: what ``--json`` prints on stderr instead of a message."""
+    if isinstance(exc, ValiseError):
+        body = exc.as_json()
+    elif isinstance(exc, UsageError):
+        body = {"code": "usage", "message": str(exc)}
+    elif isinstance(exc, OSError):
+        code = errno.errorcode.get(exc.errno or 0, "os_error").lower()
+        body = {"code": code, "message": describe(exc)}
+        if exc.filename is not None:
+            body["path"] = str(exc.filename)
+    else:
+        body = {"code": type(exc).__name__.lower(), "message": str(exc)}
+    body["exit_code"] = EXIT_USAGE if isinstance(exc, UsageError) else exit_code_for(exc)
+    return {"error": body}
 
 
 def fmt_time(value: Any) -> str:

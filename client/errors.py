@@ -63,7 +63,10 @@ class ValiseError(Exception):
     ``code`` is the wire code (or a client-side code for errors the client
     detects itself), ``fatal`` says whether the connection it happened on is
     gone, and ``fields`` holds any extra fields of the ERROR payload (for
-    ``checksum_mismatch``: ``expected`` and ``actual``).
+    ``checksum_mismatch``: ``expected`` and ``actual``). ``key`` is the key
+    the request named, when it named one; ``hint`` is what a person can do
+    about it (set a token, add TLS), when the client can tell; ``permanent``
+    marks a failure that the same call would meet again (no retry).
     """
 
     #: Wire code this class stands for; instances may carry another one
@@ -84,7 +87,26 @@ class ValiseError(Exception):
         self.message: str = message
         self.fatal: bool = fatal if fatal is not None else self.default_fatal
         self.fields: dict[str, Any] = dict(fields or {})
-        super().__init__(f"{self.code}: {message}" if message else self.code)
+        self.key: str | None = None
+        self.hint: str | None = None
+        self.permanent = False
+        super().__init__(message)
+
+    def __str__(self) -> str:
+        parts = [self.code]
+        if self.key is not None:
+            parts.append(self.key)
+        if self.message:
+            parts.append(self.message)
+        return ": ".join(parts)
+
+    def as_json(self) -> dict[str, Any]:
+        """The error as one JSON object (``--json``); extra fields first, ours last."""
+        out: dict[str, Any] = {**self.fields, "code": self.code, "message": self.message}
+        for name in ("key", "hint"):
+            if getattr(self, name) is not None:
+                out[name] = getattr(self, name)
+        return out
 
     def __repr__(self) -> str:
         return (

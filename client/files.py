@@ -13,6 +13,7 @@ verified file or untouched. Memory stays at one frame either way.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import stat
 import tempfile
@@ -131,6 +132,20 @@ class Sink:
     def restartable(self) -> bool:
         """A retry can start over: a path, or a stream nothing was written to yet."""
         return self._path is not None or self.stream_written == 0
+
+    def check(self) -> None:
+        """Before any request: a path's folder must exist, and the path must not be a folder.
+
+        Otherwise the error would come from the temporary file and name it
+        (``.scan.nii.x1y2.part``), not the folder the person has to create.
+        """
+        if self._path is None:
+            return
+        directory = os.path.dirname(self._path)
+        if not os.path.isdir(directory):
+            raise FileNotFoundError(errno.ENOENT, "output folder does not exist", directory)
+        if os.path.isdir(self._path):
+            raise IsADirectoryError(errno.EISDIR, "is a folder; give a file name", self._path)
 
     def start(self) -> None:
         """Begin an attempt (a fresh temporary file for a path)."""

@@ -318,7 +318,8 @@ class Watcher:
         except _RETRY_LATER as exc:
             self._failures += 1
             if self.once or not self._down_logged:
-                self.log(f"cannot send {seen.rel}: {exc}")
+                hint = f" (hint: {exc.hint})" if exc.hint else ""
+                self.log(f"cannot send {seen.rel}: {exc}{hint}")
             return EXIT_UNAVAILABLE
         except _REFUSED as exc:
             self.log(f"server refused {seen.rel} as {key!r}: {exc}; skipped until it changes")

@@ -140,7 +140,10 @@ async def _main(args: argparse.Namespace, host: str, port: int, root: str) -> in
     if not args.quiet:
         log(f"watching {root} -> {host}:{port} prefix {args.prefix!r} state {state.path}")
         writing = "yes" if writers.can_tell() else "no (this system cannot tell)"
-        log(f"a file goes once settled {args.settle:g} s, closed by its writer: {writing}")
+        log(
+            f"a file goes once unchanged for {args.settle:g} s and, if DICOM, whole; "
+            f"open-for-writing check: {writing}"
+        )
     try:
         with on_stop(stop):
             code = await watcher.run()
@@ -150,7 +153,7 @@ async def _main(args: argparse.Namespace, host: str, port: int, root: str) -> in
         code = EXIT_OK
         log(f"{stopping[0]}: stopped ({watcher.sent} sent)")
     except FATAL_CONFIG as exc:
-        log(f"server refuses this agent: {exc}")
+        log(f"server refuses this agent: {exc}" + (f" (hint: {exc.hint})" if exc.hint else ""))
         code = EXIT_ERROR
     finally:
         await client.close()

@@ -9,6 +9,7 @@ wins) skip with "server lacks if_absent" until the server has the feature.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import threading
@@ -83,9 +84,10 @@ def test_no_clobber_keeps_the_stored_file_and_exits_6(
     (tmp_path / "a").write_bytes(b"the first scan")
     (tmp_path / "b").write_bytes(b"another scan")
     assert cli(port, "put", str(tmp_path / "a"), key, "--no-clobber").returncode == 0
-    again = cli(port, "put", str(tmp_path / "b"), key, "--no-clobber")
+    again = cli(port, "put", str(tmp_path / "b"), key, "--no-clobber", "--json")
     assert again.returncode == 6, again.stderr
-    assert b"exists" in again.stderr
+    error = json.loads(again.stderr)["error"]
+    assert (error["code"], error["key"], error["exit_code"]) == ("exists", key, 6)
     assert stored(port, key) == b"the first scan"
 
 

@@ -140,3 +140,13 @@ def test_exists_with_other_bytes_is_raised(monkeypatch: pytest.MonkeyPatch) -> N
     monkeypatch.setattr("client.aio.upload", upload)
     with pytest.raises(errors.Exists):
         asyncio.run(client.put("k", b"scan", if_absent=True))
+
+
+def test_a_permanent_failure_is_not_retried(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A TLS mismatch is a ConnectionFailed (transient) that every retry would meet again.
+    mismatch = errors.ConnectionFailed("wrong version number")
+    mismatch.permanent = True
+    client, conns = _client(monkeypatch, [mismatch, {"x": 1}])
+    with pytest.raises(errors.ConnectionFailed):
+        asyncio.run(client.stat("k"))
+    assert len(conns) == 1

@@ -6,6 +6,7 @@ import pytest
 
 from client import errors
 from client.cli import exit_code_for, parse_server
+from client.console import describe, error_json
 
 
 @pytest.mark.parametrize(
@@ -50,3 +51,38 @@ def test_parse_server(text: str, expected: tuple[str, int]) -> None:
 def test_parse_server_rejects(text: str) -> None:
     with pytest.raises(ValueError, match="bad server"):
         parse_server(text)
+
+
+@pytest.mark.parametrize(
+    ("text", "suggestion"),
+    [
+        ("valise://planning:7070", "planning:7070"),
+        ("tcp://10.0.0.5:7070/", "10.0.0.5:7070"),
+        ("planning:7070/scans", "planning:7070"),
+    ],
+)
+def test_parse_server_refuses_a_url_and_says_what_to_type(text: str, suggestion: str) -> None:
+    with pytest.raises(ValueError, match=f"not a URL: try --server {suggestion}$"):
+        parse_server(text)
+
+
+def test_errors_print_with_their_key_and_as_json() -> None:
+    exc = errors.NotFound("no such file", fatal=False)
+    exc.key = "patients/1234/t1.nii"
+    assert str(exc) == "not_found: patients/1234/t1.nii: no such file"
+    assert error_json(exc) == {
+        "error": {
+            "code": "not_found",
+            "message": "no such file",
+            "key": "patients/1234/t1.nii",
+            "exit_code": 3,
+        }
+    }
+    missing = FileNotFoundError(2, "output folder does not exist", "/data/out")
+    assert describe(missing) == "output folder does not exist: /data/out"
+    assert error_json(missing)["error"] == {
+        "code": "enoent",
+        "message": "output folder does not exist: /data/out",
+        "path": "/data/out",
+        "exit_code": 1,
+    }
