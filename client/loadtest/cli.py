@@ -131,6 +131,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                 raise UsageError("--spawn starts its own server: drop --server")
             if args.server_arg and not args.spawn:
                 raise UsageError("--server-arg needs --spawn")
+            if args.spawn and sys.version_info < (3, 11):
+                # The load test runs on 3.8+; the server it would start does not.
+                raise UsageError(
+                    "--spawn starts server.py with this Python, and the server needs Python "
+                    f"3.11 or newer (this is {sys.version.split()[0]}): run the load test "
+                    "with a newer Python, or give --server HOST:PORT of a running server"
+                )
             default = os.environ.get("VALISE_SERVER", f"127.0.0.1:{DEFAULT_PORT}")
             host, port = parse_server(args.server or default)
             settings = settings_from(args, host, port)

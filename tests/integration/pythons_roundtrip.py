@@ -22,6 +22,7 @@ from typing import Any
 
 from client import AsyncClient, Client, NotFound
 from client.cli import main
+from client.loadtest import main as load_main
 
 CHUNK = 64 * 1024
 
@@ -90,6 +91,12 @@ def agent(server: str, prefix: str, work: str) -> None:
     assert [json.loads(line)["key"] for line in out.splitlines()] == [prefix + "w/t1.nii"], out
 
 
+def load(server: str, prefix: str) -> None:
+    """A short verified load test: every byte of every GET checked, all keys removed."""
+    args = ["--server", server, "--count", "40", "--clients", "2", "--sizes", "4KiB:1"]
+    assert load_main([*args, "--quiet", "--prefix", prefix + "load/"]) == 0, "loadtest"
+
+
 def blocking(host: str, port: int, prefix: str, data: bytes) -> None:
     key = prefix + "sync/scan.bin"
     with Client(host, port, timeout=10) as valise:
@@ -129,6 +136,7 @@ def run(server: str, prefix: str, work: str) -> None:
     command_line(server, prefix, work, data)
     study(server, prefix, work)
     agent(server, prefix, work)
+    load(server, prefix)
     blocking(host, int(port), prefix, data)
     asyncio.run(asynchronous(host, int(port), prefix, data))
 
