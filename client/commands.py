@@ -36,7 +36,9 @@ __all__ = ["get", "ls", "ping", "put", "rm", "stat"]
 
 
 def _bar(args: argparse.Namespace, label: str) -> ProgressBar:
-    return ProgressBar(label, enabled=sys.stderr.isatty() and not args.quiet)
+    # No stderr at all under pythonw (a Windows scheduled task): no bar.
+    tty = sys.stderr is not None and sys.stderr.isatty()
+    return ProgressBar(label, enabled=tty and not args.quiet)
 
 
 # -- put -------------------------------------------------------------------
