@@ -333,11 +333,14 @@ class AsyncClient:
                     ),
                     may_retry,
                 )
-        except Exists:
+        except Exists as exists:
             earlier = [(sha1, n) for attempt, sha1, n in src.ended if attempt < src.attempt]
             if not earlier:
                 raise
-            info = await self.stat(key)
+            try:
+                info = await self.stat(key)
+            except ValiseError:
+                raise exists from None
             if (info.get("sha1"), info.get("size")) not in earlier:
                 raise
             return info

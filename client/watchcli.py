@@ -157,7 +157,7 @@ async def _main(args: argparse.Namespace, host: str, port: int, root: str) -> in
         code = EXIT_ERROR
     finally:
         await client.close()
-    if args.once and (not args.quiet or watcher.tally):
+    if args.once and not args.quiet:
         log(
             f"pass done: {watcher.sent} sent"
             + (f"; {summary(watcher.tally)}" * bool(watcher.tally))
