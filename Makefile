@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 ARGS ?=
 
-.PHONY: run test test-cluster lint types unit integration bench loadtest fuzz soak clean
+.PHONY: run test test-cluster lint types unit integration bench loadtest fuzz soak clean client-pyz
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,9 @@ lint: $(VENV)/.dev
 	$(BIN)/ruff format --check .
 	$(BIN)/ruff check .
 	$(BIN)/python -m tests.tools.checklinks
+	# client/ runs on Python 3.8+: vermin for calls and syntax, py38 for run-time X | Y and list[int].
+	$(BIN)/vermin -q --target=3.8- --violations --no-tips client tests/integration/pythons_roundtrip.py
+	$(BIN)/python -m tests.tools.py38 client tests/integration/pythons_roundtrip.py
 
 types: $(VENV)/.dev
 	$(BIN)/mypy
@@ -56,6 +59,10 @@ bench: $(VENV)/.dev
 
 loadtest: $(VENV)/.runtime
 	$(BIN)/python -m client.loadtest --spawn --duration 30 $(ARGS)
+
+# The client in one file for a scanner console: python valise.pyz put ... (Python 3.8+).
+client-pyz: $(BIN)/python
+	$(BIN)/python -m client.pyz dist/valise.pyz
 
 generate: $(BIN)/python  # client/_protocol.py from protocol/; unit tests fail when stale
 	$(BIN)/python -m protocol.export client/_protocol.py

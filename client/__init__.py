@@ -1,14 +1,29 @@
 """Valise client: a standard-library-only library and CLI for the Valise wire protocol.
 
-This folder can be vendored as is. ``Client`` blocks, ``AsyncClient`` is for
-asyncio; both stream files in frames, verify SHA-1 both ways and retry what
-is safe to retry. ``python -m client --help`` for the command line.
+This folder can be vendored as is (it is the ``valise`` package of the wheel
+and of ``valise.pyz``). ``Client`` blocks, ``AsyncClient`` is for asyncio;
+both stream files in frames, verify SHA-1 both ways and retry what is safe to
+retry. ``python -m client --help`` for the command line.
+
+Python 3.8 or newer. This file alone is written so that Python 3.6 and 3.7
+can parse it (no ``from __future__ import annotations``, which 3.6 rejects
+at compile time): on those, the check below says which Python is needed,
+in one line, before any module they could not run is imported.
 """
 
-from __future__ import annotations
+import sys
 
-from .aio import AsyncClient
-from .errors import (
+NEEDS = "valise client needs Python 3.8 or newer"
+
+if sys.version_info < (3, 8):  # noqa: UP036 - the whole point: 3.6 and 3.7 reach this line
+    _why = f"{NEEDS} (this is Python {sys.version.split()[0]})"
+    if sys.argv[:1] == ["-m"]:
+        # ``python -m client ...``: a person at a console, one line and exit 1.
+        raise SystemExit(_why)
+    raise ImportError(_why)
+
+from .aio import AsyncClient  # noqa: E402 - only once the version check passed
+from .errors import (  # noqa: E402
     ERRORS_BY_CODE,
     BadFrame,
     BadKey,
@@ -20,6 +35,7 @@ from .errors import (
     ConnectionFailed,
     ConnectionLost,
     Corrupt,
+    Exists,
     Forbidden,
     IntegrityError,
     Internal,
@@ -34,13 +50,15 @@ from .errors import (
     TransientError,
     Unauthorized,
     Unavailable,
+    Unsupported,
     ValiseError,
     error_from_wire,
 )
-from .sync import Client
+from .sync import Client  # noqa: E402
 
 __all__ = [
     "ERRORS_BY_CODE",
+    "NEEDS",
     "AsyncClient",
     "BadFrame",
     "BadKey",
@@ -53,6 +71,7 @@ __all__ = [
     "ConnectionFailed",
     "ConnectionLost",
     "Corrupt",
+    "Exists",
     "Forbidden",
     "IntegrityError",
     "Internal",
@@ -67,6 +86,7 @@ __all__ = [
     "TransientError",
     "Unauthorized",
     "Unavailable",
+    "Unsupported",
     "ValiseError",
     "error_from_wire",
 ]

@@ -10,14 +10,24 @@ Every call retries with bounded, jittered backoff when that is safe: see
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import ssl as ssl_mod
-from collections.abc import AsyncGenerator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterator
 from types import TracebackType
 from typing import Any, TypeVar
 
 from .connection import Connection
-from .errors import Corrupt, IntegrityError, ProtocolError, TransientError, ValiseError
+from .errors import (
+    ConnectionLost,
+    Corrupt,
+    Exists,
+    IntegrityError,
+    ProtocolError,
+    TransientError,
+    Unauthorized,
+    ValiseError,
+)
 from .files import GetDest, PutSource, Sink, Source
 from .transfer import Progress, download, upload
 from .wire import PROTOCOL_VERSION, FrameType
@@ -31,6 +41,31 @@ DEFAULT_PORT = 7070
 
 def _transient(exc: ValiseError) -> bool:
     return isinstance(exc, TransientError)
+
+
+@contextlib.contextmanager
+def _about(key: str) -> Iterator[None]:
+    """Name ``key`` in the errors that are about it (not in those about the connection)."""
+    try:
+        yield
+    except ValiseError as exc:
+        if exc.key is None and not isinstance(exc, TransientError):
+            exc.key = key
+        raise
+
+
+def _silent_close_hint(tls: bool) -> str:
+    """A server that hangs up on HELLO without a byte: most often TLS on one side only."""
+    if not tls:
+        return (
+            "the server hung up without a word: if it uses TLS, add --tls "
+            "(and --tls-ca FILE for a private CA; VALISE_TLS_CA)"
+        )
+    return (
+        "the server hung up right after the TLS handshake: if it wants a client "
+        "certificate (mutual TLS), give --tls-cert FILE and --tls-key FILE "
+        "(VALISE_TLS_CERT, VALISE_TLS_KEY), signed by a CA it trusts"
+    )
 
 
 class AsyncClient:
@@ -68,7 +103,10 @@ class AsyncClient:
         self._client_name = client_name
         self._send_hello = hello or token is not None
         self._conn: Connection | None = None
-        self._lock = asyncio.Lock()
+        # Made on first use, inside the loop: before Python 3.10 a Lock binds
+        # to the loop current when it is built (and, in a thread without
+        # one, cannot be built at all), which ``Client`` does not run on.
+        self._lock_: asyncio.Lock | None = None
         #: The last HELLO reply (``max_frame``, ``max_file_size``, ...).
         self.server_info: dict[str, Any] | None = None
 
@@ -82,6 +120,12 @@ class AsyncClient:
         tb: TracebackType | None,
     ) -> None:
         await self.close()
+
+    @property
+    def _lock(self) -> asyncio.Lock:
+        if self._lock_ is None:
+            self._lock_ = asyncio.Lock()
+        return self._lock_
 
     async def close(self) -> None:
         conn, self._conn = self._conn, None
@@ -107,8 +151,20 @@ class AsyncClient:
         body: dict[str, Any] = {"version": PROTOCOL_VERSION, "client": self._client_name}
         if self._token is not None:
             body["token"] = self._token
-        await conn.send_control(FrameType.HELLO, body)
-        reply = await conn.read_reply()
+        try:
+            await conn.send_control(FrameType.HELLO, body)
+            reply = await conn.read_reply()
+        except Unauthorized as exc:
+            exc.hint = (
+                "this server needs a token: set VALISE_TOKEN (or give --token TOKEN)"
+                if self._token is None
+                else "the server did not accept this token: check VALISE_TOKEN (or --token)"
+            )
+            raise
+        except ConnectionLost as exc:
+            if not conn.received_anything:
+                exc.hint = _silent_close_hint(self._ssl is not None)
+            raise
         max_frame = reply.get("max_frame")
         if isinstance(max_frame, int) and not isinstance(max_frame, bool):
             conn.set_max_frame(max_frame)
@@ -147,7 +203,7 @@ class AsyncClient:
                         conn.abort()
                         raise
             except ValiseError as exc:
-                if attempt >= self.retries or not may_retry(exc):
+                if attempt >= self.retries or exc.permanent or not may_retry(exc):
                     raise
                 if isinstance(exc, IntegrityError):
                     if integrity_retried:
@@ -194,11 +250,13 @@ class AsyncClient:
 
     async def stat(self, key: str) -> dict[str, Any]:
         """File info of ``key``; raises :class:`~client.errors.NotFound`."""
-        return await self._request(FrameType.STAT, {"key": key})
+        with _about(key):
+            return await self._request(FrameType.STAT, {"key": key})
 
     async def delete(self, key: str) -> bool:
         """Delete ``key``; whether a file was there."""
-        reply = await self._request(FrameType.DELETE, {"key": key})
+        with _about(key):
+            reply = await self._request(FrameType.DELETE, {"key": key})
         deleted = reply.get("deleted")
         if not isinstance(deleted, bool):
             raise ProtocolError("DELETE reply without a boolean 'deleted'")
@@ -243,6 +301,7 @@ class AsyncClient:
         content_type: str | None = None,
         size: int | None = None,
         progress: Progress | None = None,
+        if_absent: bool = False,
     ) -> dict[str, Any]:
         """Upload ``source`` (a path, bytes, or a binary stream) to ``key``.
 
@@ -251,6 +310,14 @@ class AsyncClient:
         for paths and bytes so the server can refuse a too large file early.
         Retried (from the first byte) only for paths and bytes, or for a
         stream nothing was read from yet.
+
+        ``if_absent=True`` never replaces a file: :class:`~client.errors.Exists`
+        when ``key`` holds one (the stored file unchanged), and
+        :class:`~client.errors.Unsupported`, before anything is sent, from a
+        server whose HELLO does not list the ``if_absent`` feature. When a
+        retry meets ``exists`` after an earlier attempt sent its END (the reply
+        was lost), the stored file is ours if its SHA-1 and size are the ones
+        sent: then its info is returned.
         """
         src = Source(source)
 
@@ -259,10 +326,24 @@ class AsyncClient:
             return ok and (src.rereadable or not src.consumed)
 
         try:
-            return await self._call(
-                lambda conn: upload(conn, key, src, ttl, content_type, size, progress),
-                may_retry,
-            )
+            with _about(key):
+                return await self._call(
+                    lambda conn: upload(
+                        conn, key, src, ttl, content_type, size, progress, if_absent
+                    ),
+                    may_retry,
+                )
+        except Exists as exists:
+            earlier = [(sha1, n) for attempt, sha1, n in src.ended if attempt < src.attempt]
+            if not earlier:
+                raise
+            try:
+                info = await self.stat(key)
+            except ValiseError:
+                raise exists from None
+            if (info.get("sha1"), info.get("size")) not in earlier:
+                raise
+            return info
         finally:
             src.close()
 
@@ -286,7 +367,7 @@ class AsyncClient:
         sink = Sink(dest)
 
         def may_retry(exc: ValiseError) -> bool:
-            ok = _transient(exc) or isinstance(exc, IntegrityError | Corrupt)
+            ok = _transient(exc) or isinstance(exc, (IntegrityError, Corrupt))
             return ok and sink.restartable
 
         body: dict[str, Any] = {"key": key}
@@ -294,7 +375,11 @@ class AsyncClient:
             body["offset"] = offset
         if length is not None:
             body["length"] = length
+        sink.check()
         try:
-            return await self._call(lambda conn: download(conn, body, sink, progress), may_retry)
+            with _about(key):
+                return await self._call(
+                    lambda conn: download(conn, body, sink, progress), may_retry
+                )
         finally:
             sink.abort()

@@ -2,78 +2,61 @@
 
 Commands::
 
-    put FILE [KEY]          upload FILE ("-" for stdin, then KEY is required)
-    get KEY [-o FILE|-]     download (default: the key's last path part, in .)
-    stat KEY                file info
-    rm KEY                  delete (exit 3 when there was nothing to delete)
-    ls [PREFIX]             list every file whose key starts with PREFIX
-    ping                    round trip to the server
-    watch DIR               scanner agent: upload new or changed files once settled
-    events [PREFIX]         print change events as they happen
-    follow PREFIX -o DIR    consumer agent: download each file stored under PREFIX
-    frame ...               write request frames to stdout, for nc
-    decode                  print server frames read from stdin, readably
+    put FILE [KEY]            upload FILE ("-" for stdin, then KEY is required)
+    put [-r] SOURCE... PREFIX upload files and (with -r) folders as PREFIX + relative path
+    get KEY [-o FILE|-]       download (default: the key's last path part, in .)
+    get -r PREFIX [-o DIR]    download every file under PREFIX into DIR
+    stat KEY                  file info
+    rm KEY                    delete (exit 3 when there was nothing to delete)
+    ls [PREFIX]               list every file whose key starts with PREFIX
+    ping                      round trip to the server
+    watch DIR                 scanner agent: upload new or changed files once complete
+    events [PREFIX]           print change events as they happen
+    follow PREFIX -o DIR      consumer agent: download each file stored under PREFIX
+    frame ...                 write request frames to stdout, for nc
+    decode                    print server frames read from stdin, readably
 
-Exit codes: 0 ok, 1 other error, 2 usage, 3 not found, 4 integrity failure
-(checksum/size mismatch, corrupt, digest check failed), 5 server unavailable,
-busy, shutting down, timed out, or cannot connect.
-Each subcommand's parser names its handler (``set_defaults(handler=...)``);
-``main`` calls it and turns errors into exit codes, so a command is added in
-one place.
+Exit codes: see :mod:`client.console`. Each subcommand's parser names its
+handler (``set_defaults(handler=...)``); ``main`` calls it and turns errors
+into exit codes, so a command is added in one place.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import sys
-import time
-from collections.abc import Awaitable, Callable, Sequence
-from datetime import datetime
-from typing import Any, TextIO
+from collections.abc import Sequence
+from typing import Any, Awaitable, Callable, NoReturn
 
-from . import events, follow, nctools, tls, watch
-from .aio import DEFAULT_PORT, AsyncClient
-from .errors import IntegrityError, NotFound, TransientError, ValiseError
+from . import commands, events, follow, nctools, watchcli
+from .aio import DEFAULT_PORT
+from .console import (
+    EXIT_ERROR,
+    EXIT_USAGE,
+    Session,
+    UsageError,
+    describe,
+    error_json,
+    exit_code_for,
+    parse_server,
+    print_json,
+)
+from .errors import ValiseError
+from .progress import ProgressBar, human_bytes
 
-__all__ = ["ProgressBar", "exit_code_for", "human_bytes", "main", "parse_server"]
-
-EXIT_OK = 0
-EXIT_ERROR = 1
-EXIT_USAGE = 2
-EXIT_NOT_FOUND = 3
-EXIT_INTEGRITY = 4
-EXIT_UNAVAILABLE = 5
+__all__ = ["ProgressBar", "build_parser", "exit_code_for", "human_bytes", "main", "parse_server"]
 
 _EPILOG = """\
 environment: VALISE_SERVER (host:port, default 127.0.0.1:7070), VALISE_TOKEN.
 exit codes: 0 ok, 1 other error, 2 usage, 3 not found, 4 integrity failure,
-5 server unavailable/busy/cannot connect."""
+5 server unavailable/busy/cannot connect, 6 exists (put --no-clobber)."""
 
-
-def exit_code_for(exc: BaseException) -> int:
-    """The documented exit code for an error."""
-    if isinstance(exc, NotFound):
-        return EXIT_NOT_FOUND
-    if isinstance(exc, IntegrityError):
-        return EXIT_INTEGRITY
-    if isinstance(exc, TransientError):
-        return EXIT_UNAVAILABLE
-    return EXIT_ERROR
-
-
-def parse_server(text: str) -> tuple[str, int]:
-    """``host:port``, ``[v6]:port`` or ``host`` (port 7070)."""
-    host, sep, port = text.rpartition(":")
-    bare_v6 = text.startswith("[") and text.endswith("]")
-    if not sep or bare_v6 or (":" in host and not host.startswith("[")):
-        host, port = text, str(DEFAULT_PORT)  # bare host or bare IPv6
-    host = host.removeprefix("[").removesuffix("]")
-    if not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ValueError(f"bad server address {text!r} (want host:port)")
-    return host, int(port)
+#: What a subcommand does with its parsed arguments; returns the exit code.
+Handler = Callable[[argparse.Namespace], int]
+#: A subcommand that talks to the server through the session's clients.
+ClientCommand = Callable[[argparse.Namespace, Session], Awaitable[int]]
 
 
 def _common(parser: argparse.ArgumentParser, *, top: bool) -> None:
@@ -105,8 +88,15 @@ def _common(parser: argparse.ArgumentParser, *, top: bool) -> None:
     )
 
 
+def _parallel(text: str) -> int:
+    value = int(text)
+    if not 1 <= value <= 64:
+        raise argparse.ArgumentTypeError(f"must be 1 to 64: {text}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="valise",
         description="Valise client: files kept in memory for a limited time.",
         epilog=_EPILOG,
@@ -118,149 +108,72 @@ def build_parser() -> argparse.ArgumentParser:
     def command(name: str, help_text: str, run: ClientCommand) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_text, epilog=_EPILOG)
         _common(p, top=False)
-        p.set_defaults(handler=_with_client(run))
+        p.set_defaults(handler=_with_session(run))
         return p
 
     def common(p: argparse.ArgumentParser) -> None:
         _common(p, top=False)
 
-    p = command("put", "upload a file", _put)
-    p.add_argument("file", help='path, or "-" for stdin')
-    p.add_argument("key", nargs="?")
+    p = command("put", "upload a file, or files and folders (-r)", commands.put)
+    p.add_argument(
+        "paths",
+        nargs="+",
+        metavar="SOURCE",
+        help='FILE [KEY] (FILE "-" is stdin); with -r or more than two: SOURCE... PREFIX',
+    )
+    p.add_argument("-r", "--recursive", action="store_true", help="upload folders' files too")
     p.add_argument("--ttl", type=int, help="seconds to keep the file")
     p.add_argument("--content-type")
-    p = command("get", "download a file", _get)
-    p.add_argument("key")
-    p.add_argument("-o", "--output", help='path, or "-" for stdout')
+    p.add_argument(
+        "--no-clobber",
+        action="store_true",
+        help="never replace a stored file: exit 6 when the key holds one "
+        "(needs a server with the if_absent feature)",
+    )
+    _batch_options(p)
+    p = command("get", "download a file, or every file under a prefix (-r)", commands.get)
+    p.add_argument("key", metavar="KEY", help="a key; with -r a PREFIX")
+    p.add_argument("-r", "--recursive", action="store_true", help="every file under PREFIX")
+    p.add_argument("-o", "--output", help='path, or "-" for stdout; with -r a folder')
     p.add_argument("--offset", type=int)
     p.add_argument("--length", type=int)
-    p = command("stat", "show file info", _stat)
+    _batch_options(p)
+    p = command("stat", "show file info", commands.stat)
     p.add_argument("key")
-    p = command("rm", "delete a file", _rm)
+    p = command("rm", "delete a file", commands.rm)
     p.add_argument("key")
-    p = command("ls", "list files", _ls)
+    p = command("ls", "list files", commands.ls)
     p.add_argument("prefix", nargs="?", default="")
     p.add_argument("--limit", type=int, help="page size asked of the server")
-    command("ping", "check the server answers", _ping)
+    command("ping", "check the server answers", commands.ping)
     frame, decode = nctools.add_parsers(sub, common)
     frame.set_defaults(handler=nctools.run_frame)
     decode.set_defaults(handler=nctools.run_decode)
-    watch.add_parser(sub, common).set_defaults(handler=_watch)
+    watchcli.add_parser(sub, common).set_defaults(handler=_watch)
     events.add_parser(sub, common).set_defaults(handler=_events)
     follow.add_parser(sub, common).set_defaults(handler=_follow)
     return parser
 
 
-_WIDTH = 24
+def _batch_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--parallel",
+        type=_parallel,
+        default=4,
+        metavar="N",
+        help="connections for a batch of files (default 4)",
+    )
 
 
-def human_bytes(n: float) -> str:
-    """``1536`` -> ``'1.5 KiB'``."""
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if abs(n) < 1024 or unit == "GiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    raise AssertionError("unreachable")
-
-
-def _clock(seconds: float) -> str:
-    seconds = int(seconds)
-    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
-
-
-class ProgressBar:
-    """Redraws at most 10 times a second; ``enabled=False`` makes it silent.
-
-    Used as the ``progress`` callback of ``put``/``get``: ``bar(done, total)``.
-    """
-
-    def __init__(self, label: str, *, enabled: bool, stream: TextIO | None = None) -> None:
-        self.label = label
-        self.enabled = enabled
-        self.stream = stream if stream is not None else sys.stderr
-        self._start = time.monotonic()
-        self._last_draw = 0.0
-        self._done = 0
-        self._total: int | None = None
-        self._drawn = False
-
-    def __call__(self, done: int, total: int | None) -> None:
-        if done < self._done:  # a retry started over
-            self._start = time.monotonic()
-        self._done, self._total = done, total
-        now = time.monotonic()
-        if self.enabled and now - self._last_draw >= 0.1:
-            self._last_draw = now
-            self._draw(now)
-
-    def _draw(self, now: float) -> None:
-        elapsed = max(now - self._start, 1e-6)
-        rate = self._done / elapsed
-        parts = [self.label]
-        if self._total:
-            frac = min(self._done / self._total, 1.0)
-            filled = int(frac * _WIDTH)
-            parts.append("[" + "#" * filled + "." * (_WIDTH - filled) + f"] {frac:4.0%}")
-            parts.append(f"{human_bytes(self._done)}/{human_bytes(self._total)}")
-        else:
-            parts.append(human_bytes(self._done))
-        parts.append(f"{rate / 1e6:.1f} MB/s")
-        if self._total and rate > 0:
-            parts.append("ETA " + _clock(max(self._total - self._done, 0) / rate))
-        self.stream.write("\r" + "  ".join(parts) + "\x1b[K")
-        self.stream.flush()
-        self._drawn = True
-
-    def finish(self) -> None:
-        """Draw the final state and end the line (if anything was drawn)."""
-        if self.enabled and (self._drawn or self._done):
-            self._draw(time.monotonic())
-            self.stream.write("\n")
-            self.stream.flush()
-
-
-def _fmt_time(value: Any) -> str:
-    if not isinstance(value, int | float):
-        return "-"
-    return datetime.fromtimestamp(value).isoformat(sep=" ", timespec="seconds")
-
-
-def _print_json(value: Any, *, err: bool = False) -> None:
-    print(json.dumps(value, ensure_ascii=False), file=sys.stderr if err else sys.stdout)
-
-
-class UsageError(Exception):
-    """A bad argument found after parsing: reported as argparse does, exit 2."""
-
-
-#: What a subcommand does with its parsed arguments; returns the exit code.
-Handler = Callable[[argparse.Namespace], int]
-#: A subcommand that talks to the server through one client.
-ClientCommand = Callable[[argparse.Namespace, AsyncClient], Awaitable[int]]
-
-
-def _address(args: argparse.Namespace) -> tuple[str, int]:
-    try:
-        return parse_server(args.server)
-    except ValueError as exc:
-        raise UsageError(str(exc)) from None
-
-
-def _with_client(command: ClientCommand) -> Handler:
-    """A handler that opens one client from the common options and runs ``command``."""
+def _with_session(command: ClientCommand) -> Handler:
+    """A handler that builds the session's clients from the common options and runs ``command``."""
 
     async def run(args: argparse.Namespace) -> int:
-        host, port = _address(args)
-        async with AsyncClient(
-            host,
-            port,
-            token=args.token,
-            timeout=args.timeout,
-            retries=args.retries,
-            ssl=tls.from_args(args),
-            client_name="valise-cli",
-        ) as client:
-            return await command(args, client)
+        session = Session(args)
+        try:
+            return await command(args, session)
+        finally:
+            await session.close()
 
     def handler(args: argparse.Namespace) -> int:
         return asyncio.run(run(args))
@@ -268,108 +181,21 @@ def _with_client(command: ClientCommand) -> Handler:
     return handler
 
 
-def _bar(args: argparse.Namespace, label: str) -> ProgressBar:
-    return ProgressBar(label, enabled=sys.stderr.isatty() and not args.quiet)
-
-
-async def _put(args: argparse.Namespace, client: AsyncClient) -> int:
-    key = args.key
-    if key is None:
-        if args.file == "-":
-            raise UsageError("put from stdin needs a KEY")
-        key = os.path.basename(args.file)
-    source: Any = sys.stdin.buffer if args.file == "-" else args.file
-    bar = _bar(args, f"put {key}")
-    try:
-        info = await client.put(
-            key, source, ttl=args.ttl, content_type=args.content_type, progress=bar
-        )
-    finally:
-        bar.finish()
-    if args.json:
-        _print_json(info)
-    elif not args.quiet:
-        print(f"{info.get('key')}  {info.get('size')} bytes  sha1 {info.get('sha1')}")
-    return EXIT_OK
-
-
-async def _get(args: argparse.Namespace, client: AsyncClient) -> int:
-    output = args.output
-    if output is None:
-        output = args.key.rstrip("/").rpartition("/")[2]
-        if output in ("", ".", ".."):
-            raise UsageError("cannot name a file after this key: give -o FILE")
-    dest: Any = sys.stdout.buffer if output == "-" else output
-    bar = _bar(args, f"get {args.key}")
-    try:
-        info = await client.get(
-            args.key, dest, offset=args.offset, length=args.length, progress=bar
-        )
-    finally:
-        bar.finish()
-    if args.json:
-        _print_json(info, err=output == "-")
-    elif not args.quiet:
-        where = "stdout" if output == "-" else output
-        print(
-            f"{args.key} -> {where}  {info.get('length')} bytes, sha1 verified",
-            file=sys.stderr,
-        )
-    return EXIT_OK
-
-
-async def _stat(args: argparse.Namespace, client: AsyncClient) -> int:
-    info = await client.stat(args.key)
-    if args.json:
-        _print_json(info)
-    else:
-        for name, value in info.items():
-            shown = _fmt_time(value) if name.endswith("_at") else value
-            print(f"{name:>13}: {shown}")
-    return EXIT_OK
-
-
-async def _rm(args: argparse.Namespace, client: AsyncClient) -> int:
-    deleted = await client.delete(args.key)
-    if args.json:
-        _print_json({"key": args.key, "deleted": deleted})
-    if not deleted:
-        if not args.quiet:
-            print(f"valise: not found: {args.key}", file=sys.stderr)
-        return EXIT_NOT_FOUND
-    if not args.quiet and not args.json:
-        print(f"deleted {args.key}")
-    return EXIT_OK
-
-
-async def _ls(args: argparse.Namespace, client: AsyncClient) -> int:
-    async for info in client.list(args.prefix, args.limit):
-        if args.json:
-            _print_json(info)
-        else:
-            size = human_bytes(info.get("size", 0))
-            expires = _fmt_time(info.get("expires_at"))
-            print(f"{size:>10}  expires {expires}  {info.get('key')}")
-    return EXIT_OK
-
-
-async def _ping(args: argparse.Namespace, client: AsyncClient) -> int:
-    started = time.perf_counter()
-    reply = await client.ping({"t": time.time()})
-    ms = (time.perf_counter() - started) * 1000
-    if args.json:
-        _print_json({"reply": reply, "server": client.server_info, "ms": ms})
-    elif not args.quiet:
-        server = (client.server_info or {}).get("server", "server")
-        print(f"pong from {server} at {client.host}:{client.port} in {ms:.1f} ms")
-    return EXIT_OK
-
-
 def _watch(args: argparse.Namespace) -> int:
-    host, port = _address(args)
+    try:
+        host, port = parse_server(args.server)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
     if not os.path.isdir(args.dir):
         raise UsageError(f"not a directory: {args.dir}")
-    return watch.run(args, host, port)
+    return watchcli.run(args, host, port)
+
+
+def _address(args: argparse.Namespace) -> tuple[str, int]:
+    try:
+        return parse_server(args.server)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
 
 
 def _events(args: argparse.Namespace) -> int:
@@ -380,14 +206,35 @@ def _follow(args: argparse.Namespace) -> int:
     return follow.run(args, *_address(args))
 
 
-def _report(exc: ValiseError) -> None:
-    print(f"valise: {exc}", file=sys.stderr)
-    for name in ("expected", "actual", "stored", "received"):
-        if name in exc.fields:
-            print(f"  {name}: {exc.fields[name]}", file=sys.stderr)
+class _Parser(argparse.ArgumentParser):
+    """argparse, whose usage errors are one JSON object on stderr under ``--json``."""
+
+    json_errors = False
+
+    def error(self, message: str) -> NoReturn:
+        if self.json_errors:
+            print_json(error_json(UsageError(f"{self.prog}: {message}")), err=True)
+            raise SystemExit(EXIT_USAGE)
+        super().error(message)
+
+
+def _report(exc: BaseException, *, as_json: bool) -> None:
+    """An error on stderr: one line and its details, or one JSON object."""
+    if as_json:
+        print_json(error_json(exc), err=True)
+        return
+    print(f"valise: {describe(exc)}", file=sys.stderr)
+    if isinstance(exc, ValiseError):
+        for name in ("expected", "actual", "stored", "received"):
+            if name in exc.fields:
+                print(f"  {name}: {exc.fields[name]}", file=sys.stderr)
+        if exc.hint:
+            print(f"  hint: {exc.hint}", file=sys.stderr)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    _Parser.json_errors = "--json" in argv
     parser = build_parser()
     args = parser.parse_args(argv)
     handler: Handler = args.handler
@@ -396,15 +243,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageError as exc:
         parser.error(str(exc))
     except ValiseError as exc:
-        _report(exc)
+        _report(exc, as_json=args.json)
         return exit_code_for(exc)
     except KeyboardInterrupt:
-        print("valise: interrupted", file=sys.stderr)
+        if args.json:
+            print_json({"error": {"code": "interrupted", "exit_code": 130}}, err=True)
+        else:
+            print("valise: interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:
         # Output closed early (| head): not worth a traceback.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_ERROR
     except OSError as exc:
-        print(f"valise: {exc}", file=sys.stderr)
+        _report(exc, as_json=args.json)
         return EXIT_ERROR

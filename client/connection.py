@@ -51,6 +51,8 @@ class _FrameProtocol(asyncio.BufferedProtocol):
         self._writing_paused = False
         self._drainers: list[asyncio.Future[None]] = []
         self.closed: asyncio.Future[None] = self._loop.create_future()
+        #: Bytes received from the peer so far (0: it never said anything).
+        self.received = 0
         #: The peer ended its side (or the connection is gone).
         self.eof = False
         #: Why the connection was lost, when it was lost with an error.
@@ -67,6 +69,7 @@ class _FrameProtocol(asyncio.BufferedProtocol):
 
     def buffer_updated(self, nbytes: int) -> None:
         self._decoder.buffer_updated(nbytes)
+        self.received += nbytes
         self._progress_at = self._loop.time()
         if self._reader is not None:
             if self._decoder.ready:
@@ -137,7 +140,12 @@ class _FrameProtocol(asyncio.BufferedProtocol):
             # Bytes came meanwhile: time the silence from the last of them.
             self._timer = self._loop.call_later(limit - idle, self._check_idle, waiter, limit)
 
-    async def drain(self) -> None:
+    async def drain(self, limit: float | None) -> None:
+        """Wait until the transport takes writes again; ``TimeoutError`` after ``limit`` s.
+
+        A timer on the waiter rather than ``asyncio.wait_for``: no task per
+        frame, and the same on every Python from 3.8.
+        """
         if self.error is not None:
             raise ConnectionResetError(f"Connection lost: {self.error}")
         if self.closed.done():
@@ -146,10 +154,15 @@ class _FrameProtocol(asyncio.BufferedProtocol):
             return
         waiter = self._loop.create_future()
         self._drainers.append(waiter)
+        timer = None
+        if limit is not None:
+            timer = self._loop.call_later(limit, _expire, waiter)
         try:
             await waiter
         finally:
             self._drainers.remove(waiter)
+            if timer is not None:
+                timer.cancel()
 
     def _wake(self) -> None:
         if self._reader is not None and not self._reader.done():
@@ -162,6 +175,31 @@ class _FrameProtocol(asyncio.BufferedProtocol):
                 transport.pause_reading()
             else:
                 transport.resume_reading()
+
+
+def _tls_hint(error: ConnectionFailed, cause: BaseException) -> None:
+    """What to change when a TLS handshake fails for a reason that will not go away."""
+    reason = str(getattr(cause, "reason", "") or "")
+    if isinstance(cause, ssl_mod.SSLCertVerificationError):
+        error.hint = (
+            "the server's certificate is not trusted here: give the CA that signed it "
+            "with --tls-ca FILE (VALISE_TLS_CA), and connect by a name the certificate holds"
+        )
+    elif reason in ("WRONG_VERSION_NUMBER", "RECORD_LAYER_FAILURE", "PACKET_LENGTH_TOO_LONG"):
+        error.hint = "the server does not use TLS on this port: leave out --tls and --tls-ca"
+    elif "CERTIFICATE_REQUIRED" in reason or "HANDSHAKE_FAILURE" in reason:
+        error.hint = (
+            "the server wants a client certificate (mutual TLS): give --tls-cert FILE "
+            "and --tls-key FILE (VALISE_TLS_CERT, VALISE_TLS_KEY)"
+        )
+    else:
+        return
+    error.permanent = True
+
+
+def _expire(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_exception(TimeoutError())
 
 
 class Connection:
@@ -198,15 +236,22 @@ class Connection:
         loop = asyncio.get_running_loop()
         decoder = wire.FrameDecoder()
         try:
-            async with asyncio.timeout(io_timeout):
-                transport, protocol = await loop.create_connection(
-                    lambda: _FrameProtocol(decoder), host, port, ssl=ssl
-                )
-        except TimeoutError as exc:
+            transport, protocol = await asyncio.wait_for(
+                loop.create_connection(lambda: _FrameProtocol(decoder), host, port, ssl=ssl),
+                io_timeout,
+            )
+        except asyncio.TimeoutError as exc:  # not the builtin TimeoutError before 3.11
             raise ConnectionFailed(f"connecting to {host}:{port} timed out") from exc
         except (OSError, ssl_mod.SSLError) as exc:
-            raise ConnectionFailed(f"cannot connect to {host}:{port}: {exc}") from exc
+            error = ConnectionFailed(f"cannot connect to {host}:{port}: {exc}")
+            _tls_hint(error, exc)
+            raise error from exc
         return cls(transport, protocol, decoder, timeout=io_timeout)
+
+    @property
+    def received_anything(self) -> bool:
+        """Whether the server ever sent a byte on this connection."""
+        return self._protocol.received > 0
 
     def set_max_frame(self, max_frame: int) -> None:
         """Apply the server's ``max_frame`` from HELLO to both directions."""
@@ -222,8 +267,7 @@ class Connection:
         try:
             for part in parts:
                 self._transport.write(part)
-            async with asyncio.timeout(self.timeout):
-                await self._protocol.drain()
+            await self._protocol.drain(self.timeout)
         except TimeoutError as exc:
             raise RequestTimeout("server stopped reading (write timed out)") from exc
         except (OSError, RuntimeError) as exc:
@@ -288,5 +332,4 @@ class Connection:
         self.closed = True
         self._transport.close()
         with contextlib.suppress(Exception):
-            async with asyncio.timeout(1.0):
-                await asyncio.shield(self._protocol.closed)
+            await asyncio.wait_for(asyncio.shield(self._protocol.closed), 1.0)

@@ -25,6 +25,7 @@ from ._protocol import ErrorCode
 
 __all__ = [
     "ERRORS_BY_CODE",
+    "FEATURE_CODES",
     "BadFrame",
     "BadKey",
     "BadRange",
@@ -51,6 +52,7 @@ __all__ = [
     "TransientError",
     "Unauthorized",
     "Unavailable",
+    "Unsupported",
     "ValiseError",
     "error_from_wire",
 ]
@@ -62,7 +64,10 @@ class ValiseError(Exception):
     ``code`` is the wire code (or a client-side code for errors the client
     detects itself), ``fatal`` says whether the connection it happened on is
     gone, and ``fields`` holds any extra fields of the ERROR payload (for
-    ``checksum_mismatch``: ``expected`` and ``actual``).
+    ``checksum_mismatch``: ``expected`` and ``actual``). ``key`` is the key
+    the request named, when it named one; ``hint`` is what a person can do
+    about it (set a token, add TLS), when the client can tell; ``permanent``
+    marks a failure that the same call would meet again (no retry).
     """
 
     #: Wire code this class stands for; instances may carry another one
@@ -83,7 +88,26 @@ class ValiseError(Exception):
         self.message: str = message
         self.fatal: bool = fatal if fatal is not None else self.default_fatal
         self.fields: dict[str, Any] = dict(fields or {})
-        super().__init__(f"{self.code}: {message}" if message else self.code)
+        self.key: str | None = None
+        self.hint: str | None = None
+        self.permanent = False
+        super().__init__(message)
+
+    def __str__(self) -> str:
+        parts = [self.code]
+        if self.key is not None:
+            parts.append(self.key)
+        if self.message:
+            parts.append(self.message)
+        return ": ".join(parts)
+
+    def as_json(self) -> dict[str, Any]:
+        """The error as one JSON object (``--json``); extra fields first, ours last."""
+        out: dict[str, Any] = {**self.fields, "code": self.code, "message": self.message}
+        for name in ("key", "hint"):
+            if getattr(self, name) is not None:
+                out[name] = getattr(self, name)
+        return out
 
     def __repr__(self) -> str:
         return (
@@ -199,6 +223,10 @@ class Internal(ValiseError):
     default_code = ErrorCode.INTERNAL
 
 
+# Revision 2 codes the client knows before every server sends them (a server
+# that lacks the feature never does): listed in docs/protocol.md section 4.
+
+
 class Superseded(TransientError):
     """Another connection resumed this upload (docs/protocol.md section 6.1).
 
@@ -208,7 +236,10 @@ class Superseded(TransientError):
 
 
 class Exists(ValiseError):
-    """A create-only upload found a file under its key (docs/protocol.md section 6.4)."""
+    """A create-only (``if_absent``) upload found a file under its key (section 6.4).
+
+    The upload was dropped and the stored file is unchanged.
+    """
 
     default_code = ErrorCode.EXISTS
     default_fatal = False
@@ -233,6 +264,16 @@ class RequestTimeout(TransientError):
     """No progress from the server within the client's timeout."""
 
     default_code = "client_timeout"
+
+
+class Unsupported(ValiseError):
+    """The call needs a feature this server does not announce in HELLO (docs/protocol.md 6).
+
+    Raised before anything is sent: a server without the feature would ignore
+    the field (an ``if_absent`` upload would replace the file).
+    """
+
+    default_code = "unsupported"
 
 
 class ProtocolError(ValiseError):
@@ -264,10 +305,13 @@ ERRORS_BY_CODE: dict[str, type[ValiseError]] = {
         Timeout,
         ShuttingDown,
         Internal,
-        Superseded,
         Exists,
+        Superseded,
     )
 }
+
+#: Codes of docs/protocol.md section 4 that belong to a revision 2 feature.
+FEATURE_CODES = frozenset({Exists.default_code, Superseded.default_code})
 
 
 def error_from_wire(body: Mapping[str, Any]) -> ValiseError:

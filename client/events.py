@@ -137,7 +137,7 @@ async def subscribe(
     *,
     token: str | None = None,
     ssl: ssl_mod.SSLContext | None = None,
-    timeout: float = 30.0,  # noqa: ASYNC109 - each read's and write's limit, as AsyncClient's
+    timeout: float = 30.0,
     keepalive: float = KEEPALIVE,
     client_name: str = "valise-python",
 ) -> Subscription:

@@ -13,10 +13,11 @@ verified file or untouched. Memory stays at one frame either way.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import stat
 import tempfile
-from typing import IO, Protocol
+from typing import IO, Protocol, Union
 
 from .wire import Bytes
 
@@ -35,9 +36,11 @@ class Writable(Protocol):
     def write(self, data: bytes, /) -> object: ...
 
 
-PathLike = str | os.PathLike[str]
-PutSource = PathLike | bytes | bytearray | memoryview | Readable
-GetDest = PathLike | Writable
+# typing.Union and a quoted os.PathLike[str]: these aliases exist at run time,
+# where ``X | Y`` needs Python 3.10 and ``os.PathLike[str]`` 3.9.
+PathLike = Union[str, "os.PathLike[str]"]
+PutSource = Union[PathLike, bytes, bytearray, memoryview, Readable]
+GetDest = Union[PathLike, Writable]
 
 
 class Source:
@@ -47,9 +50,9 @@ class Source:
         self._path: PathLike | None = None
         self._buffer: memoryview | None = None
         self._stream: Readable | None = None
-        if isinstance(source, bytes | bytearray | memoryview):
+        if isinstance(source, (bytes, bytearray, memoryview)):
             self._buffer = memoryview(source).cast("B")
-        elif isinstance(source, str | os.PathLike):
+        elif isinstance(source, (str, os.PathLike)):
             self._path = source
         else:
             self._stream = source
@@ -57,6 +60,10 @@ class Source:
         self._pos = 0
         #: Whether anything was read from a stream source (then it cannot be retried).
         self.consumed = False
+        #: Attempts started (1 for the first), and (attempt, sha1 hex, size) of those
+        #: that sent END: a retry can tell whether an earlier one may have committed.
+        self.attempt = 0
+        self.ended: list[tuple[int, str, int]] = []
 
     @property
     def rereadable(self) -> bool:
@@ -72,6 +79,7 @@ class Source:
         """(Re)start from the first byte; returns the size when it is known."""
         self.close()
         self._pos = 0
+        self.attempt += 1
         if self._buffer is not None:
             return self._buffer.nbytes
         if self._path is not None:
@@ -93,7 +101,7 @@ class Source:
         assert self._stream is not None
         self.consumed = True
         data = self._stream.read(size)
-        if not isinstance(data, bytes | bytearray):
+        if not isinstance(data, (bytes, bytearray)):
             raise TypeError("put() source stream must be binary (read() returned no bytes)")
         return data
 
@@ -109,7 +117,7 @@ class Sink:
     def __init__(self, dest: GetDest) -> None:
         self._path: str | None = None
         self._stream: Writable | None = None
-        if isinstance(dest, str | os.PathLike):
+        if isinstance(dest, (str, os.PathLike)):
             self._path = os.path.abspath(os.fspath(dest))
         else:
             self._stream = dest
@@ -124,6 +132,20 @@ class Sink:
     def restartable(self) -> bool:
         """A retry can start over: a path, or a stream nothing was written to yet."""
         return self._path is not None or self.stream_written == 0
+
+    def check(self) -> None:
+        """Before any request: a path's folder must exist, and the path must not be a folder.
+
+        Otherwise the error would come from the temporary file and name it
+        (``.scan.nii.x1y2.part``), not the folder the person has to create.
+        """
+        if self._path is None:
+            return
+        directory = os.path.dirname(self._path)
+        if not os.path.isdir(directory):
+            raise FileNotFoundError(errno.ENOENT, "output folder does not exist", directory)
+        if os.path.isdir(self._path):
+            raise IsADirectoryError(errno.EISDIR, "is a folder; give a file name", self._path)
 
     def start(self) -> None:
         """Begin an attempt (a fresh temporary file for a path)."""

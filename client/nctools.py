@@ -16,8 +16,9 @@ spelling ``sha1sum`` prints. A HELLO goes first when a token is set
 ``decode`` prints each frame on a line (``--json``: one JSON object per line).
 For END it says whether the digest matches the SHA-1 of the DATA bytes seen
 since the last control frame (OK, ERROR; with ``--any`` also PUT and the other
-requests). Exit status: 0, 4 when an END did not match, 1 on malformed or
-truncated input.
+requests). Exit status: 0; 4 when an END did not match; when it printed an
+ERROR frame, the CLI's exit code for that error (3 for ``not_found``, 5 for
+``busy``...: the first ERROR decides); 1 on malformed or truncated input.
 """
 
 from __future__ import annotations
@@ -31,7 +32,8 @@ import sys
 from collections.abc import Callable
 from typing import IO, Any, TextIO
 
-from .errors import ProtocolError
+from .console import EXIT_INTEGRITY, exit_code_for
+from .errors import ProtocolError, error_from_wire
 from .wire import (
     DEFAULT_MAX_DATA_IN,
     NEED_DATA,
@@ -185,6 +187,8 @@ class _Printer:
         self.count = 0
         self.announced: int | None = None
         self.mismatches = 0
+        #: The first ERROR frame's body, if one was printed.
+        self.error: dict[str, Any] | None = None
 
     def line(self, text: str, record: dict[str, Any]) -> None:
         print(json.dumps(record, ensure_ascii=False) if self.as_json else text, file=self.out)
@@ -203,6 +207,8 @@ class _Printer:
             self.end(frame.digest())
             return
         body = frame.json()
+        if frame.type is FrameType.ERROR and self.error is None:
+            self.error = body
         self.sha1, self.count = hashlib.sha1(), 0
         length = body.get("length")
         self.announced = length if frame.type is FrameType.OK and isinstance(length, int) else None
@@ -253,4 +259,8 @@ def decode_stream(
     if decoder.buffered:
         print(f"valise: input ends inside a frame ({decoder.buffered} bytes)", file=sys.stderr)
         return 1
-    return 4 if printer.mismatches else 0
+    if printer.mismatches:
+        return EXIT_INTEGRITY
+    if printer.error is not None:
+        return exit_code_for(error_from_wire(printer.error))
+    return 0

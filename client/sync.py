@@ -96,10 +96,17 @@ class Client:
         content_type: str | None = None,
         size: int | None = None,
         progress: Progress | None = None,
+        if_absent: bool = False,
     ) -> dict[str, Any]:
         return self._run(
             self._aio.put(
-                key, source, ttl=ttl, content_type=content_type, size=size, progress=progress
+                key,
+                source,
+                ttl=ttl,
+                content_type=content_type,
+                size=size,
+                progress=progress,
+                if_absent=if_absent,
             )
         )
 
@@ -130,4 +137,4 @@ class Client:
 
 
 async def _anext(iterator: AsyncIterator[T]) -> T:
-    return await anext(iterator)
+    return await iterator.__anext__()  # the builtin anext() needs Python 3.10

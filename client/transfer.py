@@ -9,21 +9,35 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from collections.abc import Callable
-from typing import Any
+from typing import Any, Callable, Optional
 
 from .connection import Connection
-from .errors import ConnectionLost, IntegrityError, ProtocolError, RequestTimeout
+from .errors import ConnectionLost, IntegrityError, ProtocolError, RequestTimeout, Unsupported
 from .files import Sink, Source
 from .wire import FrameType, encode_data, encode_end
 
-__all__ = ["Progress", "download", "upload", "verify_download"]
+__all__ = ["Progress", "download", "features", "require_feature", "upload", "verify_download"]
 
 #: Progress callback: ``(bytes_done, bytes_total_or_None)``.
-Progress = Callable[[int, int | None], None]
+Progress = Callable[[int, Optional[int]], None]  # a run-time alias: typing's, for 3.8
 
 #: How long to wait for the ERROR that explains a connection dropped mid-upload.
 _ERROR_GRACE = 2.0
+
+
+def features(conn: Connection) -> frozenset[str]:
+    """The revision 2 features the server of ``conn`` announced in HELLO (none without HELLO)."""
+    listed = (conn.hello_reply or {}).get("features")
+    if not isinstance(listed, list):
+        return frozenset()
+    return frozenset(f for f in listed if isinstance(f, str))
+
+
+def require_feature(conn: Connection, feature: str, why: str) -> None:
+    """Raise :class:`Unsupported` unless the server offers ``feature`` (docs/protocol.md 6)."""
+    if feature not in features(conn):
+        said = "did not say HELLO" if conn.hello_reply is None else "does not offer it"
+        raise Unsupported(f"{why} needs the server's {feature!r} feature, and this server {said}")
 
 
 async def upload(
@@ -34,8 +48,16 @@ async def upload(
     content_type: str | None,
     size: int | None,
     progress: Progress | None,
+    if_absent: bool = False,
 ) -> dict[str, Any]:
-    """PUT, DATA*, END(sha1); returns the stored file info or raises the ERROR."""
+    """PUT, DATA*, END(sha1); returns the stored file info or raises the ERROR.
+
+    ``if_absent``: a create-only upload (docs/protocol.md section 6.4), sent
+    only to a server that offers it; elsewhere the field would be ignored
+    and the file replaced, so :class:`Unsupported` is raised before the PUT.
+    """
+    if if_absent:
+        require_feature(conn, "if_absent", "a create-only upload (no clobber)")
     known = src.start()
     declared = size if size is not None else known
     body: dict[str, Any] = {"key": key}
@@ -45,6 +67,8 @@ async def upload(
         body["ttl"] = ttl
     if content_type is not None:
         body["content_type"] = content_type
+    if if_absent:
+        body["if_absent"] = True
     await conn.send_control(FrameType.PUT, body)
     # Wait for the acceptance before streaming: a refused PUT then costs
     # one round trip instead of a file's worth of discarded DATA.
@@ -62,6 +86,7 @@ async def upload(
             while not watcher.done():
                 chunk = src.read(conn.max_frame_out)
                 if not chunk:
+                    src.ended.append((src.attempt, sha1.hexdigest(), sent))
                     await conn.send(encode_end(sha1.digest()))
                     ended = True
                     break

@@ -1,53 +1,60 @@
 """``python -m client watch DIR``: the scanner agent.
 
-Polls ``DIR`` (recursively) and uploads every new or changed file once it has
-settled, then remembers what it sent in a JSON state file so that a restart
-does not send anything twice. The rules, in the order they apply:
+Polls ``DIR`` (recursively) and uploads every new or changed file once it is
+complete, then remembers what it sent in a JSON state file (a per-user
+folder, :mod:`client.watchstate`) so that a restart does not send anything
+twice. The rules, in the order they apply:
 
-- Skipped: dotfiles and dot-directories (any path part starting with ``.``),
-  the state file and its temporary files, anything that is not a regular file.
+- Left out: dotfiles and dot-folders, the state file, anything that is not a
+  regular file, and what the include/exclude globs leave out
+  (:mod:`client.watchscan`; ``Thumbs.db``, ``*.tmp``, ``*.part``... by default).
 - A file is *sent* when the state file holds an entry for its relative path
   with the same size, ``mtime_ns`` and key. Anything else is new or changed.
-- A new or changed file is uploaded once its size and ``mtime_ns`` stayed the
-  same for ``--settle`` seconds of this process's own observations (monotonic
-  clock, immune to clock skew on network file systems). With ``--once`` there
-  is only one observation, so the file's age (now minus mtime) must be at
-  least ``--settle`` instead.
+- A new or changed file is uploaded only once it is complete, which takes
+  every signal that applies:
+
+  1. its size and ``mtime_ns`` stayed the same for ``--settle`` seconds of
+     this process's own observations (monotonic clock, immune to clock skew
+     on network file systems); with ``--once`` there is one observation, so
+     its age (now minus mtime) must be at least ``--settle`` instead;
+  2. no other program holds it open for writing, where the system can tell
+     (:mod:`client.writers`: Linux and Windows);
+  3. a DICOM file (``DICM`` at byte 128) parses to its end (:mod:`client.dicom`).
+
 - The upload reads the file once, computing its SHA-1 over exactly the bytes
   sent (at most the size seen when it settled); the server's END check and
   the returned ``sha1`` must both agree with it. The file is stat'ed again
   afterwards: if it changed meanwhile, nothing is recorded and it is sent
-  again once it settles (the new upload replaces the key atomically).
+  again once complete (the new upload replaces the key atomically).
+- A key this agent never sent goes up create-only (``if_absent``,
+  docs/protocol.md section 6.4) when the server offers it, so it never
+  replaces another agent's file: ``exists`` with the same SHA-1 and size
+  is recorded as sent, with other bytes the file is skipped until it changes
+  (:mod:`client.watchsend`).
 - Only then is the state file rewritten (temporary file, fsync, rename).
+- Every pass that leaves files waiting says how many and why (the running
+  agent when that changes, ``--once`` at its end).
 
 The watcher opens the scanner's files read-only and never renames, deletes
 or touches them. When the server is unreachable, busy, shutting down or full,
 the running watcher backs off exponentially (capped by ``--max-backoff``) and
-tries again, forever; ``--once`` stops the pass and exits 5 instead. SIGTERM
-and SIGINT stop it between two frames: an upload in flight is abandoned (the
-server never shows a partial upload) and the state file is always whole.
+tries again, forever; ``--once`` stops the pass and exits 5 instead. SIGTERM,
+SIGINT (Ctrl+C) and, on Windows, SIGBREAK (Ctrl+Break) stop it between two
+frames (:mod:`client.stopping`, no Unix-only loop API): an upload in flight is
+abandoned (the server never shows a partial upload) and the state file is
+always whole.
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import contextlib
-import hashlib
-import json
+import collections
 import os
 import random
-import signal
-import stat
-import sys
-import tempfile
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from datetime import datetime
-from typing import IO, Any
+from typing import Callable
 
-from . import tls
+from . import dicom, writers
 from .aio import AsyncClient
 from .errors import (
     BadKey,
@@ -61,17 +68,14 @@ from .errors import (
     Unauthorized,
     ValiseError,
 )
-from .files import fsync_dir
+from .watchscan import Filters, Seen, scan
+from .watchsend import AlreadyThere, ChangedWhileSending, Taken, send_file
+from .watchstate import SentRecord, StateFile
 
-__all__ = ["STATE_NAME", "SentRecord", "StateFile", "Watcher", "add_parser", "run", "scan"]
-
-#: Default state file name, inside the watched directory.
-STATE_NAME = ".valise-sent.json"
-_STATE_VERSION = 1
+__all__ = ["EXIT_UNAVAILABLE", "FATAL_CONFIG", "Watcher"]
 
 EXIT_OK = 0
 EXIT_ERROR = 1
-EXIT_USAGE = 2
 EXIT_INTEGRITY = 4
 EXIT_UNAVAILABLE = 5
 
@@ -80,252 +84,42 @@ _RETRY_LATER: tuple[type[ValiseError], ...] = (TransientError, StorageFull)
 #: Errors that say "this version of this file will never be accepted".
 _REFUSED: tuple[type[ValiseError], ...] = (BadKey, BadRequest, TooLarge)
 #: Errors that say "this agent is misconfigured": stop, a restart is needed anyway.
-_FATAL_CONFIG: tuple[type[ValiseError], ...] = (Unauthorized, Forbidden, BadVersion)
+FATAL_CONFIG: tuple[type[ValiseError], ...] = (Unauthorized, Forbidden, BadVersion)
+
+#: Why a file waits, as the pass summary says it.
+CHANGING = "still changing"
+OPEN = "open for writing by another program"
+PARTIAL_DICOM = "incomplete DICOM"
+REFUSED = "refused by the server until it changes"
 
 
-def add_parser(
-    sub: Any, common: Callable[[argparse.ArgumentParser], None]
-) -> argparse.ArgumentParser:
-    """Register the ``watch`` subcommand (``sub`` is argparse's subparsers action)."""
-    p: argparse.ArgumentParser = sub.add_parser(
-        "watch",
-        help="upload every new or changed file of a directory once it settled",
-        description="Scanner agent: poll DIR and upload new or changed files once they "
-        "stopped changing; a JSON state file remembers what was sent.",
-    )
-    common(p)
-    p.add_argument("dir", metavar="DIR", help="directory to watch (recursively)")
-    p.add_argument(
-        "--settle",
-        type=_non_negative,
-        default=5.0,
-        help="seconds a file's size and mtime must stay unchanged (default 5)",
-    )
-    p.add_argument("--prefix", default="", help="key prefix (key = PREFIX + relative path)")
-    p.add_argument("--state", help=f"state file (default DIR/{STATE_NAME})")
-    p.add_argument(
-        "--interval", type=_positive, default=2.0, help="seconds between scans (default 2)"
-    )
-    p.add_argument(
-        "--max-backoff",
-        type=_positive,
-        default=60.0,
-        help="longest wait between attempts while the server is down (default 60)",
-    )
-    p.add_argument("--ttl", type=int, help="seconds the server keeps each file")
-    p.add_argument("--once", action="store_true", help="one pass, then exit")
-    return p
-
-
-def _non_negative(text: str) -> float:
-    value = float(text)
-    if not value >= 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0: {text}")
-    return value
-
-
-def _positive(text: str) -> float:
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be > 0: {text}")
-    return value
-
-
-# -- state file --------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class SentRecord:
-    """What was sent for one relative path."""
-
-    path: str
-    size: int
-    mtime_ns: int
-    sha1: str
-    key: str
-    sent_at: float
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "path": self.path,
-            "size": self.size,
-            "mtime_ns": self.mtime_ns,
-            "sha1": self.sha1,
-            "key": self.key,
-            "sent_at": self.sent_at,
-        }
-
-    @classmethod
-    def from_json(cls, value: Any) -> SentRecord | None:
-        if not isinstance(value, dict):
-            return None
-        try:
-            record = cls(
-                path=value["path"],
-                size=value["size"],
-                mtime_ns=value["mtime_ns"],
-                sha1=value["sha1"],
-                key=value["key"],
-                sent_at=float(value.get("sent_at", 0.0)),
-            )
-        except (KeyError, TypeError, ValueError):
-            return None
-        ints_ok = all(
-            isinstance(v, int) and not isinstance(v, bool) for v in (record.size, record.mtime_ns)
-        )
-        strs_ok = all(isinstance(v, str) for v in (record.path, record.sha1, record.key))
-        return record if ints_ok and strs_ok else None
-
-
-class StateFile:
-    """The JSON record of what was sent, rewritten atomically after each upload.
-
-    Format: ``{"version": 1, "files": {RELPATH: {"path", "size", "mtime_ns",
-    "sha1", "key", "sent_at"}}}``. An unreadable or malformed file is reported
-    and treated as empty: the worst outcome is sending files again, which
-    replaces each key with the same bytes.
-    """
-
-    def __init__(self, path: str, log: Callable[[str], None]) -> None:
-        self.path = os.path.abspath(path)
-        self.records: dict[str, SentRecord] = {}
-        self._log = log
-
-    def load(self) -> None:
-        try:
-            with open(self.path, "rb") as fh:
-                raw = json.loads(fh.read().decode("utf-8"))
-        except FileNotFoundError:
-            return
-        except (OSError, UnicodeDecodeError, ValueError) as exc:
-            self._log(f"warning: ignoring unreadable state file {self.path}: {exc}")
-            return
-        files = raw.get("files") if isinstance(raw, dict) else None
-        if not isinstance(files, dict):
-            self._log(f"warning: ignoring malformed state file {self.path}")
-            return
-        for rel, value in files.items():
-            record = SentRecord.from_json(value)
-            if record is not None and isinstance(rel, str):
-                self.records[rel] = record
-
-    def save(self) -> None:
-        """Write the whole state to a temporary file, fsync it, rename it into place."""
-        directory, base = os.path.split(self.path)
-        body = {
-            "version": _STATE_VERSION,
-            "files": {rel: rec.to_json() for rel, rec in sorted(self.records.items())},
-        }
-        data = json.dumps(body, indent=1, ensure_ascii=False).encode("utf-8") + b"\n"
-        fd, tmp = tempfile.mkstemp(prefix=f".{base}.", suffix=".tmp", dir=directory)
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(data)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, self.path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
-        fsync_dir(directory)
-
-    def is_temp(self, path: str) -> bool:
-        """Whether ``path`` is the state file or one of its temporary files."""
-        directory, base = os.path.split(self.path)
-        other_dir, other = os.path.split(path)
-        if other_dir != directory:
-            return False
-        return other == base or (other.startswith(f".{base}.") and other.endswith(".tmp"))
-
-
-# -- scanning ----------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Seen:
-    """One regular file found by a scan."""
-
-    rel: str  #: relative path, '/' separators
-    path: str  #: absolute path
-    size: int
-    mtime_ns: int
-
-
-def scan(root: str, skip: Callable[[str], bool]) -> Iterator[Seen]:
-    """Regular files under ``root`` in a stable order, without dotfiles or ``skip(path)``."""
-    stack = [root]
-    while stack:
-        directory = stack.pop()
-        try:
-            with os.scandir(directory) as it:
-                entries = sorted(it, key=lambda e: e.name)
-        except OSError:
-            continue  # vanished or unreadable: the next pass sees it again
-        subdirs: list[str] = []
-        for entry in entries:
-            if entry.name.startswith("."):
-                continue
-            try:
-                if entry.is_dir(follow_symlinks=False):
-                    subdirs.append(entry.path)
-                    continue
-                st = entry.stat()  # follows a symlink to a regular file
-            except OSError:
-                continue
-            if not stat.S_ISREG(st.st_mode) or skip(os.path.abspath(entry.path)):
-                continue
-            rel = os.path.relpath(entry.path, root).replace(os.sep, "/")
-            yield Seen(rel, os.path.abspath(entry.path), st.st_size, st.st_mtime_ns)
-        stack.extend(reversed(subdirs))
-
-
-class _HashingReader:
-    """A binary stream over the file that hashes what it hands out, up to ``limit`` bytes."""
-
-    def __init__(self, fh: IO[bytes], limit: int) -> None:
-        self._fh = fh
-        self.remaining = limit
-        self.sha1 = hashlib.sha1()
-        self.count = 0
-
-    def read(self, size: int = -1, /) -> bytes:
-        if size < 0 or size > self.remaining:
-            size = self.remaining
-        data = self._fh.read(size) if size else b""
-        self.remaining -= len(data)
-        self.count += len(data)
-        self.sha1.update(data)
-        return data
-
-
-class _ChangedWhileSending(Exception):
-    """The file's size or mtime changed during its upload."""
+#: Reasons that leave a file out for good (until the options change), not for later.
+LEFT_OUT = frozenset({"excluded", "not included", "not a regular file"})
 
 
 def _is_dir(path: str) -> bool:
     return os.path.isdir(path)
 
 
-def _open_unchanged(seen: Seen) -> IO[bytes]:
-    """Open read-only; raise :class:`_ChangedWhileSending` unless it is still as seen."""
-    fh = open(seen.path, "rb")  # noqa: SIM115 - the caller closes it
-    try:
-        st = os.fstat(fh.fileno())
-    except BaseException:
-        fh.close()
-        raise
-    if (st.st_size, st.st_mtime_ns) != (seen.size, seen.mtime_ns):
-        fh.close()
-        raise _ChangedWhileSending
-    return fh
+def summary(tally: collections.Counter[str]) -> str:
+    """``'4 waiting (3 still changing, 1 incomplete DICOM); 2 left out (2 excluded)'``."""
 
+    def reasons(items: list[tuple[str, int]]) -> str:
+        ordered = sorted(items, key=lambda i: (-i[1], i[0]))
+        return ", ".join(f"{n} {why}" for why, n in ordered)
 
-# -- the watcher -------------------------------------------------------------
+    waiting = [(why, n) for why, n in tally.items() if why not in LEFT_OUT]
+    left_out = [(why, n) for why, n in tally.items() if why in LEFT_OUT]
+    parts = []
+    if waiting:
+        parts.append(f"{sum(n for _, n in waiting)} waiting ({reasons(waiting)})")
+    if left_out:
+        parts.append(f"{sum(n for _, n in left_out)} left out ({reasons(left_out)})")
+    return "; ".join(parts)
 
 
 class Watcher:
-    """Scans, settles, uploads and records; see the module docstring for the rules."""
+    """Scans, checks completeness, uploads and records; see the module docstring."""
 
     def __init__(
         self,
@@ -339,6 +133,7 @@ class Watcher:
         max_backoff: float = 60.0,
         ttl: int | None = None,
         once: bool = False,
+        filters: Filters | None = None,
         log: Callable[[str], None],
     ) -> None:
         self.client = client
@@ -350,15 +145,22 @@ class Watcher:
         self.max_backoff = max_backoff
         self.ttl = ttl
         self.once = once
+        self.filters = filters if filters is not None else Filters()
         self.log = log
         #: rel -> ((size, mtime_ns), monotonic time first seen like that)
         self._pending: dict[str, tuple[tuple[int, int], float]] = {}
         #: rel -> (size, mtime_ns) the server refused for good (bad key, too large)
         self._refused: dict[str, tuple[int, int]] = {}
+        #: rel -> ((size, mtime_ns), why the DICOM check failed), so a version is parsed once
+        self._partial: dict[str, tuple[tuple[int, int], str]] = {}
         self._failures = 0
         self._down_logged = False
-        #: Uploads done by this process (for the --once summary and tests).
+        self._said_no_if_absent = False
+        self._last_tally: collections.Counter[str] = collections.Counter()
+        #: Uploads done by this process (for the summary and tests).
         self.sent = 0
+        #: Why files were left waiting in the last pass, by reason.
+        self.tally: collections.Counter[str] = collections.Counter()
 
     def key_for(self, rel: str) -> str:
         return self.prefix + rel
@@ -376,15 +178,35 @@ class Watcher:
             and rec.key == self.key_for(seen.rel)
         )
 
-    def _settled(self, seen: Seen, now: float) -> bool:
+    def _unsettled(self, seen: Seen, now: float) -> str | None:
+        """Why ``seen`` has not settled yet, or None."""
         version = (seen.size, seen.mtime_ns)
         if self.once:
-            return time.time_ns() - seen.mtime_ns >= self.settle * 1e9
+            if time.time_ns() - seen.mtime_ns >= self.settle * 1e9:
+                return None
+            return f"younger than --settle {self.settle:g} s"
         previous = self._pending.get(seen.rel)
         if previous is None or previous[0] != version:
             self._pending[seen.rel] = (version, now)
-            return self.settle == 0
-        return now - previous[1] >= self.settle
+            return None if self.settle == 0 else CHANGING
+        return None if now - previous[1] >= self.settle else CHANGING
+
+    def _partial_dicom(self, seen: Seen) -> str | None:
+        """Why a DICOM file is not whole yet (checked once per size and mtime), or None."""
+        version = (seen.size, seen.mtime_ns)
+        cached = self._partial.get(seen.rel)
+        if cached is not None and cached[0] == version:
+            return cached[1]
+        try:
+            why = dicom.check_file(seen.path)
+        except OSError:
+            return None  # the upload meets the same error and reports it
+        if why is None:
+            self._partial.pop(seen.rel, None)
+            return None
+        self._partial[seen.rel] = (version, why)
+        self.log(f"waiting for {seen.rel}: {PARTIAL_DICOM} ({why})")
+        return why
 
     async def run(self) -> int:
         """Scan until stopped (or one pass with ``once``); the exit code."""
@@ -393,6 +215,9 @@ class Watcher:
             code = await self.one_pass()
             if self.once:
                 return code
+            if self.tally != self._last_tally and self.tally:
+                self.log(f"pass: {summary(self.tally)}")
+            self._last_tally = self.tally
             if code == EXIT_UNAVAILABLE:
                 delay = self._backoff()
                 if not self._down_logged:
@@ -403,34 +228,64 @@ class Watcher:
             await asyncio.sleep(delay)
 
     async def one_pass(self) -> int:
-        """One scan; uploads what settled. EXIT_UNAVAILABLE when the server could not take it."""
+        """One scan; uploads what is complete. EXIT_UNAVAILABLE: the server could not take it."""
+        self.tally = collections.Counter()
         if not _is_dir(self.root):
             self.log(f"warning: {self.root} is not a directory (yet); waiting")
             return EXIT_ERROR if self.once else EXIT_OK
-        now = time.monotonic()
-        seen_paths: set[str] = set()
-        code = EXIT_OK
-        for seen in scan(self.root, self.state.is_temp):
-            seen_paths.add(seen.rel)
-            if self._is_sent(seen):
-                self._pending.pop(seen.rel, None)
-                continue
-            if self._refused.get(seen.rel) == (seen.size, seen.mtime_ns):
-                continue
-            if not self._settled(seen, now):
-                continue
-            result = await self._send(seen)
-            if result == EXIT_UNAVAILABLE:
-                return EXIT_UNAVAILABLE
-            code = max(code, result)
+        seen_paths, candidates = self._scan(time.monotonic())
+        code = await self._send_complete(candidates, self.tally)
         # Forget what is gone from the directory: the state file stays bounded.
-        for gone in [rel for rel in self._pending if rel not in seen_paths]:
-            del self._pending[gone]
+        for table in (self._pending, self._partial, self._refused):
+            for gone in [rel for rel in table if rel not in seen_paths]:
+                del table[gone]
         stale = [rel for rel in self.state.records if rel not in seen_paths]
         if stale:
             for rel in stale:
                 del self.state.records[rel]
             self.state.save()
+        return code
+
+    def _scan(self, now: float) -> tuple[set[str], list[Seen]]:
+        """(every relative path present, the new or changed files that settled)."""
+        tally = self.tally
+        seen_paths: set[str] = set()
+        candidates: list[Seen] = []
+
+        def left_out(rel: str, why: str) -> None:
+            seen_paths.add(rel)
+            tally[why] += 1
+
+        for seen in scan(self.root, self.state.is_temp, left_out):
+            seen_paths.add(seen.rel)
+            why = self.filters.excluded(seen.rel)
+            if why is None and self._is_sent(seen):
+                self._pending.pop(seen.rel, None)
+                continue
+            if why is None and self._refused.get(seen.rel) == (seen.size, seen.mtime_ns):
+                why = REFUSED
+            if why is None:
+                why = self._unsettled(seen, now)
+            if why is not None:
+                tally[why] += 1
+                continue
+            candidates.append(seen)
+        return seen_paths, candidates
+
+    async def _send_complete(self, candidates: list[Seen], tally: collections.Counter[str]) -> int:
+        code = EXIT_OK
+        held = writers.held_for_writing(c.path for c in candidates) if candidates else set()
+        for seen in candidates:
+            if held and seen.path in held:
+                tally[OPEN] += 1
+                continue
+            if self._partial_dicom(seen) is not None:
+                tally[PARTIAL_DICOM] += 1
+                continue
+            result = await self._send(seen)
+            if result == EXIT_UNAVAILABLE:
+                return EXIT_UNAVAILABLE
+            code = max(code, result)
         return code
 
     async def _send(self, seen: Seen) -> int:
@@ -441,10 +296,21 @@ class Watcher:
         except FileNotFoundError:
             self._pending.pop(seen.rel, None)
             return EXIT_OK
-        except _ChangedWhileSending:
+        except ChangedWhileSending:
             self.log(f"{seen.rel} changed while it was sent; sending again once it settles")
             self._pending.pop(seen.rel, None)
             return EXIT_OK
+        except AlreadyThere as there:
+            self.log(f"{seen.rel}: {key} is already on the server with the same sha1; recorded")
+            self._record(seen, there.record, sent=False)
+            return EXIT_OK
+        except Taken as exc:
+            self.log(
+                f"server already holds another file as {key!r} ({exc}); not replaced, "
+                f"{seen.rel} skipped until it changes"
+            )
+            self._refused[seen.rel] = (seen.size, seen.mtime_ns)
+            return EXIT_ERROR
         except OSError as exc:
             self.log(f"warning: cannot read {seen.rel}: {exc}")
             self._refused[seen.rel] = (seen.size, seen.mtime_ns)
@@ -452,13 +318,14 @@ class Watcher:
         except _RETRY_LATER as exc:
             self._failures += 1
             if self.once or not self._down_logged:
-                self.log(f"cannot send {seen.rel}: {exc}")
+                hint = f" (hint: {exc.hint})" if exc.hint else ""
+                self.log(f"cannot send {seen.rel}: {exc}{hint}")
             return EXIT_UNAVAILABLE
         except _REFUSED as exc:
             self.log(f"server refused {seen.rel} as {key!r}: {exc}; skipped until it changes")
             self._refused[seen.rel] = (seen.size, seen.mtime_ns)
             return EXIT_ERROR
-        except _FATAL_CONFIG:
+        except FATAL_CONFIG:
             raise
         except IntegrityError as exc:
             self.log(f"integrity check failed for {seen.rel}: {exc}; will retry")
@@ -472,105 +339,38 @@ class Watcher:
             self.log("server reachable again")
         self._failures = 0
         self._down_logged = False
-        self._pending.pop(seen.rel, None)
-        self.state.records[seen.rel] = record
-        self.state.save()
-        self.sent += 1
+        self._record(seen, record)
         elapsed = time.monotonic() - started
         self.log(
             f"sent {seen.rel} -> {key}  {record.size} bytes  sha1 {record.sha1}  {elapsed:.2f} s"
         )
         return EXIT_OK
 
+    def _record(self, seen: Seen, record: SentRecord, *, sent: bool = True) -> None:
+        self._pending.pop(seen.rel, None)
+        self.state.records[seen.rel] = record
+        self.state.save()
+        self.sent += sent
+
+    async def _create_only(self, seen: Seen, key: str) -> bool:
+        """Whether to upload ``key`` with ``if_absent``: never sent by us, and the server can.
+
+        A key this agent sent before is its own to replace (the file changed).
+        One it never sent may hold another agent's file, or one sent before
+        the state file was lost: never replace it unseen (docs/protocol.md 6.4).
+        """
+        record = self.state.records.get(seen.rel)
+        if record is not None and record.key == key:
+            return False
+        if self.client.server_info is None:
+            await self.client.hello()
+        listed = (self.client.server_info or {}).get("features")
+        offered = isinstance(listed, list) and "if_absent" in listed
+        if not offered and not self._said_no_if_absent:
+            self._said_no_if_absent = True
+            self.log("the server does not offer if_absent: a new key replaces what it holds")
+        return offered
+
     async def _upload(self, seen: Seen, key: str) -> SentRecord:
-        with _open_unchanged(seen) as fh:
-            reader = _HashingReader(fh, seen.size)
-            info = await self.client.put(key, reader, ttl=self.ttl, size=seen.size)
-            after = os.fstat(fh.fileno())
-        local = reader.sha1.hexdigest()
-        if reader.count != seen.size or (after.st_size, after.st_mtime_ns) != (
-            seen.size,
-            seen.mtime_ns,
-        ):
-            raise _ChangedWhileSending
-        remote = info.get("sha1")
-        if not isinstance(remote, str) or remote.lower() != local or info.get("size") != seen.size:
-            raise IntegrityError(
-                "the server's sha1/size differ from what was sent",
-                fields={"expected": local, "actual": remote},
-            )
-        return SentRecord(seen.rel, seen.size, seen.mtime_ns, local, key, time.time())
-
-
-# -- command line ------------------------------------------------------------
-
-
-def _log(message: str) -> None:
-    """One line on stderr; never file contents (paths, keys, sizes, digests only)."""
-    stamp = datetime.now().isoformat(sep=" ", timespec="seconds")
-    print(f"{stamp} valise watch: {message}", file=sys.stderr, flush=True)
-
-
-async def _main(args: argparse.Namespace, host: str, port: int, root: str, state_path: str) -> int:
-    log = _log
-    state = StateFile(state_path, log)
-    client = AsyncClient(
-        host,
-        port,
-        token=args.token,
-        timeout=args.timeout,
-        retries=args.retries,
-        max_backoff=min(5.0, args.max_backoff),
-        ssl=tls.from_args(args),
-        client_name="valise-watch",
-    )
-    watcher = Watcher(
-        client,
-        root,
-        state,
-        prefix=args.prefix,
-        settle=args.settle,
-        interval=args.interval,
-        max_backoff=args.max_backoff,
-        ttl=args.ttl,
-        once=args.once,
-        log=log,
-    )
-    loop = asyncio.get_running_loop()
-    task = asyncio.current_task()
-    assert task is not None
-    stopping: list[str] = []
-
-    def stop(signame: str) -> None:
-        if not stopping:
-            stopping.append(signame)
-            task.cancel()
-
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop, sig.name)
-    if not args.quiet:
-        log(f"watching {root} -> {host}:{port} prefix {args.prefix!r} state {state.path}")
-    try:
-        code = await watcher.run()
-    except asyncio.CancelledError:
-        if not stopping:
-            raise
-        code = EXIT_OK
-        log(f"{stopping[0]}: stopped ({watcher.sent} sent)")
-    except _FATAL_CONFIG as exc:
-        log(f"server refuses this agent: {exc}")
-        code = EXIT_ERROR
-    finally:
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.remove_signal_handler(sig)
-        await client.close()
-    if args.once and not args.quiet:
-        log(f"pass done: {watcher.sent} sent")
-    return code
-
-
-def run(args: argparse.Namespace, host: str, port: int) -> int:
-    """The ``watch`` command; its exit code."""
-    root = os.path.abspath(args.dir)
-    state_path = os.path.abspath(args.state or os.path.join(root, STATE_NAME))
-    return asyncio.run(_main(args, host, port, root, state_path))
+        create_only = await self._create_only(seen, key)
+        return await send_file(self.client, seen, key, ttl=self.ttl, create_only=create_only)

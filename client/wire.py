@@ -21,7 +21,7 @@ import enum
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, Union
 
 from ._protocol import (
     HEADER,
@@ -75,7 +75,7 @@ _MIN_FREE: Final = 64 * 1024
 _BUFFER_SPAN: Final = 4
 _MAX_SLACK: Final = 8 * 1024 * 1024
 
-Bytes = bytes | bytearray | memoryview
+Bytes = Union[bytes, bytearray, memoryview]
 
 
 #: Frames whose payload is one JSON object of at most 64 KiB.
@@ -88,9 +88,11 @@ SERVER_FRAMES: Final = frozenset(
 CLIENT_FRAMES: Final = frozenset(FrameType) - {FrameType.OK, FrameType.ERROR}
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class Frame:
     """One decoded frame; the payload is kept as received."""
+
+    __slots__ = ("payload", "type")  # dataclass(slots=True) needs Python 3.10
 
     type: FrameType
     payload: bytes

@@ -17,6 +17,10 @@ the exit code 1, as does any error from the server or the connection.
 
 Exit codes: 0 clean, 1 corruption, anomaly or error, 2 usage, 130 interrupted.
 
+Like the rest of client/, it runs on Python 3.8+ against any server;
+``--spawn`` starts ``server.py`` with the same interpreter, so it needs 3.11
+and says so, as a usage error, on an older one.
+
 One job per module: :mod:`.settings` (option values), :mod:`.payload`
 (generated and hashed bytes), :mod:`.model` (what each key may hold),
 :mod:`.stats`, :mod:`.workload` (the run), :mod:`.report`, :mod:`.spawn`

@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import dataclasses
 import json
 import os
 import secrets
-import signal
 import sys
 import time
 from collections.abc import Sequence
@@ -17,6 +15,7 @@ from collections.abc import Sequence
 from ..aio import DEFAULT_PORT
 from ..cli import parse_server
 from ..errors import ValiseError
+from ..stopping import on_stop
 from .report import print_table, report
 from .settings import (
     DEFAULT_DURATION,
@@ -109,23 +108,17 @@ def settings_from(args: argparse.Namespace, host: str, port: int) -> Settings:
 
 
 async def _amain(test: LoadTest) -> None:
-    loop = asyncio.get_running_loop()
     main_task = asyncio.current_task()
 
-    def interrupt() -> None:
+    def interrupt(signame: str) -> None:
         if not test.stopping:
             test.stopping = test.interrupted = True
             test.say("loadtest: interrupted: finishing operations in flight (Ctrl-C again: abort)")
         elif main_task is not None:
             main_task.cancel()
 
-    with contextlib.suppress(NotImplementedError, RuntimeError):
-        loop.add_signal_handler(signal.SIGINT, interrupt)
-    try:
+    with on_stop(interrupt):
         await test.run()
-    finally:
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.remove_signal_handler(signal.SIGINT)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -138,6 +131,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                 raise UsageError("--spawn starts its own server: drop --server")
             if args.server_arg and not args.spawn:
                 raise UsageError("--server-arg needs --spawn")
+            if args.spawn and sys.version_info < (3, 11):
+                # The load test runs on 3.8+; the server it would start does not.
+                raise UsageError(
+                    "--spawn starts server.py with this Python, and the server needs Python "
+                    f"3.11 or newer (this is {sys.version.split()[0]}): run the load test "
+                    "with a newer Python, or give --server HOST:PORT of a running server"
+                )
             default = os.environ.get("VALISE_SERVER", f"127.0.0.1:{DEFAULT_PORT}")
             host, port = parse_server(args.server or default)
             settings = settings_from(args, host, port)

@@ -21,7 +21,7 @@ if TYPE_CHECKING:  # a runtime ``X | None`` needs Python 3.10; client/ keeps to 
 Outcome = Literal["done", "maybe", "refused"]
 
 
-@dataclass(eq=False, slots=True)
+@dataclass(eq=False)
 class Mutation:
     """A PUT (``payload``) or DELETE (``payload`` None) in flight on one key."""
 
@@ -36,7 +36,7 @@ class Mutation:
         return self.payload.digest is not None, self.payload.digest
 
 
-@dataclass(eq=False, slots=True)
+@dataclass(eq=False)
 class Window:
     """What a read (GET, STAT, LIST, DELETE's reply) may observe on one key."""
 

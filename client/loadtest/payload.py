@@ -17,7 +17,9 @@ _POOL = 1024 * 1024
 
 def make_pool(seed: int) -> bytes:
     """The random bytes every payload is cut from (one MiB plus a block of slack)."""
-    return random.Random(seed).randbytes(_POOL + _BLOCK)
+    # Random.randbytes (3.9) is exactly this: the same bytes for a seed on any Python.
+    size = _POOL + _BLOCK
+    return random.Random(seed).getrandbits(size * 8).to_bytes(size, "little")
 
 
 class Payload:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from typing import IO, Any
 
-from ..cli import human_bytes
+from ..progress import human_bytes
 from .settings import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK
 from .stats import percentile
 from .workload import LoadTest

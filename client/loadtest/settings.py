@@ -39,7 +39,7 @@ def parse_size(text: str) -> int:
     return int(match.group(1)) * _UNITS[unit]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class SizeChoice:
     low: int
     high: int
@@ -87,7 +87,7 @@ def parse_mix(spec: str) -> dict[str, float]:
     return mix
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class Settings:
     host: str
     port: int

@@ -60,6 +60,7 @@ class SpawnedServer:
     def start(self, timeout: float = 60.0) -> tuple[str, int]:
         if not (self.root / "server.py").is_file():
             raise UsageError(f"--spawn: no server.py in {self.root}")
+
         self.proc = subprocess.Popen(
             self.args,
             cwd=self.root,

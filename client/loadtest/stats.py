@@ -22,7 +22,7 @@ class LiveBytes:
         self._last = done
 
 
-@dataclass(slots=True)
+@dataclass
 class OpStats:
     latencies: list[float] = field(default_factory=list)
     bytes: int = 0

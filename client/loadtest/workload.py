@@ -16,8 +16,8 @@ import traceback
 from typing import TYPE_CHECKING, Any
 
 from ..aio import AsyncClient
-from ..cli import human_bytes
 from ..errors import ConnectionFailed, IntegrityError, NotFound, ValiseError
+from ..progress import StatusLine, human_bytes
 from .model import KeyState, Outcome, ambiguous, show_values
 from .payload import HashSink, Payload, make_pool
 from .settings import OPS, Settings, UsageError
@@ -45,16 +45,15 @@ class LoadTest:
         self.elapsed = 0.0
         self.cleanup: dict[str, Any] = {"deleted": 0, "remaining": None}
         self._deadline = math.inf
-        self._line_shown = False
+        self._line = StatusLine(sys.stderr)
         self._said: set[tuple[str, str]] = set()
 
     # -- output while running
 
     def say(self, message: str) -> None:
         """A line on stderr that does not collide with the progress line."""
-        prefix = "\r\x1b[K" if self._line_shown else ""
-        self._line_shown = False
-        print(prefix + message, file=sys.stderr, flush=True)
+        self._line.clear()
+        print(message, file=sys.stderr, flush=True)
 
     async def _progress(self) -> None:
         last_done, last_bytes, last_t = 0, 0, time.monotonic()
@@ -68,9 +67,7 @@ class LoadTest:
                 f"{(nbytes - last_bytes) / dt / 1e6:8.1f} MB/s  ops {done}  "
                 f"errors {self.stats.error_count}  corruptions {len(self.stats.corruptions)}"
             )
-            sys.stderr.write("\r" + line + "\x1b[K")
-            sys.stderr.flush()
-            self._line_shown = True
+            self._line.show(line)
             last_done, last_bytes, last_t = done, nbytes, now
 
     # -- the load
@@ -127,10 +124,7 @@ class LoadTest:
                 if task is not None:
                     task.cancel()
             await asyncio.gather(*workers, *filter(None, [progress]), return_exceptions=True)
-            if self._line_shown:
-                sys.stderr.write("\r\x1b[K")
-                sys.stderr.flush()
-                self._line_shown = False
+            self._line.clear()
         await self._cleanup()
 
     async def _worker(self, index: int) -> None:

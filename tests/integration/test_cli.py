@@ -283,7 +283,7 @@ def test_frame_socket_decode_in_python(port: int, prefix: str, tmp_path: Path) -
     assert out.read_bytes() == src.read_bytes()
 
     missing, rc = _decode(port, _over_socket(port, cli(port, "frame", "stat", key + "x").stdout))
-    assert rc == 0
+    assert rc == 3  # decode exits as the CLI would for the ERROR it printed
     assert missing[0]["body"]["code"] == "not_found"
 
 

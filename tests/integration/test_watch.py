@@ -11,6 +11,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -20,6 +21,21 @@ from tests.integration.test_cli import free_port
 from tests.support.harness import ROOT, reap, start_process
 
 DEADLINE = 20.0
+
+
+@pytest.fixture(autouse=True)
+def state_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The agents' per-user state folder ($XDG_STATE_HOME/valise): the test's own."""
+    home = tmp_path_factory.mktemp("xdg-state")
+    monkeypatch.setenv("XDG_STATE_HOME", str(home))
+    return home / "valise"
+
+
+def state_of(state_home: Path) -> dict[str, Any]:
+    """The one state file an agent wrote in ``state_home``."""
+    [path] = state_home.glob("watch-*.json")
+    value: dict[str, Any] = json.loads(path.read_text())
+    return value
 
 
 @pytest.fixture(scope="module")
@@ -141,7 +157,7 @@ def snapshot(directory: Path) -> dict[str, tuple[bytes, int]]:
 
 
 def test_once_sends_new_files_then_nothing_then_the_changed_one(
-    port: int, prefix: str, tmp_path: Path
+    port: int, prefix: str, tmp_path: Path, state_home: Path
 ) -> None:
     scans = tmp_path / "scans"
     (scans / "p1" / "series2").mkdir(parents=True)
@@ -166,7 +182,9 @@ def test_once_sends_new_files_then_nothing_then_the_changed_one(
     assert stored(port, prefix + ".cache/x") is None
     assert b"hidden" not in log.encode() and files["a.dcm"][:16].hex() not in log
 
-    state = json.loads((scans / ".valise-sent.json").read_text())
+    # The state is the user's, not the scanner's: nothing was written into DIR.
+    assert snapshot(scans) == before and not (scans / ".valise-sent.json").exists()
+    state = state_of(state_home)
     record = state["files"]["p1/series2/img 01.nii"]
     assert record["key"] == prefix + "p1/series2/img 01.nii"
     assert record["sha1"] == hashlib.sha1(files["p1/series2/img 01.nii"]).hexdigest()
@@ -187,19 +205,46 @@ def test_once_sends_new_files_then_nothing_then_the_changed_one(
     assert snapshot(scans) == before
 
 
-def test_once_waits_for_young_files(port: int, prefix: str, tmp_path: Path) -> None:
+def test_once_waits_for_young_files_and_says_why(port: int, prefix: str, tmp_path: Path) -> None:
     (tmp_path / "fresh").write_bytes(b"still being written")
     rc, log = run_once(port, tmp_path, prefix, "--settle", "3600")
     assert rc == 0, log
     assert "valise watch: sent " not in log
+    assert "pass done: 0 sent; 1 waiting (1 younger than --settle 3600 s)" in log
     assert stored(port, prefix + "fresh") is None
 
 
-def test_once_exits_5_when_the_server_is_down(prefix: str, tmp_path: Path) -> None:
+def test_state_of_an_older_version_in_dir_is_taken_over(
+    port: int, prefix: str, tmp_path: Path, state_home: Path
+) -> None:
+    (tmp_path / "old.dcm").write_bytes(b"sent by an older agent")
+    st = (tmp_path / "old.dcm").stat()
+    record = {
+        "path": "old.dcm",
+        "size": st.st_size,
+        "mtime_ns": st.st_mtime_ns,
+        "sha1": hashlib.sha1(b"sent by an older agent").hexdigest(),
+        "key": prefix + "old.dcm",
+        "sent_at": 1.0,
+    }
+    legacy = {"version": 1, "files": {"old.dcm": record}}
+    (tmp_path / ".valise-sent.json").write_text(json.dumps(legacy))
+    (tmp_path / "new.dcm").write_bytes(b"new")
+    rc, log = run_once(port, tmp_path, prefix, "--settle", "0")
+    assert rc == 0, log
+    assert "took over 1 records" in log
+    assert sent_lines(log, "old.dcm") == [] and len(sent_lines(log, "new.dcm")) == 1
+    assert set(state_of(state_home)["files"]) == {"old.dcm", "new.dcm"}
+    assert json.loads((tmp_path / ".valise-sent.json").read_text()) == legacy  # only read
+
+
+def test_once_exits_5_when_the_server_is_down(
+    prefix: str, tmp_path: Path, state_home: Path
+) -> None:
     (tmp_path / "f").write_bytes(b"x")
     rc, log = run_once(free_port(), tmp_path, prefix, "--settle", "0", "--retries", "0")
     assert rc == 5, log
-    assert not (tmp_path / ".valise-sent.json").exists()
+    assert list(state_home.glob("*.json")) == []
 
 
 def test_custom_state_file_and_usage_errors(port: int, prefix: str, tmp_path: Path) -> None:

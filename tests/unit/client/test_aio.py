@@ -94,3 +94,59 @@ def test_list_follows_cursor(monkeypatch: pytest.MonkeyPatch) -> None:
         {"prefix": "p", "cursor": "a", "limit": 2},
         {"prefix": "p", "cursor": "b", "limit": 2},
     ]
+
+
+def test_create_only_upload_is_refused_by_a_server_without_the_feature(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # No 'if_absent' in HELLO's features: the field would be ignored and the
+    # file replaced, so nothing at all is sent (docs/protocol.md section 6.4).
+    client, conns = _client(monkeypatch, [])
+    with pytest.raises(errors.Unsupported, match="'if_absent' feature"):
+        asyncio.run(client.put("k", b"scan", if_absent=True))
+    assert conns[0].sent == []
+
+
+def test_exists_after_a_lost_reply_is_our_own_upload(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Attempt 1 sends END and loses the reply; attempt 2 meets `exists`. The
+    # stored file has the SHA-1 and size attempt 1 sent: it is ours.
+    sha1 = "a" * 40
+    client, _ = _client(monkeypatch, [{"key": "k", "sha1": sha1, "size": 4}])
+    attempts: list[bool] = []
+
+    async def upload(conn: Any, key: str, src: Any, *args: Any) -> dict[str, Any]:
+        src.start()
+        attempts.append(args[-1])  # if_absent
+        if len(attempts) == 1:
+            src.ended.append((src.attempt, sha1, 4))
+            raise errors.ConnectionLost("reply lost")
+        raise errors.Exists("a file is there", fatal=False)
+
+    monkeypatch.setattr("client.aio.upload", upload)
+    assert asyncio.run(client.put("k", b"scan", if_absent=True))["sha1"] == sha1
+    assert attempts == [True, True]
+
+
+def test_exists_with_other_bytes_is_raised(monkeypatch: pytest.MonkeyPatch) -> None:
+    client, _ = _client(monkeypatch, [{"key": "k", "sha1": "b" * 40, "size": 4}])
+
+    async def upload(conn: Any, key: str, src: Any, *args: Any) -> dict[str, Any]:
+        src.start()
+        if src.attempt == 1:
+            src.ended.append((src.attempt, "a" * 40, 4))
+            raise errors.ConnectionLost("reply lost")
+        raise errors.Exists("a file is there", fatal=False)
+
+    monkeypatch.setattr("client.aio.upload", upload)
+    with pytest.raises(errors.Exists):
+        asyncio.run(client.put("k", b"scan", if_absent=True))
+
+
+def test_a_permanent_failure_is_not_retried(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A TLS mismatch is a ConnectionFailed (transient) that every retry would meet again.
+    mismatch = errors.ConnectionFailed("wrong version number")
+    mismatch.permanent = True
+    client, conns = _client(monkeypatch, [mismatch, {"x": 1}])
+    with pytest.raises(errors.ConnectionFailed):
+        asyncio.run(client.stat("k"))
+    assert len(conns) == 1

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from client import errors
-from client.cli import exit_code_for, human_bytes, parse_server
+from client.cli import exit_code_for, parse_server
+from client.console import describe, error_json
 
 
 @pytest.mark.parametrize(
@@ -22,6 +23,8 @@ from client.cli import exit_code_for, human_bytes, parse_server
         (errors.ConnectionLost(), 5),
         (errors.BadKey(), 1),
         (errors.StorageFull(), 1),
+        (errors.Exists(), 6),
+        (errors.Unsupported(), 1),
         (RuntimeError(), 1),
     ],
 )
@@ -50,7 +53,36 @@ def test_parse_server_rejects(text: str) -> None:
         parse_server(text)
 
 
-def test_human_bytes() -> None:
-    assert human_bytes(0) == "0 B"
-    assert human_bytes(1536) == "1.5 KiB"
-    assert human_bytes(5 * 1024**3) == "5.0 GiB"
+@pytest.mark.parametrize(
+    ("text", "suggestion"),
+    [
+        ("valise://planning:7070", "planning:7070"),
+        ("tcp://10.0.0.5:7070/", "10.0.0.5:7070"),
+        ("planning:7070/scans", "planning:7070"),
+    ],
+)
+def test_parse_server_refuses_a_url_and_says_what_to_type(text: str, suggestion: str) -> None:
+    with pytest.raises(ValueError, match=f"not a URL: try --server {suggestion}$"):
+        parse_server(text)
+
+
+def test_errors_print_with_their_key_and_as_json() -> None:
+    exc = errors.NotFound("no such file", fatal=False)
+    exc.key = "patients/1234/t1.nii"
+    assert str(exc) == "not_found: patients/1234/t1.nii: no such file"
+    assert error_json(exc) == {
+        "error": {
+            "code": "not_found",
+            "message": "no such file",
+            "key": "patients/1234/t1.nii",
+            "exit_code": 3,
+        }
+    }
+    missing = FileNotFoundError(2, "output folder does not exist", "/data/out")
+    assert describe(missing) == "output folder does not exist: /data/out"
+    assert error_json(missing)["error"] == {
+        "code": "enoent",
+        "message": "output folder does not exist: /data/out",
+        "path": "/data/out",
+        "exit_code": 1,
+    }
