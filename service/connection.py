@@ -21,7 +21,7 @@ from protocol.state import Abort, Data, Event, Limits, ServerConnection, UploadE
 from service.auth import OPEN
 from service.listener import Peer
 from service.operations import Operations
-from service.peer import RateFloor, linger, reset
+from service.peer import RateFloor, drain, linger, reset
 from service.state import (
     FLUSH_AFTER_ERROR,
     READ_SIZE,
@@ -302,12 +302,8 @@ class Connection:
 
     async def _drain(self) -> None:
         """Wait for the client to take what we wrote; a reader that stops is cut off."""
-        transport = self.writer.transport
-        if transport.get_write_buffer_size() == 0 and not transport.is_closing():
-            return  # all of it is in the kernel already: nothing to wait for
         try:
-            async with asyncio.timeout(self.config.idle_timeout):
-                await self.writer.drain()
+            await drain(self.writer, self.config.idle_timeout)
         except TimeoutError:
             raise Closing(fatal(ErrorCode.TIMEOUT, "client stopped reading")) from None
 

@@ -82,3 +82,16 @@ def reset(writer: asyncio.StreamWriter) -> None:
         with contextlib.suppress(OSError, AttributeError):
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_OFF)
     writer.transport.abort()
+
+
+async def drain(writer: asyncio.StreamWriter, patience: float) -> None:
+    """Wait for the client to take what we wrote; TimeoutError when it stops reading
+    for ``patience`` seconds.
+
+    Nothing to wait for (all of it in the kernel already) costs no timer.
+    """
+    transport = writer.transport
+    if transport.get_write_buffer_size() == 0 and not transport.is_closing():
+        return
+    async with asyncio.timeout(patience):
+        await writer.drain()

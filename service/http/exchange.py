@@ -27,7 +27,7 @@ from service.config import Config
 from service.connection import MAX_BURST
 from service.http.errors import REASONS, HttpError
 from service.http.headers import Fields, http_date
-from service.peer import RateFloor
+from service.peer import RateFloor, drain
 from service.state import READ_SIZE
 
 #: Largest request head (request line and fields), and largest trailer block.
@@ -240,12 +240,8 @@ class Exchange:
 
     async def drain(self) -> None:
         """Wait for the client to take what we wrote; a reader that stops is cut off."""
-        transport = self.writer.transport
-        if transport.get_write_buffer_size() == 0 and not transport.is_closing():
-            return  # all of it is in the kernel already: nothing to wait for
         try:
-            async with asyncio.timeout(self.config.idle_timeout):
-                await self.writer.drain()
+            await drain(self.writer, self.config.idle_timeout)
         except TimeoutError:
             raise StoppedReading from None
 
