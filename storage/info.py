@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass
 from typing import Any
+
+from storage.keys import NamespaceKeys
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,3 +47,17 @@ class FileInfo:
     @classmethod
     def loads(cls, raw: bytes | str) -> FileInfo:
         return cls(**json.loads(raw))
+
+
+def commit_args(ns: NamespaceKeys, info: FileInfo, ttl: int, if_absent: bool) -> list[Any]:
+    """The first eight ARGV of every commit script (storage/scripts.py)."""
+    return [
+        info.dumps(),
+        info.vid,
+        ttl * 1000,
+        info.key.encode(),
+        int(info.expires_at * 1000),
+        int(time.time() * 1000),
+        ns.meta_prefix,
+        "1" if if_absent else "0",
+    ]

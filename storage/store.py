@@ -37,7 +37,7 @@ from storage.errors import (
     StorageUnavailable,
 )
 from storage.events import EventLog, deleted_event_head, stored_event
-from storage.info import FileInfo
+from storage.info import FileInfo, commit_args
 from storage.uploads import UploadStore
 
 log = logging.getLogger("valise.storage")
@@ -217,7 +217,7 @@ class Store(UploadStore):
             self._commit,
             [ns.meta(info.key), ns.index, ns.expiry_index, ns.events],
             [
-                *_commit_args(ns, info, ttl, if_absent),
+                *commit_args(ns, info, ttl, if_absent),
                 *self.events.publish_args(stored_event(info)),
             ],
         )
@@ -245,7 +245,7 @@ class Store(UploadStore):
             ns.events,
         ]
         args = [
-            *_commit_args(ns, info, ttl, if_absent),
+            *commit_args(ns, info, ttl, if_absent),
             chunk,
             digest,
             chunk_ttl_ms,
@@ -438,20 +438,6 @@ class Store(UploadStore):
                 await self.client.unlink(*batch)
 
             await self.run(run, idempotent=True)
-
-
-def _commit_args(ns: keys.NamespaceKeys, info: FileInfo, ttl: int, if_absent: bool) -> list[Any]:
-    """ARGV of scripts.COMMIT."""
-    return [
-        info.dumps(),
-        info.vid,
-        ttl * 1000,
-        info.key.encode(),
-        int(info.expires_at * 1000),
-        int(time.time() * 1000),
-        ns.meta_prefix,
-        "1" if if_absent else "0",
-    ]
 
 
 def _where(url: str) -> str:

@@ -14,7 +14,6 @@ command goes through the Store's methods), kept apart to keep both short.
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -22,7 +21,7 @@ from typing import Any, TypeVar
 from storage import keys, scripts
 from storage.errors import StorageError, Superseded
 from storage.events import EventLog, stored_event
-from storage.info import FileInfo
+from storage.info import FileInfo, commit_args
 
 T = TypeVar("T")
 
@@ -274,14 +273,7 @@ class UploadStore:
             ns.events,  # the commit's change event, in the same step (decision 0011)
         ]
         args = [
-            info.dumps(),
-            info.vid,
-            ttl * 1000,
-            info.key.encode(),
-            int(info.expires_at * 1000),
-            int(time.time() * 1000),
-            ns.meta_prefix,
-            "1" if if_absent else "0",
+            *commit_args(ns, info, ttl, if_absent),
             owner,
             upload_id,
             *self.events.publish_args(stored_event(info)),
