@@ -16,17 +16,29 @@ entry's, and :func:`event_payload` splices it in front.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol, TypeVar
 
 from storage import keys
 from storage.calls import VALKEY_ERRORS, translate
 from storage.clients import reader_client
+from storage.config import StorageConfig
 from storage.info import FileInfo
 
-if TYPE_CHECKING:
-    from storage.store import Store
+T = TypeVar("T")
+
+
+class Store(Protocol):
+    """What the event log needs of the Store (named here: no import of store.py)."""
+
+    client: Any
+    config: StorageConfig
+
+    async def run(
+        self, op: Callable[[], Awaitable[T]], *, idempotent: bool, kind: str = ...
+    ) -> T: ...
+
 
 #: The stream's ``MAXLEN ~``: the most events one namespace keeps, whatever
 #: the retention. At ~400 bytes an event, about 40 MiB of Valkey at most.
