@@ -48,13 +48,34 @@ def pytest_configure(config: pytest.Config) -> None:
     )
 
 
+#: Integration files about the client alone (versions of Python, the zipapp, the
+#: agent's completeness rules, batches, messages): what Valkey is behind the
+#: server changes nothing for them, so the cluster half of make test skips them.
+CLIENT_SIDE = frozenset(
+    {
+        "test_agent_complete.py",
+        "test_agent_nosignals.py",
+        "test_batch.py",
+        "test_cli.py",
+        "test_cli_messages.py",
+        "test_client_pythons.py",
+        "test_client_pyz.py",
+        "test_loadtest.py",
+        "test_watch.py",
+    }
+)
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     if not harness.CLUSTER:
         return
     skip = pytest.mark.skip(reason="needs a single valkey-server (faults, DEBUG, CONFIG SET)")
+    client_side = pytest.mark.skip(reason="client-side only: run once, on one valkey-server")
     for item in items:
         if "single_node" in item.keywords:
             item.add_marker(skip)
+        elif item.path.name in CLIENT_SIDE:
+            item.add_marker(client_side)
 
 
 def pytest_asyncio_loop_factories(
