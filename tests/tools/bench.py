@@ -790,6 +790,35 @@ async def small_commits(
     return result
 
 
+def http_small_files(server: ValiseProcess, payload: Payload, seconds: float) -> float:
+    """PUT+GET pairs of 4 KiB per second over one HTTP keep-alive connection (http.client)."""
+    import http.client
+
+    host, _, port = (server.http or "").rpartition(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=30)
+    headers = {"Authorization": f"Bearer {server.token}"} if server.token else {}
+    run = uuid.uuid4().hex[:8]
+    pairs = 0
+    deadline = time.perf_counter() + seconds
+    started = time.perf_counter()
+    try:
+        while time.perf_counter() < deadline:
+            path = f"/v1/files/bench/http-small/{run}/{pairs}"
+            conn.request("PUT", path, body=payload.small, headers=headers)
+            response = conn.getresponse()
+            response.read()
+            if response.status not in (200, 201):
+                raise BenchError(f"HTTP PUT answered {response.status}")
+            conn.request("GET", path, headers=headers)
+            response = conn.getresponse()
+            if hashlib.sha1(response.read()).digest() != payload.small_sha1:
+                raise BenchError("a small file came back different over HTTP")
+            pairs += 1
+    finally:
+        conn.close()
+    return pairs / (time.perf_counter() - started)
+
+
 async def concurrent_uploads(server: ValiseProcess, payload: Payload, s: Settings) -> float:
     """Seconds for ``concurrent`` parallel uploads of ``concurrent_size`` bytes each."""
     run = uuid.uuid4().hex[:8]
@@ -995,6 +1024,11 @@ async def default_chunk_phases(
             ups.append(up_s)
             downs.append(down_s)
         http = {"http_upload_mbps": mbps(s.size, ups), "http_download_mbps": mbps(s.size, downs)}
+    if server.http is not None and server.tls is None:
+        print("HTTP small files on one keep-alive connection ...", flush=True)
+        http["http_small_pairs_per_s"] = await asyncio.to_thread(
+            http_small_files, server, payload, s.small_seconds
+        )
     print("change events: small commits without, then with a subscriber ...", flush=True)
     quiet = await small_commits(server, payload, s, subscribed=False)
     heard = await small_commits(server, payload, s, subscribed=True)
@@ -1072,6 +1106,11 @@ def print_table(results: dict[str, Any], s: Settings) -> None:
                 f"HTTP door, curl, {s.size / MB:.0f} MB: upload {fmt(e['http_upload_mbps'])} MB/s "
                 f"({up:.2f} x the binary door), download {fmt(e['http_download_mbps'])} MB/s "
                 f"({down:.2f} x the binary door)"
+            )
+        if "http_small_pairs_per_s" in e:
+            print(
+                f"HTTP small files (4 KiB, one keep-alive connection, http.client): "
+                f"{e['http_small_pairs_per_s']:.0f} PUT+GET pairs/s"
             )
         print(
             f"{s.concurrent} concurrent uploads of {s.concurrent_size / MB:.0f} MB: "
