@@ -26,7 +26,6 @@ import argparse
 import asyncio
 import json
 import random
-import signal
 import ssl as ssl_mod
 import sys
 from collections.abc import Callable
@@ -35,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 from . import tls
 from .connection import Connection
 from .errors import ProtocolError, RequestTimeout, TransientError, ValiseError
+from .stopping import run_until_stopped
 from .wire import PROTOCOL_VERSION, FrameType
 
 __all__ = [
@@ -332,14 +332,8 @@ def run(args: argparse.Namespace, host: str, port: int) -> int:
             async for item in stream:
                 print(_line(item, args.json), flush=True)
 
-        task = asyncio.ensure_future(follow())
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, task.cancel)
         try:
-            await task
-        except asyncio.CancelledError:
-            pass
+            await run_until_stopped(follow())
         finally:
             await stream.close()
         return 0

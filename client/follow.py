@@ -38,7 +38,6 @@ import hashlib
 import json
 import os
 import shlex
-import signal
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -47,6 +46,7 @@ from . import tls
 from .aio import AsyncClient
 from .errors import NotFound, TransientError, ValiseError
 from .events import EventStream, Gap
+from .stopping import run_until_stopped
 
 __all__ = ["Follower", "add_parser", "local_path", "run"]
 
@@ -311,14 +311,8 @@ def run(args: argparse.Namespace, host: str, port: int) -> int:
             exec_cmd=shlex.split(args.exec_cmd) if args.exec_cmd else None,
             report=_printer(args.json, args.quiet),
         )
-        task = asyncio.ensure_future(follower.run())
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, task.cancel)
         try:
-            await task
-        except asyncio.CancelledError:
-            pass
+            await run_until_stopped(follower.run())
         finally:
             await stream.close()
             await client.close()

@@ -19,9 +19,9 @@ import asyncio
 import contextlib
 import signal
 import threading
-from typing import Any, Callable, Iterator
+from typing import Any, Awaitable, Callable, Iterator
 
-__all__ = ["STOP_SIGNALS", "on_stop"]
+__all__ = ["STOP_SIGNALS", "on_stop", "run_until_stopped"]
 
 #: Names of the signals that stop a command, where the platform has them.
 STOP_SIGNALS = ("SIGINT", "SIGTERM", "SIGBREAK")
@@ -60,3 +60,14 @@ def on_stop(callback: Callable[[str], None]) -> Iterator[list[str]]:
         for sig, old in previous.items():
             with contextlib.suppress(OSError, ValueError, RuntimeError):
                 signal.signal(sig, old if old is not None else signal.SIG_DFL)
+
+
+async def run_until_stopped(work: Awaitable[Any]) -> None:
+    """Run ``work`` until it ends or a stop signal cancels it (a clean stop)."""
+    task = asyncio.ensure_future(work)
+
+    def stop(_: str) -> None:
+        task.cancel()
+
+    with on_stop(stop), contextlib.suppress(asyncio.CancelledError):
+        await task
