@@ -23,6 +23,9 @@ class FileInfo:
     #: The stored version's id: names its chunks, and is the ``version`` clients
     #: see (docs/protocol.md section 6.2): random, new at every upload.
     vid: str
+    #: Its chunks, digest list, SHA-1 and content type are sealed in Valkey
+    #: (storage/crypto.py); kept in the stored info, never on the wire.
+    encrypted: bool = False
 
     def wire(self) -> dict[str, Any]:
         """The file info object of docs/protocol.md section 2 (PUT)."""
