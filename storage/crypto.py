@@ -83,7 +83,8 @@ class KeyUnavailable(StorageError):
 class Place:
     """Where a sealed value belongs; its bytes are the associated data."""
 
-    #: What the value is: b"chunk", b"digests" or b"info".
+    #: What the value is: b"chunk", b"digests", b"info"; a resumable upload's
+    #: b"digest" and b"upload" (storage/upload_seals.py).
     what: bytes
     namespace: str
     vid: str
@@ -98,7 +99,10 @@ class Place:
     def describe(self) -> str:
         if self.what == b"chunk":
             return f"chunk {self.index}"
-        return {b"digests": "the chunk checksums", b"info": "the file info"}[self.what]
+        if self.what == b"digest":  # a resumable upload's (storage/upload_seals.py)
+            return f"the checksum of chunk {self.index}"
+        names = {b"digests": "the chunk checksums", b"info": "the file info"}
+        return names.get(self.what, "the upload's facts")
 
 
 def chunk_place(namespace: str, vid: str, index: int) -> Place:
@@ -244,12 +248,13 @@ class Sealer:
 
     # -- file info ------------------------------------------------------
 
-    def dumps(self, namespace: str, info: FileInfo) -> str:
-        """The info as stored: an encrypted version's SHA-1 and content type sealed."""
+    def stored_forms(self, namespace: str, info: FileInfo) -> tuple[str, str | None]:
+        """The info as stored, and its sealed part (base64; None for a plaintext
+        version): the commit's change event carries the same sealed part."""
         if not info.encrypted:
-            return info.dumps()
+            return info.dumps(), None
         secret = json.dumps({"sha1": info.sha1, "content_type": info.content_type})
-        sealed = self.seal(info_place(namespace, info), secret.encode())
+        sealed = base64.b64encode(self.seal(info_place(namespace, info), secret.encode())).decode()
         stored: dict[str, Any] = {
             "key": info.key,
             "size": info.size,
@@ -258,9 +263,13 @@ class Sealer:
             "created_at": info.created_at,
             "expires_at": info.expires_at,
             "vid": info.vid,
-            "sealed": base64.b64encode(sealed).decode(),
+            "sealed": sealed,
         }
-        return json.dumps(stored, separators=(",", ":"), ensure_ascii=False)
+        return json.dumps(stored, separators=(",", ":"), ensure_ascii=False), sealed
+
+    def dumps(self, namespace: str, info: FileInfo) -> str:
+        """The info as stored: an encrypted version's SHA-1 and content type sealed."""
+        return self.stored_forms(namespace, info)[0]
 
     def loads(self, namespace: str, raw: bytes | str, key: str | None = None) -> FileInfo:
         """The info as clients see it; an encrypted version's sealed part opened.
@@ -273,14 +282,18 @@ class Sealer:
         if sealed is None:
             return FileInfo(**stored)
         info = FileInfo(sha1="", content_type=None, encrypted=True, **stored)
-        place = info_place(namespace, info)
         if key is not None and info.key != key:
-            raise _tampered(place)
+            raise _tampered(info_place(namespace, info))
+        sha1, content_type = self.open_info(namespace, info, sealed)
+        return dataclasses.replace(info, sha1=sha1, content_type=content_type)
+
+    def open_info(self, namespace: str, info: FileInfo, sealed: Any) -> tuple[str, str | None]:
+        """The SHA-1 and content type that ``sealed`` (an info's or a stored
+        event's sealed part) holds for ``info``, the fields kept in clear."""
+        place = info_place(namespace, info)
         try:
             secret = json.loads(self.open(place, base64.b64decode(sealed, validate=True)))
-            return dataclasses.replace(
-                info, sha1=str(secret["sha1"]), content_type=secret["content_type"]
-            )
+            return str(secret["sha1"]), secret["content_type"]
         except (binascii.Error, ValueError, KeyError, TypeError):
             raise _tampered(place) from None
 

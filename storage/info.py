@@ -52,10 +52,13 @@ class FileInfo:
         return cls(**json.loads(raw))
 
 
-def commit_args(ns: NamespaceKeys, info: FileInfo, ttl: int, if_absent: bool) -> list[Any]:
-    """The first eight ARGV of every commit script (storage/scripts.py)."""
+def commit_args(
+    ns: NamespaceKeys, info: FileInfo, stored: str, ttl: int, if_absent: bool
+) -> list[Any]:
+    """The first eight ARGV of every commit script (storage/scripts.py); ``stored``
+    is the info as Valkey keeps it (``Sealer.stored_forms``)."""
     return [
-        info.dumps(),
+        stored,
         info.vid,
         ttl * 1000,
         info.key.encode(),

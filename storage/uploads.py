@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from storage import keys, scripts
+from storage.crypto import Sealer, clear_info
 from storage.errors import StorageError, Superseded
 from storage.events import EventLog, stored_event
 from storage.info import FileInfo, commit_args
@@ -263,6 +264,7 @@ class UploadStore:
         """COMMIT, by the upload's owner only, dropping the upload's state in the same
         step; with ``if_absent`` only when the key has no file (else FileExists)."""
         ns = keys.NamespaceKeys(namespace)
+        stored, sealed = self.sealer.stored_forms(namespace, info)
         names = [
             ns.meta(info.key),
             ns.index,
@@ -273,10 +275,10 @@ class UploadStore:
             ns.events,  # the commit's change event, in the same step (decision 0011)
         ]
         args = [
-            *commit_args(ns, info, ttl, if_absent),
+            *commit_args(ns, info, stored, ttl, if_absent),
             owner,
             upload_id,
-            *self.events.publish_args(stored_event(info)),
+            *self.events.publish_args(stored_event(info, sealed)),
         ]
         previous = await self.run(
             lambda: self._commit_resumable(keys=names, args=args),
@@ -286,10 +288,11 @@ class UploadStore:
         if previous is None:
             raise Superseded("another connection resumed this upload")
         if previous:
-            await self.release(FileInfo.loads(previous))
+            await self.release(clear_info(previous))
 
     # Defined by Store.
     events: EventLog
+    sealer: Sealer
 
     async def run(
         self, op: Callable[[], Awaitable[T]], *, idempotent: bool, kind: str = "meta"
