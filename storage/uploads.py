@@ -23,6 +23,7 @@ from storage.crypto import Sealer, clear_info
 from storage.errors import StorageError, Superseded
 from storage.events import EventLog, stored_event
 from storage.info import FileInfo, commit_args
+from storage.upload_seals import dump_facts, load_facts
 
 T = TypeVar("T")
 
@@ -43,6 +44,8 @@ class UploadFacts:
     chunk_size: int
     #: Commit only if the key has no file then (docs/protocol.md section 6.4).
     if_absent: bool = False
+    #: Its chunks and digests are sealed (storage/upload_seals.py), for good.
+    encrypted: bool = False
 
     def dumps(self) -> str:
         return json.dumps(
@@ -54,6 +57,7 @@ class UploadFacts:
                 "content_type": self.content_type,
                 "chunk_size": self.chunk_size,
                 "if_absent": self.if_absent,
+                "encrypted": self.encrypted,
             },
             separators=(",", ":"),
             ensure_ascii=False,
@@ -150,7 +154,7 @@ class UploadStore:
             self._create_upload,
             namespace,
             upload_id,
-            [resume_ttl * 1000, owner, max_open, facts.dumps()],
+            [resume_ttl * 1000, owner, max_open, dump_facts(self.sealer, namespace, facts)],
             idempotent=False,
         )
         return (_seconds(deadline) if int(deadline) else None), int(expired)
@@ -170,7 +174,7 @@ class UploadStore:
             return None
         deadline, meta, chunks, tail, tail_len, tail_sha1, digests = reply
         return UploadState(
-            facts=UploadFacts.loads(meta),
+            facts=UploadFacts(**load_facts(self.sealer, namespace, meta)),
             chunks=int(chunks),
             digests=bytes(digests),
             tail=_text(tail),
