@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
+import json
 import os
 import signal
 import struct
@@ -21,6 +22,7 @@ import pytest_asyncio
 from protocol.frames import FrameType
 from storage import keys
 from storage.embedded import EmbeddedValkey
+from tests.support.faultproxy import FaultProxy
 from tests.support.harness import (
     CHUNK,
     ROOT,
@@ -32,6 +34,15 @@ from tests.support.harness import (
     stop_server,
 )
 from tests.support.http import Http, file_path, http_address, scans
+from tests.support.resume import (
+    boundaries,
+    file_bytes_within,
+    finish,
+    resume,
+    send_quietly,
+    upload_stream,
+)
+from tests.support.resume import until as resume_until
 from tests.support.wire import Reply, WireClient
 
 #: Random bytes over several chunks, ending inside one: no two chunks alike.
@@ -80,7 +91,7 @@ async def stored(client: WireClient, key: str, data: bytes) -> str:
 
 
 def everything(vk: Any) -> Iterator[tuple[bytes, list[bytes]]]:
-    """Every key Valkey holds and what it holds: GET, HGETALL or ZRANGE, and DUMP."""
+    """Every key Valkey holds and what it holds: GET, HGETALL, ZRANGE or XRANGE, and DUMP."""
     for name in vk.scan_iter(count=1000):
         kind = vk.type(name)
         held: list[bytes] = [vk.dump(name) or b""]
@@ -90,6 +101,9 @@ def everything(vk: Any) -> Iterator[tuple[bytes, list[bytes]]]:
             held += [b"%s=%s" % item for item in vk.hgetall(name).items()]
         elif kind == b"zset":
             held += [member for member, _ in vk.zrange(name, 0, -1, withscores=True)]
+        elif kind == b"stream":
+            for _, fields in vk.xrange(name):
+                held += [b"%s=%s" % item for item in fields.items()]
         yield name, held
 
 
@@ -395,3 +409,153 @@ def test_start_is_refused(
     assert why in result.stderr
     for line in lines:
         assert line.split()[-1] not in result.stderr
+
+
+# -- resumable uploads and change events (docs/protocol.md sections 6.1, 6.3) --
+
+#: A content type no other test uses: found anywhere in Valkey, it was stored in clear.
+SECRET_TYPE = "application/x-valise-sealed-type"
+
+
+async def let_go(server: Running, still_open: int = 0) -> None:
+    """The server has seen the broken connection end (and stored what it read)."""
+    await resume_until(lambda: len(server.server.connections) <= still_open)
+
+
+def no_trace(vk: Any, data: bytes, secrets: list[bytes]) -> list[bytes]:
+    """Every key Valkey holds, checked: no 16-byte window of ``data``, none of ``secrets``."""
+    windows = Windows(data)
+    names = []
+    for name, held in everything(vk):
+        for value in held:
+            assert not windows.found_in(value), name
+            assert not any(secret in value for secret in secrets), name
+        names.append(name)
+    return names
+
+
+@pytest.mark.asyncio
+async def test_a_resumable_upload_cut_midway_is_sealed_and_resumes(
+    sealed: Running, vk: Any, prefix: str
+) -> None:
+    data = os.urandom(4 * CHUNK + 777)
+    cut_at = 2 * CHUNK + 1234  # two whole chunks stored, a partial one kept for RESUME
+    proxy = FaultProxy((sealed.host, sealed.port))
+    await proxy.start()
+    try:
+        stream = upload_stream(prefix + "scan", data, content_type=SECRET_TYPE)
+        put_end = boundaries(stream)[1]
+        # The link breaks right after file byte cut_at, inside a DATA frame.
+        proxy.arm(next(n for n in range(len(stream)) if file_bytes_within(stream, n) == cut_at))
+        client = await WireClient.connect(*proxy.address)
+        await client.send(stream[:put_end])
+        first = await client.reply()
+        assert first.ok, first.body
+        await send_quietly(client, stream[put_end:])
+        await proxy.struck()
+        await client.close()
+        await let_go(sealed)
+    finally:
+        await proxy.close()
+
+    # At the cut: chunks, the partial chunk, the digest list, the upload's state.
+    pieces = [data[i : i + CHUNK] for i in range(0, cut_at, CHUNK)]
+    secrets = [hashlib.sha1(piece).digest() for piece in pieces]
+    secrets.append(SECRET_TYPE.encode())
+    upload_id = first.body["upload_id"]
+    vid = json.loads(vk.hget(keys.NamespaceKeys("").upload(upload_id), "meta"))["vid"]
+    names = no_trace(vk, data[:cut_at], secrets)
+    ours = [name for name in names if vid.encode() in name or upload_id.encode() in name]
+    # Chunks 0 and 1, the partial chunk; the upload's state and its digest list.
+    assert len(ours) == 5, ours
+    assert all(vk.pttl(name) != -1 for name in names)  # every key has a TTL
+
+    wire = await sealed.client()
+    resumed = await resume(wire, upload_id)
+    assert (resumed.ok, resumed.body.get("offset")) == (True, cut_at), resumed.body
+    done = await finish(wire, data, cut_at)
+    assert done.ok, done.body
+    stat = await wire.request(FrameType.STAT, {"key": prefix + "scan"})
+    assert (stat.body["sha1"], stat.body["content_type"]) == (
+        hashlib.sha1(data).hexdigest(),
+        SECRET_TYPE,
+    )
+    got = await wire.get(prefix + "scan")
+    assert (got.data, got.end) == (data, hashlib.sha1(data).digest())
+    web = Http(http_address(sealed))
+    try:
+        over_http = await web("GET", file_path(prefix + "scan"))
+        assert (over_http.status, over_http.body) == (200, data)
+        assert over_http.headers["content-type"] == SECRET_TYPE
+    finally:
+        web.close()
+
+    # Committed: nothing in clear, the event stream included; subscribers see it opened.
+    secrets += [hashlib.sha1(data[i : i + CHUNK]).digest() for i in range(0, len(data), CHUNK)]
+    secrets += [hashlib.sha1(data).digest(), hashlib.sha1(data).hexdigest().encode()]
+    no_trace(vk, data, secrets)
+    replay = await wire.request(FrameType.SUBSCRIBE, {"prefix": prefix, "since": "0-0"})
+    assert replay.ok, replay.body
+    event = await wire.frame()
+    assert event is not None and event.type is FrameType.EVENT
+    told = json.loads(event.payload)
+    assert told == {"id": told["id"], "event": "stored", **stat.body}
+    await wire.close()
+
+
+async def hung_up(server: Running, key: str, data: bytes) -> str:
+    """A sealed resumable upload of ``data``, left by its client: its upload id."""
+    still_open = len(server.server.connections)
+    client = await server.client()
+    await client.send(upload_stream(key, data, content_type=SECRET_TYPE))
+    first = await client.reply()
+    assert first.ok, first.body
+    await client.close()
+    await let_go(server, still_open)
+    return str(first.body["upload_id"])
+
+
+@pytest.mark.asyncio
+async def test_a_tampered_staged_value_is_never_built_upon(
+    sealed: Running, vk: Any, prefix: str
+) -> None:
+    data = os.urandom(3 * CHUNK + 500)
+    ns = keys.NamespaceKeys("")
+
+    def tamper_chunk(vid: str, upload_id: str) -> None:
+        vk.set(keys.chunk_key(vid, 1), flip_bit(vk.get(keys.chunk_key(vid, 1))), keepttl=True)
+
+    def swap_chunks(vid: str, upload_id: str) -> None:
+        zero, one = vk.get(keys.chunk_key(vid, 0)), vk.get(keys.chunk_key(vid, 1))
+        vk.set(keys.chunk_key(vid, 0), one, keepttl=True)
+        vk.set(keys.chunk_key(vid, 1), zero, keepttl=True)
+
+    def tamper_digests(vid: str, upload_id: str) -> None:
+        name = ns.upload_digests(upload_id)
+        vk.set(name, flip_bit(vk.get(name)), keepttl=True)
+
+    def tamper_partial(vid: str, upload_id: str) -> None:
+        (name,) = vk.scan_iter(match=f"{keys.PARTIAL_PREFIX}{vid}:*")
+        vk.set(name, new_nonce(vk.get(name)), keepttl=True)
+
+    client = await sealed.client()
+    for damage in (tamper_chunk, swap_chunks, tamper_digests, tamper_partial):
+        upload_id = await hung_up(sealed, prefix + damage.__name__, data)
+        vid = json.loads(vk.hget(ns.upload(upload_id), "meta"))["vid"]
+        assert vk.exists(keys.chunk_key(vid, 2))
+        damage(vid, upload_id)
+        refused = await resume(client, upload_id)
+        assert (refused.code, refused.body["fatal"]) == ("not_found", False), damage.__name__
+        assert "damaged" in refused.body["message"]
+        assert not vk.exists(keys.chunk_key(vid, 0)), damage.__name__  # discarded
+        assert (await client.get(prefix + damage.__name__)).code == "not_found"
+
+    # Damaged after the RESUME checked it: the file is committed, and never served.
+    upload_id = await hung_up(sealed, prefix + "late", data)
+    vid = json.loads(vk.hget(ns.upload(upload_id), "meta"))["vid"]
+    resumed = await resume(client, upload_id)
+    assert resumed.ok, resumed.body
+    tamper_chunk(vid, upload_id)
+    assert (await finish(client, data, resumed.body["offset"])).ok
+    assert damaged(await client.get(prefix + "late"), data)
+    await client.close()
