@@ -30,7 +30,14 @@ from service.listener import Certificates, Listener, Peer
 from service.looplag import LoopLag
 from service.metrics import Exporter, Metrics
 from service.state import LINGER_TOTAL, READ_SIZE, Served, ServerState
-from storage import EmbeddedValkey, MisconfiguredValkey, StorageError, Store
+from storage import (
+    EmbeddedValkey,
+    KeyFileError,
+    MisconfiguredValkey,
+    StorageError,
+    Store,
+    load_keys,
+)
 
 log = logging.getLogger("valise")
 
@@ -133,13 +140,15 @@ class Server:
             self.connections.pop(task, None)
 
     def reload(self) -> None:
-        """SIGHUP: read the tokens file and the TLS certificate again.
+        """SIGHUP: read the tokens file, the TLS certificate and the encryption keys again.
 
         A file that is malformed or unreadable keeps the old one (and the log
         says why); transfers in flight are not touched.
         """
         if self.certificates is not None:
             self.certificates.reload()
+        if self.config.encryption_key_file is not None:
+            self._reload_keys()
         if self.config.tokens is None:
             return
         try:
@@ -148,6 +157,17 @@ class Server:
             log.error("tokens file not reloaded: %s", exc)
             return
         log.info("tokens file reloaded")
+
+    def _reload_keys(self) -> None:
+        try:
+            keyring = self.store.sealer.reload()
+        except KeyFileError as exc:
+            log.error("encryption key file not reloaded, the old keys stay: %s", exc)
+            return
+        assert keyring is not None
+        log.info(
+            "encryption keys reloaded: %s seals; %s open", keyring.primary, ", ".join(keyring.ids)
+        )
 
     async def shutdown(self) -> None:
         """Stop accepting, let transfers finish within the grace, end the rest."""
@@ -230,7 +250,7 @@ def run(main: Coroutine[Any, Any, int | None], loop: str = "asyncio") -> int:
     except (OSError, ssl.SSLError) as exc:
         # Certificates that cannot be read, a port in use: say what, not a traceback.
         print(f"valise: cannot start: {exc}", file=sys.stderr)
-    except MisconfiguredValkey as exc:
+    except (MisconfiguredValkey, KeyFileError) as exc:
         print(f"valise: refusing to start: {exc}", file=sys.stderr)
     except StorageError as exc:
         print(f"valise: cannot use Valkey: {exc.message}", file=sys.stderr)
@@ -249,7 +269,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     logs.configure(config.log_level, config.log_format, workers=config.workers)
     try:
         tokens = Tokens.load(config.tokens) if config.tokens else None
-    except TokenFileError as exc:
+        if config.encryption_key_file is not None:
+            load_keys(config.encryption_key_file)  # refused here, before any worker starts
+    except (TokenFileError, KeyFileError) as exc:
         print(f"valise: refusing to start: {exc}", file=sys.stderr)
         return 2
     embedded = None

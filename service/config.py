@@ -88,6 +88,9 @@ class Config:
     tls_key: str | None = _setting(TEXT, None, "PEM private key for --tls-cert")
     tls_client_ca: str | None = _setting(TEXT, None, "require client certs signed by this CA")
     valkey_tls_ca: str | None = _setting(TEXT, None, "CA for a valkeys:// Valkey URL")
+    encryption_key_file: str | None = _setting(
+        TEXT, None, "'<key-id> <base64 key>' lines: Valkey holds only AES-256-GCM ciphertext"
+    )
     log_keys: bool = _setting(SWITCH, False, "log key names in clear (they can be PHI)")
     log_level: str = _setting(TEXT, "info", "debug, info, warning or error")
     log_format: str = _setting(TEXT, "text", "text (for people) or json (one object per line)")
@@ -136,6 +139,7 @@ class Config:
             failover_wait=self.failover_wait,
             resume_ttl=self.resume_ttl,
             event_retention=self.event_retention,
+            encryption_key_file=self.encryption_key_file,
         )
 
 

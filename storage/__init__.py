@@ -6,7 +6,8 @@ the one patch of its internals), :mod:`storage.calls` (retries, error
 translation), :mod:`storage.checks` (start-up refusals), :mod:`storage.store`
 (the metadata and chunk operations), :mod:`storage.writer` and
 :mod:`storage.reader` (the chunk writer and reader), :mod:`storage.resumable`
-and :mod:`storage.uploads` (resumable uploads), :mod:`storage.embedded`
+and :mod:`storage.uploads` (resumable uploads), :mod:`storage.crypto`
+and :mod:`storage.keyfile` (encryption at rest), :mod:`storage.embedded`
 (a private valkey-server). Every valkey-py exception leaves as a
 :class:`StorageError` carrying its wire code.
 """
@@ -26,6 +27,8 @@ from storage.errors import (
     TooManyUploads,
 )
 from storage.info import FileInfo
+from storage.keyfile import KeyFileError
+from storage.keyfile import load as load_keys
 from storage.reader import Download, open_download
 from storage.resumable import ResumableWriter
 from storage.store import Store
@@ -40,6 +43,7 @@ __all__ = [
     "EmbeddedValkey",
     "FileInfo",
     "FileNotFound",
+    "KeyFileError",
     "MisconfiguredValkey",
     "ResumableWriter",
     "StorageConfig",
@@ -50,5 +54,6 @@ __all__ = [
     "Superseded",
     "TooManyUploads",
     "die_with_parent",
+    "load_keys",
     "open_download",
 ]

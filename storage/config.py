@@ -24,3 +24,5 @@ class StorageConfig:
     resume_ttl: int = 3600
     #: Seconds change events are kept at least (the event stream's TTL).
     event_retention: int = 3600
+    #: Seal what Valkey holds with these keys (storage/crypto.py); None: off.
+    encryption_key_file: str | None = None

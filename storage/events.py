@@ -10,12 +10,16 @@ pool that serves requests (docs/decisions/0011-change-events.md).
 
 An entry holds ``k``, the file key, so a server filters by prefix without
 decoding JSON, and ``e``, the event as JSON without its ``id``: the id is the
-entry's, and :func:`event_payload` splices it in front.
+entry's, and :func:`event_payload` splices it in front. An encrypted
+version's ``stored`` event holds its SHA-1 and content type only sealed, as
+its stored info does (the same ``sealed`` part; docs/decisions/0012): the
+log opens it as it reads the entry back.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
@@ -24,7 +28,11 @@ from storage import keys
 from storage.calls import VALKEY_ERRORS, translate
 from storage.clients import reader_client
 from storage.config import StorageConfig
+from storage.crypto import Sealer
+from storage.errors import StorageError
 from storage.info import FileInfo
+
+log = logging.getLogger("valise.storage")
 
 T = TypeVar("T")
 
@@ -34,6 +42,7 @@ class Store(Protocol):
 
     client: Any
     config: StorageConfig
+    sealer: Sealer
 
     async def run(
         self, op: Callable[[], Awaitable[T]], *, idempotent: bool, kind: str = ...
@@ -80,9 +89,46 @@ def parse_id(text: str) -> Order | None:
     return order if order[0] < 2**64 and order[1] < 2**64 else None
 
 
-def stored_event(info: FileInfo) -> str:
-    """The ``stored`` event of a commit: the file info, as every reply carries it."""
-    return json.dumps({"event": "stored", **info.wire()}, separators=(",", ":"), ensure_ascii=False)
+def stored_event(info: FileInfo, sealed: str | None = None) -> str:
+    """The ``stored`` event of a commit: the file info, as every reply carries it;
+    with ``sealed`` (an encrypted version's), its SHA-1 and content type sealed."""
+    event: dict[str, Any] = {"event": "stored", **info.wire()}
+    if sealed is not None:
+        del event["sha1"], event["content_type"]
+        event["sealed"] = sealed
+    return json.dumps(event, separators=(",", ":"), ensure_ascii=False)
+
+
+def opened_event(sealer: Sealer, namespace: str, event: bytes) -> bytes:
+    """A stored event as clients see it: its sealed part, if any, opened.
+
+    One that cannot be opened (its key is not loaded, or it was altered)
+    still goes out, with ``sha1`` and ``content_type`` null: the change did
+    happen, and a GET of the file then says why it cannot be served.
+    """
+    if b'"sealed":' not in event:
+        return event
+    fields = json.loads(event)
+    sealed = fields.pop("sealed", None)
+    if sealed is None:
+        return event
+    clear = {name: fields[name] for name in ("key", "size", "chunk_size", "chunks")}
+    info = FileInfo(
+        sha1="",
+        content_type=None,
+        created_at=fields["created_at"],
+        expires_at=fields["expires_at"],
+        vid=fields["version"],
+        **clear,
+    )
+    sha1: str | None
+    try:
+        sha1, content_type = sealer.open_info(namespace, info, sealed)
+    except StorageError as exc:
+        log.warning("a change event's sealed part could not be opened: %s", exc.message)
+        sha1 = content_type = None
+    opened = {"event": "stored", **info.wire(), "sha1": sha1, "content_type": content_type}
+    return json.dumps(opened, separators=(",", ":"), ensure_ascii=False).encode()
 
 
 def deleted_event_head(key: str) -> str:
@@ -97,11 +143,11 @@ def event_payload(record: Record) -> bytes:
     return b'{"id":"' + record.id.encode() + b'",' + record.event[1:]
 
 
-def _records(entries: Sequence[Any]) -> list[Record]:
+def _records(entries: Sequence[Any], sealer: Sealer, namespace: str) -> list[Record]:
     out = []
     for entry_id, fields in entries:
         ident = entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
-        out.append(Record(ident, fields[b"k"], fields[b"e"]))
+        out.append(Record(ident, fields[b"k"], opened_event(sealer, namespace, fields[b"e"])))
     return out
 
 
@@ -123,7 +169,10 @@ class EventLog:
         entries = await self.store.run(
             lambda: client.xrevrange(stream, "+", "-", count=1), idempotent=True
         )
-        return _records(entries)[0].id if entries else None
+        if not entries:
+            return None
+        ident = entries[0][0]
+        return ident.decode() if isinstance(ident, bytes) else str(ident)
 
     async def range(self, namespace: str, start: str, end: str, count: int) -> list[Record]:
         """Up to ``count`` events from ``start`` to ``end`` (ids; ``(`` before an id
@@ -133,7 +182,7 @@ class EventLog:
         entries = await self.store.run(
             lambda: client.xrange(stream, start, end, count=count), idempotent=True
         )
-        return _records(entries)
+        return _records(entries, self.store.sealer, namespace)
 
     async def follow(self, namespace: str, after: str, count: int = READ_COUNT) -> list[Record]:
         """The events after id ``after``, waiting up to BLOCK_MS for one; maybe none.
@@ -148,7 +197,7 @@ class EventLog:
         except VALKEY_ERRORS as exc:
             raise translate(exc) from exc
         # [[stream, entries]], or nothing when BLOCK_MS passed without an event.
-        return _records(reply[0][1]) if reply else []
+        return _records(reply[0][1], self.store.sealer, namespace) if reply else []
 
     async def close(self) -> None:
         reader, self._reader = self._reader, None

@@ -23,6 +23,9 @@ class FileInfo:
     #: The stored version's id: names its chunks, and is the ``version`` clients
     #: see (docs/protocol.md section 6.2): random, new at every upload.
     vid: str
+    #: Its chunks, digest list, SHA-1 and content type are sealed in Valkey
+    #: (storage/crypto.py); kept in the stored info, never on the wire.
+    encrypted: bool = False
 
     def wire(self) -> dict[str, Any]:
         """The file info object of docs/protocol.md section 2 (PUT)."""
@@ -49,10 +52,13 @@ class FileInfo:
         return cls(**json.loads(raw))
 
 
-def commit_args(ns: NamespaceKeys, info: FileInfo, ttl: int, if_absent: bool) -> list[Any]:
-    """The first eight ARGV of every commit script (storage/scripts.py)."""
+def commit_args(
+    ns: NamespaceKeys, info: FileInfo, stored: str, ttl: int, if_absent: bool
+) -> list[Any]:
+    """The first eight ARGV of every commit script (storage/scripts.py); ``stored``
+    is the info as Valkey keeps it (``Sealer.stored_forms``)."""
     return [
-        info.dumps(),
+        stored,
         info.vid,
         ttl * 1000,
         info.key.encode(),

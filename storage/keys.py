@@ -7,6 +7,7 @@ Per namespace, under one hash tag so the commit is one atomic step in one slot:
 - ``valise:{ns=NS}:ex``     sorted set: key -> expiry (ms), to prune ``ix``
 - ``valise:{ns=NS}:u:ID``   hash: the state of resumable upload ID (section 6.1)
 - ``valise:{ns=NS}:ud:ID``  its recorded chunks' SHA-1 digests, 20 raw bytes each
+  (each sealed alone with encryption on: storage/upload_seals.py)
 - ``valise:{ns=NS}:ux``     sorted set: open resumable upload ids -> deadline (ms)
 - ``valise:{ns=NS}:ev``     stream: the namespace's change events, oldest first
   (docs/decisions/0011-change-events.md)
@@ -14,8 +15,8 @@ Per namespace, under one hash tag so the commit is one atomic step in one slot:
 Per stored version (a random ``vid``), with no hash tag, so the chunks of one
 file spread over a cluster's shards:
 
-- ``valise:c:VID:I``  chunk I, exactly those file bytes
-- ``valise:s:VID``    the chunks' SHA-1 digests, 20 raw bytes each, in order
+- ``valise:c:VID:I``  chunk I, exactly those file bytes (sealed: storage/crypto.py)
+- ``valise:s:VID``    the chunks' SHA-1 digests, 20 raw bytes each, in order (sealed whole)
 - ``valise:p:VID:T``  a resumable upload's partial last chunk, written by attachment T
 
 The file key follows a fixed prefix and Valkey keys are binary-safe, so two

@@ -18,6 +18,7 @@ from collections.abc import AsyncGenerator
 from typing import Any, NoReturn
 
 from storage import keys
+from storage.crypto import chunk_place, digests_place, off_loop, open_and_sha1
 from storage.errors import BadRange, Corrupt, FileNotFound
 from storage.hashing import sha1_of
 from storage.info import FileInfo
@@ -70,7 +71,7 @@ class Download:
         digests, head = await self._start(first, last)
         end = self.offset + self.length
 
-        def piece(index: int, chunk: bytes) -> memoryview:
+        def piece(index: int, chunk: bytes | bytearray) -> memoryview:
             start = max(self.offset - index * size, 0)
             stop = min(end - index * size, len(chunk))
             view = memoryview(chunk)[start:stop]
@@ -83,7 +84,7 @@ class Download:
             chunk = head if head is not None else await self._get(first)
             yield piece(first, await self._verify(first, chunk, digests))
             return
-        ready: asyncio.Queue[asyncio.Future[bytes]] = asyncio.Queue(maxsize=AHEAD)
+        ready: asyncio.Queue[asyncio.Future[bytes | bytearray]] = asyncio.Queue(maxsize=AHEAD)
         producer = asyncio.create_task(self._produce(first, last, digests, head, ready))
         try:
             for index in range(first, last + 1):
@@ -100,9 +101,9 @@ class Download:
         self,
         first: int,
         last: int,
-        digests: bytes,
+        digests: bytes | bytearray,
         head: bytes | None,
-        ready: asyncio.Queue[asyncio.Future[bytes]],
+        ready: asyncio.Queue[asyncio.Future[bytes | bytearray]],
     ) -> None:
         """Fetch chunks in order, one GET at a time; queue each while it is verified.
 
@@ -116,18 +117,20 @@ class Download:
                 chunk = head if index == first and head is not None else await self._get(index)
             except Exception as exc:
                 # Handed on in order: the reader sees it after the chunks before.
-                failed: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+                failed: asyncio.Future[bytes | bytearray] = (
+                    asyncio.get_running_loop().create_future()
+                )
                 failed.set_exception(exc)
                 await ready.put(failed)
                 return
             verified = asyncio.ensure_future(self._verify(index, chunk, digests[at : at + 20]))
             await ready.put(verified)
 
-    async def _start(self, first: int, last: int) -> tuple[bytes, bytes | None]:
+    async def _start(self, first: int, last: int) -> tuple[bytes | bytearray, bytes | None]:
         """The range's chunk digests and its first chunk (None: fetch it), in one round trip."""
         if self._digests is not None:
             # They came with the info (one node); chunk 0 too when it is small.
-            digests = self._digests[first * 20 : (last + 1) * 20]
+            digests = self._open_digests(self._digests)[first * 20 : (last + 1) * 20]
             if len(digests) != (last - first + 1) * 20:
                 await self._lost("chunk checksums")
             return digests, self._head if first == 0 else None
@@ -135,13 +138,18 @@ class Download:
         chunk_name = keys.chunk_key(self.info.vid, first)
 
         def queue(pipe: Any) -> None:
-            pipe.getrange(digests_name, first * 20, (last + 1) * 20 - 1)
+            if self.info.encrypted:  # sealed whole: no range of it can be checked
+                pipe.get(digests_name)
+            else:
+                pipe.getrange(digests_name, first * 20, (last + 1) * 20 - 1)
             pipe.get(chunk_name)
 
         digests, head = await self.store.run(
             functools.partial(self.store.batch, queue), idempotent=True, kind="chunk_read"
         )
-        if len(digests) != (last - first + 1) * 20:
+        if self.info.encrypted and digests is not None:
+            digests = self._open_digests(digests)[first * 20 : (last + 1) * 20]
+        if digests is None or len(digests) != (last - first + 1) * 20:
             await self._lost("chunk checksums")
         return digests, head
 
@@ -150,10 +158,24 @@ class Download:
         chunk = await self.store.get_chunk(name)
         return chunk
 
-    async def _verify(self, index: int, chunk: bytes | None, digest: bytes) -> bytes:
+    def _open_digests(self, stored: bytes) -> bytes | bytearray:
+        if not self.info.encrypted:
+            return stored
+        return self.store.sealer.open(digests_place(self.namespace, self.info.vid), stored)
+
+    async def _verify(
+        self, index: int, chunk: bytes | None, digest: bytes | bytearray
+    ) -> bytes | bytearray:
         if chunk is None:
             await self._lost(f"chunk {index}")
         expected = min(self.info.chunk_size, self.info.size - index * self.info.chunk_size)
+        if self.info.encrypted:
+            # Opened (its tag checked) and hashed in one worker thread.
+            place = chunk_place(self.namespace, self.info.vid, index)
+            plain, sha = await off_loop(len(chunk), open_and_sha1, self.store.sealer, place, chunk)
+            if len(plain) != expected or sha != digest:
+                raise Corrupt(f"chunk {index} does not match its recorded checksum")
+            return plain
         if len(chunk) != expected or await sha1_of(memoryview(chunk)) != digest:
             raise Corrupt(f"chunk {index} does not match its recorded checksum")
         return chunk

@@ -27,6 +27,7 @@ import secrets
 from collections.abc import Callable
 
 from storage import keys
+from storage import upload_seals as seals
 from storage.errors import Corrupt, FileNotFound, StorageError, Superseded, TooManyUploads
 from storage.hashing import THREAD_HASH_MIN, new_vid, sha1_of
 from storage.info import FileInfo
@@ -71,6 +72,8 @@ class ResumableWriter(ChunkWriter):
             if_absent=facts.if_absent,
         )
         self._upload_id = upload_id
+        # Sealed or not as its PUT began it (storage/upload_seals.py).
+        self._sealer = store.sealer if facts.encrypted else None
         #: This attachment's token: the upload's owner while nobody resumes it elsewhere.
         self.owner = owner
         #: The size the PUT declared, if it did.
@@ -124,8 +127,9 @@ class ResumableWriter(ChunkWriter):
 
         Raises :class:`TooManyUploads` when the namespace has ``max_open`` already.
         """
+        chunk_size, encrypted = store.config.chunk_size, store.sealer.encrypting
         facts = UploadFacts(
-            key, new_vid(), size, ttl, content_type, store.config.chunk_size, if_absent
+            key, new_vid(), size, ttl, content_type, chunk_size, if_absent, encrypted
         )
         upload_id, owner = new_upload_id(), new_owner()
         deadline, expired = await store.create_upload(
@@ -172,10 +176,9 @@ class ResumableWriter(ChunkWriter):
         return writer
 
     async def _restore(self, state: UploadState) -> None:
-        digests = state.digests
-        if len(digests) != 20 * state.chunks:
+        self._digests = seals.open_digests(self._sealer, self.namespace, self.vid, state.digests)
+        if len(self._digests) != state.chunks:
             raise Corrupt("the upload's chunk digests do not match its chunk count")
-        self._digests = [digests[at : at + 20] for at in range(0, len(digests), 20)]
         self._tail, self._tail_len = state.tail, state.tail_len
         self.size = self.resumed_from = self._renewed = state.offset
         # First make sure nothing expires while the digest is rebuilt.
@@ -199,29 +202,34 @@ class ResumableWriter(ChunkWriter):
                 assert fetching is not None
                 chunk = await fetching
                 fetching = fetch(index + 1) if index + 1 < state.chunks else None
-                if chunk is None or len(chunk) != self.chunk_size:
+                if chunk is None:
                     raise FileNotFound(f"chunk {index} of the upload is gone")
-                if not await self._replay(memoryview(chunk), self._digests[index]):
+                if not await self._replay(index, memoryview(chunk), self._digests[index]):
                     raise Corrupt(f"chunk {index} of the upload does not match its digest")
         finally:
             if fetching is not None:
                 fetching.cancel()
                 await asyncio.gather(fetching, return_exceptions=True)
         if state.tail:
-            tail = await self.store.get_chunk(keys.partial_key(self.vid, state.tail))
+            stored = await self.store.get_chunk(keys.partial_key(self.vid, state.tail))
+            tail, expected = seals.open_tail(self._sealer, self.namespace, self.vid, state, stored)
             if tail is None or len(tail) != state.tail_len:
                 raise FileNotFound("the upload's partial last chunk is gone")
-            if await sha1_of(memoryview(tail)) != state.tail_sha1:
+            if await sha1_of(memoryview(tail)) != expected:
                 raise Corrupt("the upload's partial last chunk does not match its digest")
             self._buffers[0] = bytearray(tail)
             self._fill = len(tail)
 
-    async def _replay(self, chunk: memoryview, digest: bytes) -> bool:
+    async def _replay(self, index: int, chunk: memoryview, digest: bytes) -> bool:
         if len(chunk) < THREAD_HASH_MIN:
-            return self._replay_now(chunk, digest)
-        return await asyncio.to_thread(self._replay_now, chunk, digest)
+            return self._replay_now(index, chunk, digest)
+        return await asyncio.to_thread(self._replay_now, index, chunk, digest)
 
-    def _replay_now(self, chunk: memoryview, digest: bytes) -> bool:
+    def _replay_now(self, index: int, chunk: memoryview, digest: bytes) -> bool:
+        if self._sealer is not None:  # opened (its tag checked) before it is hashed
+            chunk = seals.open_chunk(self._sealer, self.namespace, self.vid, index, chunk)
+        if len(chunk) != self.chunk_size:
+            return False
         if hashlib.sha1(chunk, usedforsecurity=False).digest() != digest:
             return False
         self._file_hash.update(chunk)
@@ -247,6 +255,7 @@ class ResumableWriter(ChunkWriter):
     async def _chunk_stored(self, index: int, sha: bytes) -> None:
         if self._lost:
             raise Superseded("another connection resumed this upload")
+        sha = seals.record_digest(self._sealer, self.namespace, self.vid, index, sha)
         try:
             recorded = await self.store.advance_upload(
                 self.namespace, self.upload_id, self.owner, index, sha, resume_ttl=self.resume_ttl
@@ -328,9 +337,11 @@ class ResumableWriter(ChunkWriter):
             if self._fill:
                 tail = memoryview(self._buffers[0])[: self._fill]
                 try:
-                    digest = await sha1_of(tail)
+                    digest, stored = await seals.seal_tail(
+                        self._sealer, self.namespace, self.vid, len(self._digests), self.owner, tail
+                    )
                     name = keys.partial_key(self.vid, self.owner)
-                    await self.store.set_chunk(name, tail, self._staging_ms)
+                    await self.store.set_chunk(name, stored, self._staging_ms)
                     token, length, wrote = self.owner, self._fill, True
                 except StorageError:
                     log.warning("could not store the partial last chunk of a resumable upload")

@@ -23,11 +23,12 @@ from urllib.parse import urlsplit
 import valkey.asyncio as valkey_async
 import valkey.exceptions as valkey_exc
 
-from storage import checks, keys, observe, scripts
+from storage import checks, keyfile, keys, observe, scripts
 from storage.batch import batches, run_batch
 from storage.calls import CLUSTER_TRANSIENT, VALKEY_ERRORS, call, translate
 from storage.clients import cluster_client, single_client
 from storage.config import StorageConfig
+from storage.crypto import MAX_OVERHEAD, clear_info
 from storage.errors import (
     FileNotFound,
     MisconfiguredValkey,
@@ -57,6 +58,8 @@ class Store(UploadStore):
         # valkey-py's annotations mix its sync and async return types and refuse
         # bytes keys; typed as Any here, and only here, behind our own methods.
         self.client: Any = cluster_client(config) if config.cluster else single_client(config)
+        #: Seals and opens stored values (on with --encryption-key-file; SIGHUP reloads).
+        self.sealer = keyfile.sealer(config.encryption_key_file)
         self._timers: set[asyncio.TimerHandle] = set()
         #: Valkey failed the last call: the next success is worth a log line.
         self._down = False
@@ -199,7 +202,7 @@ class Store(UploadStore):
         raw = await self.run(lambda: self.client.hget(meta, "info"), idempotent=True)
         if raw is None:
             raise FileNotFound("no such file")
-        return FileInfo.loads(raw)
+        return self.sealer.loads(namespace, raw, key)
 
     async def current_vid(self, namespace: str, key: str) -> str | None:
         meta = keys.NamespaceKeys(namespace).meta(key)
@@ -213,12 +216,13 @@ class Store(UploadStore):
         replaces. With ``if_absent``, only if the key has no file at that moment
         (else :class:`FileExists`, and nothing changed)."""
         ns = keys.NamespaceKeys(namespace)
+        stored, sealed = self.sealer.stored_forms(namespace, info)
         await self._run_commit(
             self._commit,
             [ns.meta(info.key), ns.index, ns.expiry_index, ns.events],
             [
-                *commit_args(ns, info, ttl, if_absent),
-                *self.events.publish_args(stored_event(info)),
+                *commit_args(ns, info, stored, ttl, if_absent),
+                *self.events.publish_args(stored_event(info, sealed)),
             ],
         )
 
@@ -228,7 +232,7 @@ class Store(UploadStore):
         info: FileInfo,
         ttl: int,
         chunk: memoryview,
-        digest: bytes,
+        digest: bytes | memoryview,
         chunk_ttl_ms: int,
         *,
         if_absent: bool = False,
@@ -244,12 +248,13 @@ class Store(UploadStore):
             keys.digests_key(info.vid),
             ns.events,
         ]
+        stored, sealed = self.sealer.stored_forms(namespace, info)
         args = [
-            *commit_args(ns, info, ttl, if_absent),
+            *commit_args(ns, info, stored, ttl, if_absent),
             chunk,
             digest,
             chunk_ttl_ms,
-            *self.events.publish_args(stored_event(info)),
+            *self.events.publish_args(stored_event(info, sealed)),
         ]
         await self._run_commit(self._commit_one, names, args)
 
@@ -261,20 +266,20 @@ class Store(UploadStore):
         )
         observe.report_event("stored")
         if previous:
-            await self.release(FileInfo.loads(previous))
+            await self.release(clear_info(previous))
 
     async def open(self, namespace: str, key: str) -> tuple[FileInfo, bytes | None, bytes | None]:
         """One node only: a file's info, its digest list and (when no larger than
         SMALL_FILE) its first chunk, in one round trip (scripts.OPEN)."""
         meta = keys.NamespaceKeys(namespace).meta(key)
-        args = [keys.CHUNK_PREFIX, keys.DIGESTS_PREFIX, SMALL_FILE]
+        args = [keys.CHUNK_PREFIX, keys.DIGESTS_PREFIX, SMALL_FILE + MAX_OVERHEAD]
         reply = await self.run(
             lambda: self._open(keys=[meta], args=args), idempotent=True, kind="chunk_read"
         )
         if not reply:
             raise FileNotFound("no such file")
         info, digests, head = reply
-        return FileInfo.loads(info), digests, head
+        return self.sealer.loads(namespace, info, key), digests, head
 
     async def delete(self, namespace: str, key: str) -> bool:
         ns = keys.NamespaceKeys(namespace)
@@ -284,7 +289,7 @@ class Store(UploadStore):
         if not raw:
             return False
         observe.report_event("deleted")
-        await self.release(FileInfo.loads(raw))
+        await self.release(clear_info(raw))
         return True
 
     async def list(
@@ -304,7 +309,7 @@ class Store(UploadStore):
             idempotent=True,
         )
         last, scanned, *infos = reply
-        files = [FileInfo.loads(raw) for raw in infos]
+        files = [self.sealer.loads(namespace, raw) for raw in infos]
         more = last is not None and int(scanned) >= limit
         return files, last.decode() if more else None
 

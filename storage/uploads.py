@@ -19,9 +19,11 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from storage import keys, scripts
+from storage.crypto import Sealer, clear_info
 from storage.errors import StorageError, Superseded
 from storage.events import EventLog, stored_event
 from storage.info import FileInfo, commit_args
+from storage.upload_seals import dump_facts, load_facts
 
 T = TypeVar("T")
 
@@ -42,6 +44,8 @@ class UploadFacts:
     chunk_size: int
     #: Commit only if the key has no file then (docs/protocol.md section 6.4).
     if_absent: bool = False
+    #: Its chunks and digests are sealed (storage/upload_seals.py), for good.
+    encrypted: bool = False
 
     def dumps(self) -> str:
         return json.dumps(
@@ -53,6 +57,7 @@ class UploadFacts:
                 "content_type": self.content_type,
                 "chunk_size": self.chunk_size,
                 "if_absent": self.if_absent,
+                "encrypted": self.encrypted,
             },
             separators=(",", ":"),
             ensure_ascii=False,
@@ -149,7 +154,7 @@ class UploadStore:
             self._create_upload,
             namespace,
             upload_id,
-            [resume_ttl * 1000, owner, max_open, facts.dumps()],
+            [resume_ttl * 1000, owner, max_open, dump_facts(self.sealer, namespace, facts)],
             idempotent=False,
         )
         return (_seconds(deadline) if int(deadline) else None), int(expired)
@@ -169,7 +174,7 @@ class UploadStore:
             return None
         deadline, meta, chunks, tail, tail_len, tail_sha1, digests = reply
         return UploadState(
-            facts=UploadFacts.loads(meta),
+            facts=UploadFacts(**load_facts(self.sealer, namespace, meta)),
             chunks=int(chunks),
             digests=bytes(digests),
             tail=_text(tail),
@@ -263,6 +268,7 @@ class UploadStore:
         """COMMIT, by the upload's owner only, dropping the upload's state in the same
         step; with ``if_absent`` only when the key has no file (else FileExists)."""
         ns = keys.NamespaceKeys(namespace)
+        stored, sealed = self.sealer.stored_forms(namespace, info)
         names = [
             ns.meta(info.key),
             ns.index,
@@ -273,10 +279,10 @@ class UploadStore:
             ns.events,  # the commit's change event, in the same step (decision 0011)
         ]
         args = [
-            *commit_args(ns, info, ttl, if_absent),
+            *commit_args(ns, info, stored, ttl, if_absent),
             owner,
             upload_id,
-            *self.events.publish_args(stored_event(info)),
+            *self.events.publish_args(stored_event(info, sealed)),
         ]
         previous = await self.run(
             lambda: self._commit_resumable(keys=names, args=args),
@@ -286,10 +292,11 @@ class UploadStore:
         if previous is None:
             raise Superseded("another connection resumed this upload")
         if previous:
-            await self.release(FileInfo.loads(previous))
+            await self.release(clear_info(previous))
 
     # Defined by Store.
     events: EventLog
+    sealer: Sealer
 
     async def run(
         self, op: Callable[[], Awaitable[T]], *, idempotent: bool, kind: str = "meta"

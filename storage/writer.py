@@ -24,6 +24,7 @@ import time
 from typing import Any
 
 from storage import keys
+from storage.crypto import chunk_place, digests_place, off_loop, seal_and_sha1
 from storage.errors import ChecksumMismatch, StorageError, StorageUnavailable
 from storage.hashing import THREAD_HASH_MIN, new_vid
 from storage.info import FileInfo
@@ -56,6 +57,8 @@ class ChunkWriter:
         #: Commit only if the key has no file then (docs/protocol.md section 6.4).
         self.if_absent = if_absent
         self.vid = vid or new_vid()
+        #: Sealing this version's values (--encryption-key-file), decided once.
+        self._sealer = store.sealer if store.sealer.encrypting else None
         self.chunk_size = chunk_size or store.config.chunk_size
         # Grown as bytes arrive; full-size buffers only once a chunk has filled.
         self._buffers = [bytearray(), bytearray()]
@@ -127,6 +130,12 @@ class ChunkWriter:
         if index and now - self._renewed_at > staging_ms / 2000:
             renew = [keys.chunk_key(self.vid, i) for i in range(index)]
             self._renewed_at = now
+        if self._sealer is not None:
+            # Sealed before it leaves: the SHA-1 and the seal in one worker thread.
+            sha, sealed = await self._hash_and_seal(index, chunk)
+            await self.store.set_chunk(name, sealed, staging_ms, renew=renew)
+            await self._chunk_stored(index, sha)
+            return sha
         digest = asyncio.create_task(self._hash(chunk))
         try:
             await self.store.set_chunk(name, chunk, staging_ms, renew=renew)
@@ -157,6 +166,22 @@ class ChunkWriter:
     def _hash_now(self, chunk: memoryview) -> bytes:
         self._file_hash.update(chunk)
         return hashlib.sha1(chunk, usedforsecurity=False).digest()
+
+    async def _hash_and_seal(self, index: int, chunk: memoryview) -> tuple[bytes, memoryview]:
+        """:meth:`_hash` and the chunk sealed for its place, in one worker thread."""
+        assert self._sealer is not None
+        place = chunk_place(self.namespace, self.vid, index)
+        sealed, sha = await off_loop(
+            len(chunk), seal_and_sha1, self._sealer, place, chunk, self._file_hash.update
+        )
+        return sha, sealed
+
+    def _stored_digests(self) -> memoryview | bytes:
+        """The digest list as Valkey keeps it: sealed when the chunks are."""
+        digests = b"".join(self._digests)
+        if self._sealer is None:
+            return digests
+        return self._sealer.seal(digests_place(self.namespace, self.vid), digests)
 
     def _start_keeper(self) -> None:
         if self._keeper is None:
@@ -201,7 +226,10 @@ class ChunkWriter:
             await self._settle()
             await self._stop_keeper()
             tail = memoryview(self._buffers[0])[: self._fill] if self._fill else None
-            if tail is not None:
+            if tail is not None and self._sealer is not None:
+                sha, tail = await self._hash_and_seal(len(self._digests), tail)
+                self._digests.append(sha)
+            elif tail is not None:
                 self._digests.append(await self._hash(tail))
             actual = self._file_hash.hexdigest()
             if actual != sha1:
@@ -217,13 +245,14 @@ class ChunkWriter:
                 created_at=now,
                 expires_at=now + self.ttl,
                 vid=self.vid,
+                encrypted=self._sealer is not None,
             )
             # On one node a small one-chunk file is written with its commit.
             one_trip = (
                 self._one_trip
                 and tail is not None
                 and len(self._digests) == 1
-                and len(tail) <= SMALL_FILE
+                and size <= SMALL_FILE
             )
             if not one_trip:
                 await self._finish_chunks(tail)
@@ -238,7 +267,7 @@ class ChunkWriter:
                     info,
                     self.ttl,
                     tail,
-                    self._digests[0],
+                    self._stored_digests(),
                     self._final_ms,
                     if_absent=self.if_absent,
                 )
@@ -282,7 +311,7 @@ class ChunkWriter:
         if not names:
             return
         tail_name = names[-1]
-        digests = b"".join(self._digests)
+        digests = self._stored_digests()
 
         def queue(pipe: Any) -> None:
             for name in earlier:

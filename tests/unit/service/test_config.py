@@ -57,6 +57,7 @@ SAMPLES: dict[str, tuple[str, Any]] = {
     "tls_key": ("key.pem", "key.pem"),
     "tls_client_ca": ("ca.pem", "ca.pem"),
     "valkey_tls_ca": ("valkey-ca.pem", "valkey-ca.pem"),
+    "encryption_key_file": ("/etc/valise/keys", "/etc/valise/keys"),
     "log_keys": ("yes", True),
     "log_level": ("DEBUG", "DEBUG"),
     "log_format": ("json", "json"),

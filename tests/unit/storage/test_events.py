@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
 
+from storage.crypto import Keyring, Sealer
 from storage.events import (
     Record,
     deleted_event_head,
     event_payload,
+    opened_event,
     parse_id,
     stored_event,
 )
@@ -82,3 +85,19 @@ def test_a_deleted_event_is_closed_by_the_script_with_its_version() -> None:
         "key": INFO.key,
         "version": INFO.vid,
     }
+
+
+def test_an_encrypted_stored_event_holds_no_sha1_nor_content_type_until_opened() -> None:
+    sealer = Sealer(Keyring([("k1", bytes(range(32)))]))
+    info = dataclasses.replace(INFO, content_type="application/dicom", encrypted=True)
+    _, sealed = sealer.stored_forms("ns", info)
+    stored = stored_event(info, sealed)
+    assert info.sha1 not in stored and "dicom" not in stored
+    opened = opened_event(sealer, "ns", stored.encode())
+    payload = event_payload(Record("5-1", info.key.encode(), opened))
+    assert json.loads(payload) == {"id": "5-1", "event": "stored", **info.wire()}
+    # Another namespace's, or no key loaded: the change is told, its sealed fields null.
+    for reader, namespace in ((sealer, "other"), (Sealer(), "ns")):
+        told = json.loads(opened_event(reader, namespace, stored.encode()))
+        assert told == {"event": "stored", **info.wire(), "sha1": None, "content_type": None}
+    assert opened_event(sealer, "ns", stored_event(INFO).encode()) == stored_event(INFO).encode()
