@@ -80,6 +80,7 @@ class Feed:
                     await self._check_continuity()
                 records = await self.hub.log.follow(self.namespace, self.position or "0-0")
             except StorageError as exc:
+                _honour_cancel()
                 if not delay:
                     log.warning("change events paused: %s", exc.message)
                 delay = min(max(delay * 2, RETRY_FIRST), RETRY_LAST)
@@ -88,10 +89,7 @@ class Feed:
             if delay:
                 log.info("change events resumed")
                 delay = 0.0
-            # valkey-py can swallow a cancel (storage.calls); honour it here.
-            task = asyncio.current_task()
-            if task is not None and task.cancelling():
-                raise asyncio.CancelledError
+            _honour_cancel()
             for record in records:
                 self._publish(record)
 
@@ -234,6 +232,20 @@ class EventHub:
             del self.feeds[feed.namespace]
 
     async def close(self) -> None:
-        """Shutdown: stop every feed (their subscribers' connections end on their own)."""
+        """Shutdown: stop every feed (their subscribers' connections end on their own).
+
+        A feed waiting in XREAD BLOCK may not see its cancel until the block
+        ends (seconds): closing the reader's connection ends the wait now.
+        """
         feeds, self.feeds = list(self.feeds.values()), {}
+        for feed in feeds:
+            feed.task.cancel()
+        await self.log.close()
         await asyncio.gather(*(feed.stop() for feed in feeds), *self._stopping)
+
+
+def _honour_cancel() -> None:
+    """valkey-py can swallow a cancel (storage.calls): raise it here instead."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
