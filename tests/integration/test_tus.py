@@ -12,6 +12,7 @@ import base64
 import hashlib
 import io
 import json
+import logging
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,7 +22,7 @@ import pytest
 
 from tests.support.faultproxy import FaultProxy
 from tests.support.harness import CHUNK, ROOT, Running
-from tests.support.http import Answer, Http, http_address, sample, scans
+from tests.support.http import Answer, Http, http_address, raw, read_response, sample, scans
 from tests.support.resume import until
 
 tusclient = pytest.importorskip("tusclient.client", reason="tuspy is not installed")
@@ -352,3 +353,61 @@ async def test_an_upload_expires_after_the_resume_window(web: Http, prefix: str)
     assert late.status == 410
     assert "upload-offset" not in late.headers
     assert (await patch(web, location, CHUNK, BIG[CHUNK:])).status == 410
+
+
+async def test_a_new_request_takes_the_upload_from_a_stalled_patch(
+    web: Http, server: Running, prefix: str
+) -> None:
+    key = f"{prefix}stalled.bin"
+    location = await create(web, key, len(BIG))
+    reader, writer = await raw(http_address(server))
+    sent = CHUNK + 100
+    writer.write(
+        (
+            f"PATCH {location} HTTP/1.1\r\nHost: valise\r\nTus-Resumable: 1.0.0\r\n"
+            "Content-Type: application/offset+octet-stream\r\nUpload-Offset: 0\r\n"
+            f"Content-Length: {len(BIG)}\r\n\r\n"
+        ).encode()
+        + BIG[:sent]
+    )
+    await writer.drain()
+    # The client gave up on that request (it never sends the rest) and asks HEAD.
+    head = await web("HEAD", location, headers=TUS)
+    assert head.status == 200
+    offset = int(head.headers["upload-offset"])
+    assert 0 <= offset <= sent
+    status, fields, body = await read_response(reader)
+    assert (status, json.loads(body)["code"]) == (409, "superseded")
+    assert fields["tus-resumable"] == "1.0.0"
+    writer.close()
+    assert (await patch(web, location, offset, BIG[offset:])).status == 204
+    await stored(server, key, BIG)
+
+
+async def test_an_empty_file_and_metadata_kept_out_of_the_logs(
+    web: Http, server: Running, prefix: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    key = f"{prefix}patient-Jane-Doe/empty.dcm"
+    made = await web(
+        "POST",
+        "/v1/uploads/",
+        headers={
+            **TUS,
+            "Upload-Length": "0",
+            "Upload-Metadata": meta(filename=key, filetype="application/dicom"),
+        },
+    )
+    assert made.status == 201, made.body
+    assert made.headers["upload-offset"] == "0"
+    await stored(server, key, b"")
+    bad = await web(
+        "POST",
+        "/v1/uploads/",
+        headers={**TUS, "Upload-Length": "5", "Upload-Metadata": meta(key=key, sha1="Jane")},
+    )
+    assert bad.status == 400
+    assert "Jane" not in bad.body.decode()
+    assert caplog.records  # the access log did record these requests
+    assert "Jane" not in caplog.text
+    assert base64.b64encode(key.encode()).decode()[:20] not in caplog.text
