@@ -64,8 +64,11 @@ class Entry:
         self.writer = self.ops = None
 
     def reading(self) -> asyncio.Future[None]:
-        """The future a request reading a body watches: done when it must stop."""
+        """The future a request reading a body watches: done when it must stop
+        (at once when another request already waits for the upload)."""
         self.stop = asyncio.get_running_loop().create_future()
+        if self.users > 1:
+            self.stop.set_result(None)
         return self.stop
 
 

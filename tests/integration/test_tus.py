@@ -371,6 +371,8 @@ async def test_a_new_request_takes_the_upload_from_a_stalled_patch(
         + BIG[:sent]
     )
     await writer.drain()
+    entries = server.server.state.parked._entries
+    await until(lambda: any(entry.stop is not None for entry in entries.values()))
     # The client gave up on that request (it never sends the rest) and asks HEAD.
     head = await web("HEAD", location, headers=TUS)
     assert head.status == 200
@@ -411,3 +413,20 @@ async def test_an_empty_file_and_metadata_kept_out_of_the_logs(
     assert caplog.records  # the access log did record these requests
     assert "Jane" not in caplog.text
     assert base64.b64encode(key.encode()).decode()[:20] not in caplog.text
+
+
+async def test_a_writer_sent_back_to_valkey_resumes_from_there(
+    web: Http, server: Running, prefix: str
+) -> None:
+    """Idle, over the limit, on another server: the next PATCH rebuilds from Valkey."""
+    parked = server.server.state.parked
+    parked.idle = 0.05
+    key = f"{prefix}evicted.bin"
+    location = await create(web, key, len(BIG))
+    middle = 2 * CHUNK + 999  # a partial chunk is stored at the checkpoint
+    assert (await patch(web, location, 0, BIG[:middle])).status == 204
+    await until(lambda: len(parked) == 0 and not parked._tasks)
+    head = await web("HEAD", location, headers=TUS)
+    assert head.headers["upload-offset"] == str(middle)
+    assert (await patch(web, location, middle, BIG[middle:])).status == 204
+    await stored(server, key, BIG)
