@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
-import io
 import json
 import logging
 import shutil
@@ -22,8 +21,9 @@ import pytest
 
 from tests.support.faultproxy import FaultProxy
 from tests.support.harness import CHUNK, ROOT, Running
-from tests.support.http import Answer, Http, http_address, raw, read_response, sample, scans
+from tests.support.http import Http, http_address, raw, read_response, sample, scans
 from tests.support.resume import until
+from tests.support.tus import TUS, Stream, create, endpoint, meta, patch, sha1_b64, stored
 
 tusclient = pytest.importorskip("tusclient.client", reason="tuspy is not installed")
 from tusclient.exceptions import TusCommunicationError  # noqa: E402
@@ -33,19 +33,7 @@ pytestmark = [pytest.mark.asyncio, pytest.mark.config(http_port=0)]
 
 #: Several chunks and a bit: no two chunks alike.
 BIG = sample(6 * CHUNK + 321)
-TUS = {"Tus-Resumable": "1.0.0"}
 JS = ROOT / "tests" / "js"
-
-
-class Stream(io.BytesIO):
-    """A file in memory, never on disk; tuspy closes the stream it fingerprints."""
-
-    def close(self) -> None:
-        pass
-
-
-def meta(**values: str) -> str:
-    return ",".join(f"{k} {base64.b64encode(v.encode()).decode()}" for k, v in values.items())
 
 
 @pytest.fixture
@@ -55,51 +43,11 @@ def web(server: Running) -> Iterator[Http]:
     client.close()
 
 
-def endpoint(address: tuple[str, int]) -> str:
-    return f"http://{address[0]}:{address[1]}/v1/uploads/"
-
-
-async def stored(server: Running, key: str, data: bytes) -> None:
-    """The file, read back through the binary door: every byte, and its SHA-1."""
-    client = await server.client()
-    try:
-        got = await client.get(key)
-        assert got.ok, got.body
-        assert got.data == data
-        assert got.end == hashlib.sha1(data).digest()
-    finally:
-        await client.close()
-
-
 def tuspy_upload(url: str, data: bytes, key: str, **kwargs: Any) -> Any:
     client = tusclient.TusClient(url)
     uploader = client.uploader(file_stream=Stream(data), metadata={"key": key}, **kwargs)
     uploader.upload()
     return uploader
-
-
-async def create(web: Http, key: str, length: int, **more: str) -> str:
-    made = await web(
-        "POST",
-        "/v1/uploads/",
-        headers={**TUS, "Upload-Length": str(length), "Upload-Metadata": meta(key=key, **more)},
-    )
-    assert made.status == 201, made.body
-    return made.headers["location"]
-
-
-async def patch(web: Http, location: str, offset: int, body: bytes, **headers: str) -> Answer:
-    sent = {
-        **TUS,
-        "Upload-Offset": str(offset),
-        "Content-Type": "application/offset+octet-stream",
-        **{k.replace("_", "-"): v for k, v in headers.items()},
-    }
-    return await web("PATCH", location, body, sent)
-
-
-def sha1_b64(data: bytes) -> str:
-    return "sha1 " + base64.b64encode(hashlib.sha1(data).digest()).decode()
 
 
 # -- tuspy ------------------------------------------------------------------
