@@ -185,6 +185,7 @@ class Server:
                 task.cancel()
             if late:
                 await asyncio.wait(late, timeout=LINGER_TOTAL + 1)
+        await self.state.parked.close()
         await self.state.events.close()
         self.metrics.stop_observing()
         await self.loop_lag.stop()

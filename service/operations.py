@@ -29,6 +29,9 @@ from storage import (
     TooManyUploads,
     open_download,
 )
+from storage.errors import FileNotFound
+from storage.resumable import NOT_FOUND
+from storage.tus import TUS_PREFIX, TusWriter
 
 log = logging.getLogger("valise")
 
@@ -122,17 +125,57 @@ class Operations:
         self._attach(grant, writer)
         return writer
 
-    async def resume(self, grant: Grant, upload_id: str) -> ResumableWriter:
+    async def put_tus(
+        self,
+        grant: Grant,
+        key: str,
+        *,
+        size: int,
+        ttl: int | None,
+        content_type: str | None,
+        tus: dict[str, str],
+    ) -> TusWriter:
+        """Start a tus upload (docs/http.md section 7): a resumable upload, whose
+        id only the tus routes take; ``busy`` past --max-resumable."""
+        self.require_write(grant, fatal=False)
+        if "resume" not in self.state.features:
+            raise ProtocolError(ErrorCode.BAD_REQUEST, "resumable uploads are off", fatal=False)
+        await self.store.check_writable(size)
+        try:
+            writer, expired = await TusWriter.start(
+                self.store,
+                grant.namespace,
+                key,
+                ttl=ttl or self.config.default_ttl,
+                content_type=content_type,
+                size=size,
+                max_open=self.config.max_resumable,
+                tus=tus,
+            )
+        except TooManyUploads:
+            self.metrics.resumable_event("refused")
+            raise
+        self.metrics.resumable_event("expired", expired)
+        self.metrics.resumable_event("started")
+        self._attach(grant, writer)
+        return writer
+
+    async def resume(self, grant: Grant, upload_id: str, *, tus: bool = False) -> ResumableWriter:
         """Take a resumable upload over (RESUME): ``not_found``, ``forbidden``, a
         storage error, or the writer, its running SHA-1 rebuilt, at ``writer.size``.
 
         A connection of this process that holds the upload is stopped first,
-        and what it had read is stored, so the offset counts it too.
+        and what it had read is stored, so the offset counts it too. A tus
+        upload is resumed only with ``tus`` (a :class:`TusWriter`), and never
+        by the binary door.
         """
         self.require_write(grant, fatal=False)
+        if upload_id.startswith(TUS_PREFIX) != tus:
+            raise FileNotFound(NOT_FOUND)
+        kind = TusWriter if tus else ResumableWriter
         slot = (grant.namespace, upload_id)
         async with self.state.attachments.handover(slot, wait=self.config.storage_timeout):
-            writer = await ResumableWriter.resume(self.store, grant.namespace, upload_id)
+            writer = await kind.resume(self.store, grant.namespace, upload_id)
             remaining = None if writer.declared is None else writer.declared - writer.size
             try:
                 await self.store.check_writable(remaining)
@@ -182,6 +225,14 @@ class Operations:
                 await writer.detach(unread)
             else:
                 await writer.abort()
+        finally:
+            self._release(writer)
+
+    async def drop(self, writer: TusWriter) -> None:
+        """Forget a tus writer, recording nothing more: Valkey keeps the upload
+        as its last checkpoint left it (a PATCH whose checksum failed)."""
+        try:
+            await writer.forget()
         finally:
             self._release(writer)
 

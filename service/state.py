@@ -17,6 +17,7 @@ from service.auth import FailureDelay, Tokens
 from service.config import Config
 from service.events import EventHub
 from service.metrics import Metrics
+from service.parked import Parked
 from storage import Store
 
 VERSION = "0.1.0"
@@ -63,6 +64,8 @@ class ServerState:
     features: frozenset[str] = OFFERED
     #: Resumable uploads held by this process's connections (section 6.1).
     attachments: Attachments = field(default_factory=Attachments)
+    #: tus uploads between two requests (docs/http.md section 7).
+    parked: Parked = field(default_factory=Parked)
 
     def __post_init__(self) -> None:
         self.access = AccessLog(log_keys=self.config.log_keys)

@@ -271,6 +271,7 @@ return {'ok', deadline(ARGV[4])}
 # The connection ends and leaves the upload resumable. ARGV[4] as in TOUCH;
 # the tail (ARGV[6] token, ARGV[7] length, ARGV[8] SHA-1) follows chunk
 # ARGV[5] - 1 and is recorded only if that is the last chunk recorded.
+# ARGV[9] '1': the caller stays the owner (a tus checkpoint between two PATCHes).
 # Returns {'ok', deadline, the replaced tail's token, 1 if the tail was recorded}.
 DETACH_UPLOAD = (
     _UPLOAD
@@ -288,7 +289,9 @@ if tonumber(f[1]) == tonumber(ARGV[5]) then
     redis.call('HSET', KEYS[1], 'tail', ARGV[6], 'tail_len', ARGV[7], 'tail_sha1', ARGV[8])
   end
 end
-redis.call('HSET', KEYS[1], 'owner', '')
+if ARGV[9] ~= '1' then
+  redis.call('HSET', KEYS[1], 'owner', '')
+end
 return {'ok', deadline(ARGV[4]), replaced, recorded}
 """
 )

@@ -11,7 +11,7 @@ chunk it becomes), and so is what the upload's state records of them:
   self-delimiting sealed values (:func:`open_digests` splits it);
 - the partial chunk's SHA-1 is sealed for its chunk's place and the token of
   the attachment that wrote it;
-- the upload's facts seal the content type; the rest stays in clear (the
+- the upload's facts seal the content type and a tus upload's metadata; the rest stays in clear (the
   scripts and a RESUME's answer need them) and is bound as associated data.
 
 An upload is encrypted or not for good, decided by its PUT (``encrypted`` in
@@ -46,6 +46,10 @@ if TYPE_CHECKING:
 DIGEST = 20
 
 
+#: What the facts seal: the content type, and a tus upload's metadata and sha1.
+SEALED_FACTS = ("content_type", "tus")
+
+
 def facts_place(namespace: str, fields: dict[str, Any]) -> Place:
     """The facts' sealed part also vouches for the facts kept in clear."""
     clear = [fields[name] for name in ("key", "size", "ttl", "chunk_size", "if_absent")]
@@ -63,14 +67,14 @@ def dump_facts(sealer: Sealer, namespace: str, facts: UploadFacts) -> str:
     if not facts.encrypted:
         return facts.dumps()
     fields = json.loads(facts.dumps())
-    secret = json.dumps(fields.pop("content_type")).encode()
+    secret = json.dumps({name: fields.pop(name) for name in SEALED_FACTS}).encode()
     sealed = sealer.seal(facts_place(namespace, fields), secret)
     fields["sealed"] = base64.b64encode(sealed).decode()
     return json.dumps(fields, separators=(",", ":"), ensure_ascii=False)
 
 
 def load_facts(sealer: Sealer, namespace: str, raw: bytes | str) -> dict[str, Any]:
-    """The fields of the facts :func:`dump_facts` stored; the content type opened."""
+    """The fields of the facts :func:`dump_facts` stored; the sealed ones opened."""
     fields: dict[str, Any] = json.loads(raw)
     sealed = fields.pop("sealed", None)
     if sealed is None:
@@ -78,12 +82,12 @@ def load_facts(sealer: Sealer, namespace: str, raw: bytes | str) -> dict[str, An
     place = facts_place(namespace, fields)
     damaged = Corrupt(f"integrity check failed (encrypted): {place.describe()}")
     try:
-        content_type = json.loads(sealer.open(place, base64.b64decode(sealed, validate=True)))
+        secret = json.loads(sealer.open(place, base64.b64decode(sealed, validate=True)))
     except (binascii.Error, ValueError):
         raise damaged from None
-    if content_type is not None and not isinstance(content_type, str):
+    if not isinstance(secret, dict) or set(secret) != set(SEALED_FACTS):
         raise damaged
-    return {**fields, "content_type": content_type}
+    return {**fields, **secret}
 
 
 def seal_digest(sealer: Sealer | None, place: Place, digest: bytes) -> bytes:

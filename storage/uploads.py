@@ -46,6 +46,9 @@ class UploadFacts:
     if_absent: bool = False
     #: Its chunks and digests are sealed (storage/upload_seals.py), for good.
     encrypted: bool = False
+    #: A tus upload's own facts (its metadata, the whole-file SHA-1 it vouches
+    #: for): docs/http.md section 7. None for an upload of the binary door.
+    tus: dict[str, str] | None = None
 
     def dumps(self) -> str:
         return json.dumps(
@@ -58,6 +61,7 @@ class UploadFacts:
                 "chunk_size": self.chunk_size,
                 "if_absent": self.if_absent,
                 "encrypted": self.encrypted,
+                "tus": self.tus,
             },
             separators=(",", ":"),
             ensure_ascii=False,
@@ -230,13 +234,18 @@ class UploadStore:
         tail: str,
         tail_len: int,
         tail_sha1: bytes,
+        keep_owner: bool = False,
     ) -> Recorded:
-        """Leave the upload for a RESUME, with its partial last chunk ``tail``."""
+        """Leave the upload for a RESUME, with its partial last chunk ``tail``;
+        with ``keep_owner``, record the tail and stay its owner (a tus checkpoint)."""
         reply = await self._upload_script(
             self._detach_upload,
             namespace,
             upload_id,
-            [resume_ttl * 1000, owner, "1" if renew else "0", chunks, tail, tail_len, tail_sha1],
+            [
+                *(resume_ttl * 1000, owner, "1" if renew else "0", chunks),
+                *(tail, tail_len, tail_sha1, "1" if keep_owner else "0"),
+            ],
             # Not retried: run twice, the second finds no owner and says superseded,
             # and the caller would drop a tail the first run recorded.
             idempotent=False,

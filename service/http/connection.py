@@ -32,6 +32,8 @@ from service.http.exchange import Exchange, Quiet, StoppedReading
 from service.http.files import JSON, Files
 from service.http.headers import bearer
 from service.http.routes import Target, route
+from service.http.tus import Tus, is_tus
+from service.http.tusfields import RESUMABLE
 from service.listener import Peer
 from service.operations import Operations
 from service.peer import linger, reset
@@ -52,6 +54,12 @@ OPS = {
     ("upload", "POST"): "put",
     ("download", "GET"): "get",
     ("download", "HEAD"): "stat",
+    # tus (docs/http.md section 7): OPTIONS is its HELLO, PATCH appends as RESUME's DATA.
+    ("tus", "OPTIONS"): "hello",
+    ("tus", "POST"): "put",
+    ("tus", "HEAD"): "stat",
+    ("tus", "PATCH"): "resume",
+    ("tus", "DELETE"): "delete",
 }
 
 #: The failures a request can end with that the client is told about.
@@ -86,6 +94,7 @@ class HttpConnection:
         self.peer = peer
         self.ops = Operations(state)
         self.files = Files(self.ops)
+        self.tus = Tus(self.ops)
         self.reader = reader
         self.writer = writer
         self.ex = Exchange(self.config, reader, writer, closing=lambda: state.closing)
@@ -193,12 +202,16 @@ class HttpConnection:
         try:
             if refuse is not None:
                 raise refuse
+            tus = is_tus(ex.target)
+            if tus:
+                ex.always.append(RESUMABLE)
             target = route(ex.method, ex.target)
-            op, key = OPS[target.name, target.method], target.key
+            # A tus upload id is a secret handle, not a key: never logged.
+            op, key = OPS[target.name, target.method], None if tus else target.key
             self.state.metrics.request_started(op)
             grant = await self._authenticate()
             namespace = grant.namespace
-            await self.files.handle(ex, target, grant)
+            await (self.tus if tus else self.files).handle(ex, target, grant)
             outcome = "ok"
             return None
         except ANSWERED as exc:

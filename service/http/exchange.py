@@ -89,6 +89,8 @@ class Exchange:
         self._pending: h11.Response | None = None
         self._rate = RateFloor(self.config.min_rate, self.config.min_rate_window)
         self._head_since = None
+        #: Fields every response to this request carries (tus: Tus-Resumable).
+        self.always: list[Header] = []
         if request is not None and self.content_length == 0:
             # No body: its end is already known, and the request is whole.
             end = self.h11.next_event()
@@ -190,7 +192,7 @@ class Exchange:
         now = int(time.time())
         if self._date[0] != now:
             self._date = (now, http_date(now))
-        fields = [("Date", self._date[1]), *headers]
+        fields = [("Date", self._date[1]), *headers, *self.always]
         if self.closing or self.shutting_down():
             fields.append(("Connection", "close"))
         return h11.Response(status_code=status, headers=fields, reason=REASONS.get(status, b""))

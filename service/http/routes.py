@@ -5,8 +5,9 @@ the path, percent-decoded as UTF-8 (``/`` is part of the key; ``%2F`` is
 the same ``/``). Keys are then checked by the one key rule every door
 uses (docs/protocol.md section 3). The query string is for LIST only.
 
-A new family of routes is a row of :data:`ROUTES` (the tus uploads of
-``/v1/uploads/`` will be one) and a handler in the door's dispatch table.
+A new family of routes is a row of :data:`ROUTES` and a handler in the
+door's dispatch table. The tus uploads of ``/v1/uploads/`` are three rows;
+their "key" is the upload id.
 """
 
 from __future__ import annotations
@@ -50,6 +51,9 @@ ROUTES = (
     _route("files", "/v1/files/", "GET", "HEAD", "PUT", "DELETE"),
     _route("upload", "/upload/", "POST"),
     _route("download", "/download/", "GET", "HEAD"),
+    _route("tus", "/v1/uploads", "OPTIONS", "POST", keyed=False),
+    _route("tus", "/v1/uploads/", "OPTIONS", "POST", keyed=False),
+    _route("tus", "/v1/uploads/", "OPTIONS", "HEAD", "PATCH", "DELETE"),
 )
 
 

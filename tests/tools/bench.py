@@ -14,6 +14,8 @@ chunk size, the Valise server as a subprocess on 127.0.0.1, then measures:
    rebuilt from Valkey, docs/decisions/0010-resumable-uploads.md).
 7. change events, once: small-file commits/s without a subscriber and with one,
    and the time from each commit's OK to its EVENT at the subscriber (p50/p99).
+8. the tus door (tests/tools/bench_tus.py): the ``--size`` upload through tuspy,
+   in 8 MiB requests and in one, when tuspy is installed.
 
 MB = 10**6 bytes. Each measurement runs ``--repeat`` times: median (min-max).
 ``--profile DIR`` instead runs one upload, one download and the small files
@@ -62,6 +64,7 @@ from storage.clients import READ_SIZE
 from storage.embedded import EmbeddedValkey, default_maxmemory, die_with_parent
 from tests.support.cluster import LocalCluster
 from tests.support.harness import ROOT
+from tests.tools import bench_tus
 
 MB = 1_000_000
 MIB = 1024**2
@@ -1029,6 +1032,9 @@ async def default_chunk_phases(
         http["http_small_pairs_per_s"] = await asyncio.to_thread(
             http_small_files, server, payload, s.small_seconds
         )
+    if server.tls is None:  # tus through tuspy, when it is installed (tests/tools/bench_tus.py)
+        view = payload.view[: s.size]
+        http.update(await bench_tus.phases(server.http, server.token, view, s.repeat, mbps))
     print("change events: small commits without, then with a subscriber ...", flush=True)
     quiet = await small_commits(server, payload, s, subscribed=False)
     heard = await small_commits(server, payload, s, subscribed=True)
@@ -1107,6 +1113,7 @@ def print_table(results: dict[str, Any], s: Settings) -> None:
                 f"({up:.2f} x the binary door), download {fmt(e['http_download_mbps'])} MB/s "
                 f"({down:.2f} x the binary door)"
             )
+        bench_tus.report(e, s.size, fmt)
         if "http_small_pairs_per_s" in e:
             print(
                 f"HTTP small files (4 KiB, one keep-alive connection, http.client): "

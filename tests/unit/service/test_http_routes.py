@@ -49,7 +49,8 @@ def test_list_takes_its_query() -> None:
         ("/v1/files/" + "k" * 1025, 400, "bad_key"),
         ("/v1/other", 404, "not_found"),
         ("/", 404, "not_found"),
-        ("/v1/uploads/", 404, "not_found"),  # tus: not yet
+        ("/v1/uploads/", 405, "bad_request"),  # tus: OPTIONS and POST only
+        ("/v1/uploadsX", 404, "not_found"),
         ("*", 400, "bad_request"),
     ],
 )
@@ -60,6 +61,15 @@ def test_bad_targets(target: str, status: int, code: str) -> None:
     assert isinstance(error, HttpError | ProtocolError)
     assert str(error.code) == code
     assert status_of(error) == status
+
+
+def test_tus_routes_name_the_upload_id_as_their_key() -> None:
+    assert route("POST", "/v1/uploads/") == Target("tus", "POST")
+    assert route("OPTIONS", "/v1/uploads") == Target("tus", "OPTIONS")
+    assert route("PATCH", "/v1/uploads/tus.abc-_") == Target("tus", "PATCH", key="tus.abc-_")
+    with pytest.raises(HttpError) as raised:
+        route("GET", "/v1/uploads/tus.abc")
+    assert dict(raised.value.headers) == {"Allow": "DELETE, HEAD, OPTIONS, PATCH"}
 
 
 def test_a_method_the_route_lacks_is_405_with_allow() -> None:
