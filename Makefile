@@ -70,7 +70,7 @@ client-pyz: $(BIN)/python
 # dist/wheelhouse 'valise[server]' (docs/deployment.md section 7). The wheels
 # are for this machine's Python and platform: build on the target's twin.
 wheelhouse: $(BIN)/python
-	rm -rf dist/wheelhouse
+	rm -rf build dist/wheelhouse  # a stale build/lib would leak removed modules into the wheel
 	$(BIN)/python -m pip wheel --quiet --wheel-dir dist/wheelhouse '.[server]'
 
 # Slow (a fresh venv, a server started from it): installs dist/wheelhouse
