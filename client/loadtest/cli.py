@@ -8,10 +8,12 @@ import dataclasses
 import json
 import os
 import secrets
+import ssl
 import sys
 import time
 from collections.abc import Sequence
 
+from .. import tls
 from ..aio import DEFAULT_PORT
 from ..cli import parse_server
 from ..errors import ValiseError
@@ -29,7 +31,7 @@ from .settings import (
     parse_mix,
     parse_sizes,
 )
-from .spawn import SpawnedServer, SpawnError
+from .spawn import SpawnedServer, SpawnError, tls_mismatch
 from .workload import LoadTest
 
 
@@ -67,7 +69,49 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--retries", type=int, default=0, help="client retries per call (0: count every error)"
     )
+    _connection_options(p)
     return p
+
+
+def _connection_options(p: argparse.ArgumentParser) -> None:
+    """The CLI's token and TLS options, with the same environment variables."""
+    p.add_argument(
+        "--token",
+        default=os.environ.get("VALISE_TOKEN"),
+        help="HELLO token (env VALISE_TOKEN); --spawn starts the server accepting it",
+    )
+    p.add_argument("--tls", action="store_true", help="connect with TLS")
+    p.add_argument(
+        "--tls-ca",
+        default=os.environ.get("VALISE_TLS_CA"),
+        help="CA file to verify the server (implies --tls; env VALISE_TLS_CA)",
+    )
+    p.add_argument(
+        "--tls-cert",
+        default=os.environ.get("VALISE_TLS_CERT"),
+        help="client certificate for mutual TLS (implies --tls; env VALISE_TLS_CERT)",
+    )
+    p.add_argument(
+        "--tls-key",
+        default=os.environ.get("VALISE_TLS_KEY"),
+        help="its private key (env VALISE_TLS_KEY)",
+    )
+
+
+def _tls_context(args: argparse.Namespace) -> ssl.SSLContext | None:
+    try:
+        return tls.from_args(args)
+    except OSError as exc:  # ssl.SSLError is one
+        given = [
+            f"{name} {value}"
+            for name, value in (
+                ("--tls-ca", args.tls_ca),
+                ("--tls-cert", args.tls_cert),
+                ("--tls-key", args.tls_key),
+            )
+            if value
+        ]
+        raise UsageError(f"cannot load {', '.join(given)}: {exc}") from None
 
 
 def settings_from(args: argparse.Namespace, host: str, port: int) -> Settings:
@@ -104,6 +148,8 @@ def settings_from(args: argparse.Namespace, host: str, port: int) -> Settings:
         retries=max(0, args.retries),
         progress=sys.stderr.isatty() and not args.quiet,
         quiet=args.quiet,
+        token=args.token or None,
+        ssl=_tls_context(args),
     )
 
 
@@ -131,6 +177,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 raise UsageError("--spawn starts its own server: drop --server")
             if args.server_arg and not args.spawn:
                 raise UsageError("--server-arg needs --spawn")
+            mismatch = tls_mismatch(args.server_arg, bool(args.tls or args.tls_ca or args.tls_cert))
+            if args.spawn and mismatch:
+                raise UsageError(mismatch)
             if args.spawn and sys.version_info < (3, 11):
                 # The load test runs on 3.8+; the server it would start does not.
                 raise UsageError(
@@ -144,7 +193,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         except (UsageError, ValueError) as exc:
             parser.error(str(exc))
         if args.spawn:
-            spawned = SpawnedServer(args.server_arg)
+            spawned = SpawnedServer(args.server_arg, token=settings.token)
             host, port = spawned.start()
             settings = dataclasses.replace(settings, host=host, port=port)
         test = LoadTest(settings)
@@ -153,8 +202,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         except (KeyboardInterrupt, asyncio.CancelledError):
             test.interrupted = True
             test.say("loadtest: aborted")
-        except ValiseError as exc:
-            print(f"loadtest: cannot use {host}:{port}: {exc}", file=sys.stderr)
+        except ValiseError as exc:  # from the first HELLO: wrong address, token or TLS
+            hint = f"\n  hint: {exc.hint}" if exc.hint else ""
+            print(f"loadtest: cannot use {host}:{port}: {exc}{hint}", file=sys.stderr)
             return EXIT_FAILED
         except UsageError as exc:
             print(f"loadtest: {exc}", file=sys.stderr)

@@ -51,6 +51,8 @@ def report(test: LoadTest, server_log: dict[str, Any] | None) -> dict[str, Any]:
     failed = bool(stats.corruptions or stats.anomalies or stats.error_count)
     result: dict[str, Any] = {
         "server": f"{s.host}:{s.port}",
+        "tls": s.ssl is not None,
+        "token": s.token is not None,  # whether one was given; never the token
         "server_info": test.server_info,
         "prefix": s.prefix,
         "seed": s.seed,
@@ -91,9 +93,10 @@ def _cell(value: float | None, fmt: str) -> str:
 
 def print_table(result: dict[str, Any], out: IO[str]) -> None:
     info = result["server_info"]
+    secured = "".join(f", {name}" for name in ("tls", "token") if result.get(name))
     print(
         f"valise load test: {result['clients']} clients, {result['elapsed_s']:.1f} s, "
-        f"server {result['server']} ({info.get('server', '?')}, chunk "
+        f"server {result['server']} ({info.get('server', '?')}{secured}, chunk "
         f"{human_bytes(info.get('chunk_size', 0))}, max_frame "
         f"{human_bytes(info.get('max_frame', 0))})",
         file=out,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import re
+import ssl
 from dataclasses import dataclass
 
 OPS = ("put", "get", "stat", "list", "delete")
@@ -104,3 +105,7 @@ class Settings:
     retries: int
     progress: bool
     quiet: bool
+    #: HELLO's token (--token, VALISE_TOKEN); never printed or reported.
+    token: str | None = None
+    #: From --tls, --tls-ca, --tls-cert, --tls-key (client.tls.context); None: plain TCP.
+    ssl: ssl.SSLContext | None = None

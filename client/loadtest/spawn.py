@@ -3,15 +3,24 @@
 The server prints ``valise listening on HOST:PORT`` on stdout once it
 accepts connections; its stderr is scanned for WARNING/ERROR records so the
 report can show what the server complained about during the run.
+
+With ``--token`` the server is started requiring it: a tokens file of one
+line, the token's SHA-256 (never the token itself), in a private folder
+removed when the server stops. TLS needs the server's certificate, which
+only the user has: ``--server-arg=--tls-cert=FILE --server-arg=--tls-key=FILE``.
 """
 
 from __future__ import annotations
 
 import collections
+import hashlib
+import os
 import queue
 import re
+import shutil
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Sequence
@@ -39,6 +48,27 @@ class SpawnError(Exception):
     """The server started by --spawn did not come up (exit 1)."""
 
 
+#: The namespace the spawned server grants --token (read and write).
+NAMESPACE = "loadtest"
+
+
+def _has_flag(args: Sequence[str], flag: str) -> bool:
+    return any(a == flag or a.startswith(flag + "=") for a in args)
+
+
+def tls_mismatch(server_args: Sequence[str], client_tls: bool) -> str | None:
+    """Why a spawned server and the load test would not agree on TLS, or None."""
+    serves_tls = _has_flag(server_args, "--tls-cert")
+    if client_tls and not serves_tls:
+        return (
+            "--spawn with TLS: give the server its certificate too: "
+            "--server-arg=--tls-cert=FILE --server-arg=--tls-key=FILE"
+        )
+    if serves_tls and not client_tls:
+        return "the spawned server listens with TLS: add --tls (and --tls-ca FILE for a private CA)"
+    return None
+
+
 _PROBLEM = re.compile(r"\b(WARNING|ERROR|CRITICAL)\b")
 _LOG_LINE = re.compile(r"^\d{4}-\d\d-\d\d[ T]")
 
@@ -46,9 +76,18 @@ _LOG_LINE = re.compile(r"^\d{4}-\d\d-\d\d[ T]")
 class SpawnedServer:
     """``python server.py --port 0`` from the repository root, with its private Valkey."""
 
-    def __init__(self, extra_args: Sequence[str]) -> None:
+    def __init__(self, extra_args: Sequence[str], token: str | None = None) -> None:
         self.root = Path(__file__).resolve().parents[2]
         self.args = [sys.executable, "server.py", "--port", "0", *extra_args]
+        #: The folder of the tokens file made for ``token``, removed by :meth:`stop`.
+        self.private: Path | None = None
+        if token is not None and not _has_flag(extra_args, "--tokens"):
+            self.private = Path(tempfile.mkdtemp(prefix="valise-loadtest-"))
+            tokens = self.private / "tokens"
+            digest = hashlib.sha256(token.encode()).hexdigest()
+            tokens.write_text(f"sha256:{digest} {NAMESPACE} rw\n", encoding="utf-8")
+            os.chmod(tokens, 0o600)
+            self.args += ["--tokens", str(tokens)]
         self.proc: subprocess.Popen[str] | None = None
         self._lines: queue.Queue[str | None] = queue.Queue()
         self._tail: collections.deque[str] = collections.deque(maxlen=30)
@@ -122,6 +161,7 @@ class SpawnedServer:
         """SIGTERM, wait (the server finishes transfers within its grace), then SIGKILL."""
         proc = self.proc
         if proc is None:
+            self._forget_tokens()
             return None
         if proc.poll() is None:
             proc.terminate()
@@ -132,7 +172,13 @@ class SpawnedServer:
                 proc.wait()
         for thread in self._threads:
             thread.join(timeout=2)
+        self._forget_tokens()
         return proc.returncode
+
+    def _forget_tokens(self) -> None:
+        if self.private is not None:
+            shutil.rmtree(self.private, ignore_errors=True)
+            self.private = None
 
     def log(self) -> dict[str, Any]:
         code = self.proc.returncode if self.proc is not None else None

@@ -79,6 +79,8 @@ class LoadTest:
             timeout=self.s.timeout,
             retries=self.s.retries if retries is None else retries,
             client_name=f"valise-loadtest/{name}",
+            token=self.s.token,
+            ssl=self.s.ssl,
         )
 
     async def preflight(self) -> None:

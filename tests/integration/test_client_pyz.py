@@ -138,9 +138,12 @@ def test_archive_on_an_older_python_says_what_it_needs(minor: str, archive: Path
 
 def test_wheel_installs_package_valise_and_command_valise(port: int, tmp_path: Path) -> None:
     # A copy of what the wheel is built from: the build leaves nothing in the checkout.
+    # It holds the server too (valise[server]), whose pins are requirements.txt.
     src = tmp_path / "src"
-    shutil.copytree(ROOT / "client", src / "client", ignore=shutil.ignore_patterns("__pycache__"))
-    shutil.copy(ROOT / "pyproject.toml", src / "pyproject.toml")
+    for package in ("client", "service", "protocol", "storage"):
+        shutil.copytree(ROOT / package, src / package, ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("pyproject.toml", "requirements.txt", "server.py"):
+        shutil.copy(ROOT / name, src / name)
     build = subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp_path), str(src)],
         capture_output=True,
