@@ -29,13 +29,35 @@ __all__ = ["AlreadyThere", "ChangedWhileSending", "HashingReader", "Taken", "sen
 
 
 class HashingReader:
-    """A binary stream over the file that hashes what it hands out, up to ``limit`` bytes."""
+    """A binary stream over the file that hashes what it hands out, up to ``limit`` bytes.
+
+    It seeks back to its start only (a resumed upload reads the file again
+    from byte 0 to hash what the server kept): then the hash starts over,
+    so it is always the hash of the bytes from the start.
+    """
 
     def __init__(self, fh: IO[bytes], limit: int) -> None:
         self._fh = fh
+        self._origin = fh.tell()
+        self._limit = limit
         self.remaining = limit
         self.sha1 = hashlib.sha1()
         self.count = 0
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self.count
+
+    def seek(self, offset: int, whence: int = 0, /) -> int:
+        if (offset, whence) != (0, 0):
+            raise OSError("a HashingReader seeks back to its start only")
+        self._fh.seek(self._origin)
+        self.remaining = self._limit
+        self.sha1 = hashlib.sha1()
+        self.count = 0
+        return 0
 
     def read(self, size: int = -1, /) -> bytes:
         if size < 0 or size > self.remaining:
@@ -84,7 +106,9 @@ async def send_file(
     with _open_unchanged(seen) as fh:
         reader = HashingReader(fh, seen.size)
         try:
-            info = await client.put(key, reader, ttl=ttl, size=seen.size, if_absent=create_only)
+            info = await client.put(
+                key, reader, ttl=ttl, size=seen.size, if_absent=create_only, resumable=None
+            )
         except Exists:
             raise await _existing(client, seen, key, fh) from None
         after = os.fstat(fh.fileno())
