@@ -21,7 +21,15 @@ import hashlib
 from typing import Any
 
 from .connection import Connection
-from .errors import Corrupt, IntegrityError, NotFound, ProtocolError, TransientError, ValiseError
+from .errors import (
+    BadRange,
+    Corrupt,
+    IntegrityError,
+    NotFound,
+    ProtocolError,
+    TransientError,
+    ValiseError,
+)
 from .files import Sink
 from .transfer import Progress, download, features, verify_download
 from .wire import FrameType
@@ -84,7 +92,9 @@ class Download:
         await conn.send_control(FrameType.GET, body)
         try:
             reply = await conn.read_reply()
-        except NotFound as exc:
+        except (NotFound, BadRange) as exc:
+            # bad_range: the offset lies within the pinned version by construction,
+            # so a server that judged it against another version no longer has ours.
             raise NotFound(
                 f"version {self.version} is gone (replaced or deleted since the download "
                 f"began, after {self.got} bytes); nothing was kept",
