@@ -331,6 +331,9 @@ class AsyncClient:
         try:
             with _about(key):
                 return await self._call(job.attempt, job.may_retry)
+        except TransientError as exc:
+            exc.upload_id = job.upload_id  # retries ran out: the caller may resume later
+            raise
         except Exists as exists:
             earlier = [(sha1, n) for attempt, sha1, n in src.ended if attempt < src.attempt]
             if not earlier:

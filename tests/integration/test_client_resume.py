@@ -25,7 +25,7 @@ import pytest_asyncio
 
 from client import wire
 from client.aio import AsyncClient
-from client.errors import NotFound
+from client.errors import ConnectionLost, NotFound
 from client.watchscan import Seen
 from client.watchsend import send_file
 from protocol.frames import FrameType
@@ -299,3 +299,26 @@ async def test_agent_upload_resumes_after_a_cut(
     assert record.sha1 == hashlib.sha1(data).hexdigest()
     await stored_as(server, prefix + "scan.nii", data)
     assert len(proxy.links) == 2 and proxy.links[1].forwarded < SIZE
+
+
+async def test_an_upload_left_open_by_a_long_outage_is_continued_by_the_agent(
+    server: Running, proxy: FaultProxy, prefix: str, tmp_path: Path
+) -> None:
+    data = os.urandom(SIZE)
+    path = scan_file(tmp_path, data)
+    st = path.stat()
+    seen = Seen("scan.nii", str(path), st.st_size, st.st_mtime_ns)
+    key = prefix + "scan.nii"
+    proxy.arm(500_000)
+    proxy.arm(0)  # the link stays down past the client's one retry
+    async with AsyncClient(*proxy.address, retries=1, max_backoff=0.05) as client:
+        with pytest.raises(ConnectionLost) as lost:
+            await send_file(client, seen, key, ttl=None, create_only=False)
+        assert lost.value.upload_id is not None
+        # The next pass: only the rest of the file crosses the link.
+        record = await send_file(
+            client, seen, key, ttl=None, create_only=False, upload_id=lost.value.upload_id
+        )
+    assert record.sha1 == hashlib.sha1(data).hexdigest()
+    await stored_as(server, key, data)
+    assert len(proxy.links) == 3 and proxy.links[2].forwarded < SIZE - 400_000
