@@ -11,16 +11,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import random
 import ssl as ssl_mod
 from collections.abc import AsyncGenerator, Awaitable, Callable, Iterator
 from types import TracebackType
 from typing import Any, TypeVar
 
+from .backoff import full_jitter
 from .connection import Connection
+from .download import Download
 from .errors import (
     ConnectionLost,
-    Corrupt,
     Exists,
     IntegrityError,
     ProtocolError,
@@ -29,7 +29,8 @@ from .errors import (
     ValiseError,
 )
 from .files import GetDest, PutSource, Sink, Source
-from .transfer import Progress, download, upload
+from .resumable import Upload
+from .transfer import Progress
 from .wire import PROTOCOL_VERSION, FrameType
 
 __all__ = ["AsyncClient", "Progress"]
@@ -173,8 +174,7 @@ class AsyncClient:
         return reply
 
     def _delay(self, attempt: int) -> float:
-        base = min(self.max_backoff, self.backoff * 2.0 ** (attempt - 1))
-        return base * random.uniform(0.5, 1.0)
+        return full_jitter(attempt, self.backoff, self.max_backoff)
 
     async def _call(
         self,
@@ -302,8 +302,14 @@ class AsyncClient:
         size: int | None = None,
         progress: Progress | None = None,
         if_absent: bool = False,
+        resumable: bool | None = False,
     ) -> dict[str, Any]:
         """Upload ``source`` (a path, bytes, or a binary stream) to ``key``.
+
+        ``resumable=True`` makes a resumable upload (docs/protocol.md 6.1):
+        a retry RESUMEs from the server's offset instead of byte 0; ``None``
+        does so when the server offers ``resume`` and the file is larger than
+        one chunk (:mod:`client.resumable`).
 
         Streams DATA frames while computing SHA-1, ends with END(digest) and
         returns the stored file info. ``size``, when not given, is declared
@@ -320,19 +326,14 @@ class AsyncClient:
         sent: then its info is returned.
         """
         src = Source(source)
-
-        def may_retry(exc: ValiseError) -> bool:
-            ok = _transient(exc) or isinstance(exc, IntegrityError)
-            return ok and (src.rereadable or not src.consumed)
-
+        job = Upload(key, src, ttl=ttl, content_type=content_type, size=size, progress=progress)
+        job.if_absent, job.mode = if_absent, resumable
         try:
             with _about(key):
-                return await self._call(
-                    lambda conn: upload(
-                        conn, key, src, ttl, content_type, size, progress, if_absent
-                    ),
-                    may_retry,
-                )
+                return await self._call(job.attempt, job.may_retry)
+        except TransientError as exc:
+            exc.upload_id = job.upload_id  # retries ran out: the caller may resume later
+            raise
         except Exists as exists:
             earlier = [(sha1, n) for attempt, sha1, n in src.ended if attempt < src.attempt]
             if not earlier:
@@ -344,6 +345,21 @@ class AsyncClient:
             if (info.get("sha1"), info.get("size")) not in earlier:
                 raise
             return info
+        finally:
+            src.close()
+
+    async def resume(
+        self, upload_id: str, source: PutSource, *, progress: Progress | None = None
+    ) -> dict[str, Any]:
+        """Finish the resumable upload ``upload_id`` with ``source``, the same file, from byte 0.
+
+        Only the bytes past the server's ``offset`` are sent; :class:`~client.errors.NotFound`
+        when the upload is gone (expired, committed, aborted; docs/protocol.md 6.1).
+        """
+        src = Source(source)
+        job = Upload(None, src, progress=progress, upload_id=upload_id)
+        try:
+            return await self._call(job.attempt, job.may_retry)
         finally:
             src.close()
 
@@ -362,24 +378,20 @@ class AsyncClient:
         for the whole file, against the stored ``sha1``; raises
         :class:`~client.errors.IntegrityError` otherwise. A path is written
         atomically and left untouched on any failure. Returns the OK info
-        (file info plus ``offset`` and ``length``).
+        (file info plus ``offset`` and ``length``). A broken whole-file
+        download resumes from the bytes written, pinned to its version
+        (:mod:`client.download`).
         """
         sink = Sink(dest)
-
-        def may_retry(exc: ValiseError) -> bool:
-            ok = _transient(exc) or isinstance(exc, (IntegrityError, Corrupt))
-            return ok and sink.restartable
-
         body: dict[str, Any] = {"key": key}
         if offset is not None:
             body["offset"] = offset
         if length is not None:
             body["length"] = length
         sink.check()
+        job = Download(body, sink, progress)
         try:
             with _about(key):
-                return await self._call(
-                    lambda conn: download(conn, body, sink, progress), may_retry
-                )
+                return await self._call(job.attempt, job.may_retry)
         finally:
             sink.abort()

@@ -71,7 +71,15 @@ def _common(parser: argparse.ArgumentParser, *, top: bool) -> None:
     parser.add_argument("--json", action="store_true", default=default(False))
     parser.add_argument("-q", "--quiet", action="store_true", default=default(False))
     parser.add_argument("--timeout", type=float, default=default(30.0), help="seconds")
-    parser.add_argument("--retries", type=int, default=default(3))
+    parser.add_argument(
+        "--retries", type=int, default=default(8), help="reconnects after a failure (default 8)"
+    )
+    parser.add_argument(
+        "--retry-max-wait",
+        type=float,
+        default=default(60.0),
+        help="longest wait between two tries, seconds (default 60)",
+    )
     parser.add_argument("--tls", action="store_true", default=default(False))
     parser.add_argument(
         "--tls-ca",

@@ -85,6 +85,7 @@ async def put(args: argparse.Namespace, session: Session) -> int:
             content_type=args.content_type,
             progress=bar,
             if_absent=args.no_clobber,
+            resumable=None,  # resumable when the server offers it and it helps
         )
     finally:
         bar.finish()
@@ -109,7 +110,11 @@ async def _put_batch(args: argparse.Namespace, session: Session, plan: PutPlan) 
     )
     try:
         summary = await batch.put(
-            plan.files, ttl=args.ttl, content_type=args.content_type, if_absent=args.no_clobber
+            plan.files,
+            ttl=args.ttl,
+            content_type=args.content_type,
+            if_absent=args.no_clobber,
+            resumable=None,
         )
     finally:
         bar.finish()

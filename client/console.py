@@ -106,6 +106,7 @@ class Session:
             token=self.args.token,
             timeout=self.args.timeout,
             retries=self.args.retries,
+            max_backoff=self.args.retry_max_wait,
             ssl=self._ssl,
             client_name=self.name,
         )

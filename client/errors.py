@@ -91,6 +91,8 @@ class ValiseError(Exception):
         self.key: str | None = None
         self.hint: str | None = None
         self.permanent = False
+        #: A resumable upload this failure left open: ``AsyncClient.resume`` may finish it.
+        self.upload_id: str | None = None
         super().__init__(message)
 
     def __str__(self) -> str:

@@ -17,7 +17,7 @@ import errno
 import os
 import stat
 import tempfile
-from typing import IO, Protocol, Union
+from typing import IO, Any, Protocol, Union
 
 from .wire import Bytes
 
@@ -56,6 +56,8 @@ class Source:
             self._path = source
         else:
             self._stream = source
+        #: Where a seekable stream started: it can be read again from there.
+        self._origin: int | None = _origin(source) if self._stream is not None else None
         self._file: IO[bytes] | None = None
         self._pos = 0
         #: Whether anything was read from a stream source (then it cannot be retried).
@@ -67,8 +69,8 @@ class Source:
 
     @property
     def rereadable(self) -> bool:
-        """A path or bytes: a retry can start again from the first byte."""
-        return self._stream is None
+        """A path, bytes or a seekable stream: a retry can start again from the first byte."""
+        return self._stream is None or self._origin is not None
 
     @property
     def name(self) -> str | None:
@@ -86,9 +88,28 @@ class Source:
             self._file = open(self._path, "rb")  # noqa: SIM115 - closed by close()
             st = os.fstat(self._file.fileno())
             return st.st_size if stat.S_ISREG(st.st_mode) else None
-        if self.consumed:
+        if self._origin is not None:
+            assert self._stream is not None
+            self._stream.seek(self._origin)  # type: ignore[attr-defined]
+        elif self.consumed:
             raise RuntimeError("a stream source cannot be read twice")
         return None
+
+    def skip(self, count: int, sha1: Any) -> int:
+        """Read ``count`` bytes into ``sha1`` without sending them; how many there were.
+
+        A resumed upload (docs/protocol.md section 6.1) must END with the SHA-1
+        of the whole file, so the bytes the server already holds are read
+        again here, locally, one frame's worth at a time.
+        """
+        done = 0
+        while done < count:
+            piece = self.read(min(1 << 20, count - done))
+            if not piece:
+                break
+            sha1.update(piece)
+            done += len(piece)
+        return done
 
     def read(self, size: int) -> Bytes:
         """Up to ``size`` bytes; empty at the end."""
@@ -109,6 +130,18 @@ class Source:
         if self._file is not None:
             self._file.close()
             self._file = None
+
+
+def _origin(stream: object) -> int | None:
+    """The position of a stream that can seek back to it, else None."""
+    seekable = getattr(stream, "seekable", None)
+    try:
+        if callable(seekable) and seekable():
+            position = stream.tell()  # type: ignore[attr-defined]
+            return position if isinstance(position, int) else None
+    except (OSError, ValueError, AttributeError):
+        return None
+    return None
 
 
 class Sink:

@@ -91,11 +91,14 @@ class ProgressBar:
         self._start = time.monotonic()
         self._last_draw = 0.0
         self._done = 0
+        #: Where the current attempt started (a resumed upload: the server's offset).
+        self._base = 0
         self._total: int | None = None
 
     def __call__(self, done: int, total: int | None) -> None:
-        if done < self._done:  # a retry started over
+        if done < self._done:  # a retry started over, or resumed from the server's offset
             self._start = time.monotonic()
+            self._base = done
         self._done, self._total = done, total
         now = time.monotonic()
         if self.enabled and now - self._last_draw >= 0.1:
@@ -105,7 +108,7 @@ class ProgressBar:
     def text(self, now: float) -> str:
         """The bar as drawn at ``now`` (monotonic seconds)."""
         elapsed = max(now - self._start, 1e-6)
-        rate = self._done / elapsed
+        rate = (self._done - self._base) / elapsed
         parts = [self.label]
         if self._total:
             frac = min(self._done / self._total, 1.0)

@@ -97,6 +97,7 @@ class Client:
         size: int | None = None,
         progress: Progress | None = None,
         if_absent: bool = False,
+        resumable: bool | None = False,
     ) -> dict[str, Any]:
         return self._run(
             self._aio.put(
@@ -107,8 +108,15 @@ class Client:
                 size=size,
                 progress=progress,
                 if_absent=if_absent,
+                resumable=resumable,
             )
         )
+
+    def resume(
+        self, upload_id: str, source: PutSource, *, progress: Progress | None = None
+    ) -> dict[str, Any]:
+        """Finish a resumable upload from the server's offset (:meth:`AsyncClient.resume`)."""
+        return self._run(self._aio.resume(upload_id, source, progress=progress))
 
     def get(
         self,

@@ -16,7 +16,16 @@ from .errors import ConnectionLost, IntegrityError, ProtocolError, RequestTimeou
 from .files import Sink, Source
 from .wire import FrameType, encode_data, encode_end
 
-__all__ = ["Progress", "download", "features", "require_feature", "upload", "verify_download"]
+__all__ = [
+    "Progress",
+    "download",
+    "features",
+    "put_request",
+    "require_feature",
+    "send_body",
+    "upload",
+    "verify_download",
+]
 
 #: Progress callback: ``(bytes_done, bytes_total_or_None)``.
 Progress = Callable[[int, Optional[int]], None]  # a run-time alias: typing's, for 3.8
@@ -40,6 +49,30 @@ def require_feature(conn: Connection, feature: str, why: str) -> None:
         raise Unsupported(f"{why} needs the server's {feature!r} feature, and this server {said}")
 
 
+def put_request(
+    key: str,
+    ttl: int | None,
+    content_type: str | None,
+    declared: int | None,
+    *,
+    if_absent: bool = False,
+    resumable: bool = False,
+) -> dict[str, Any]:
+    """The PUT body: only the fields that are set (docs/protocol.md section 2, 6.1, 6.4)."""
+    body: dict[str, Any] = {"key": key}
+    if declared is not None:
+        body["size"] = declared
+    if ttl is not None:
+        body["ttl"] = ttl
+    if content_type is not None:
+        body["content_type"] = content_type
+    if if_absent:
+        body["if_absent"] = True
+    if resumable:
+        body["resumable"] = True
+    return body
+
+
 async def upload(
     conn: Connection,
     key: str,
@@ -60,27 +93,34 @@ async def upload(
         require_feature(conn, "if_absent", "a create-only upload (no clobber)")
     known = src.start()
     declared = size if size is not None else known
-    body: dict[str, Any] = {"key": key}
-    if declared is not None:
-        body["size"] = declared
-    if ttl is not None:
-        body["ttl"] = ttl
-    if content_type is not None:
-        body["content_type"] = content_type
-    if if_absent:
-        body["if_absent"] = True
+    body = put_request(key, ttl, content_type, declared, if_absent=if_absent)
     await conn.send_control(FrameType.PUT, body)
     # Wait for the acceptance before streaming: a refused PUT then costs
     # one round trip instead of a file's worth of discarded DATA.
     await conn.read_reply()
     if progress is not None:
         progress(0, declared)
+    return await send_body(conn, src, hashlib.sha1(), 0, declared, progress)
+
+
+async def send_body(
+    conn: Connection,
+    src: Source,
+    sha1: Any,
+    sent: int,
+    declared: int | None,
+    progress: Progress | None,
+) -> dict[str, Any]:
+    """DATA frames from ``src``'s position to its end, END(``sha1``), then the reply.
+
+    ``sha1`` already holds the ``sent`` bytes before that position (a resumed
+    upload hashes what the server kept before it streams the rest), so END
+    carries the digest of the whole file (docs/protocol.md section 6.1).
+    """
     # The server may send a fatal ERROR at any moment of the upload
     # (too_large, timeout, storage failure): a watcher reads it while we send.
     watcher = asyncio.create_task(conn.read_frame(wait_forever=True))
     try:
-        sha1 = hashlib.sha1()
-        sent = 0
         ended = False
         try:
             while not watcher.done():

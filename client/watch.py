@@ -154,6 +154,8 @@ class Watcher:
         #: rel -> ((size, mtime_ns), why the DICOM check failed), so a version is parsed once
         self._partial: dict[str, tuple[tuple[int, int], str]] = {}
         self._failures = 0
+        #: rel -> ((size, mtime_ns), upload_id) of uploads a lost link left open
+        self._open: dict[str, tuple[tuple[int, int], str]] = {}
         self._down_logged = False
         self._said_no_if_absent = False
         self._last_tally: collections.Counter[str] = collections.Counter()
@@ -236,7 +238,7 @@ class Watcher:
         seen_paths, candidates = self._scan(time.monotonic())
         code = await self._send_complete(candidates, self.tally)
         # Forget what is gone from the directory: the state file stays bounded.
-        for table in (self._pending, self._partial, self._refused):
+        for table in (self._pending, self._partial, self._refused, self._open):
             for gone in [rel for rel in table if rel not in seen_paths]:
                 del table[gone]
         stale = [rel for rel in self.state.records if rel not in seen_paths]
@@ -317,6 +319,8 @@ class Watcher:
             return EXIT_ERROR
         except _RETRY_LATER as exc:
             self._failures += 1
+            if exc.upload_id is not None:
+                self._open[seen.rel] = ((seen.size, seen.mtime_ns), exc.upload_id)
             if self.once or not self._down_logged:
                 hint = f" (hint: {exc.hint})" if exc.hint else ""
                 self.log(f"cannot send {seen.rel}: {exc}{hint}")
@@ -373,4 +377,9 @@ class Watcher:
 
     async def _upload(self, seen: Seen, key: str) -> SentRecord:
         create_only = await self._create_only(seen, key)
-        return await send_file(self.client, seen, key, ttl=self.ttl, create_only=create_only)
+        version, upload_id = self._open.pop(seen.rel, (None, None))
+        if version != (seen.size, seen.mtime_ns):
+            upload_id = None  # the file changed since: its bytes are not the server's
+        return await send_file(
+            self.client, seen, key, ttl=self.ttl, create_only=create_only, upload_id=upload_id
+        )

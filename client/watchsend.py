@@ -18,10 +18,10 @@ from __future__ import annotations
 import hashlib
 import os
 import time
-from typing import IO
+from typing import IO, Any
 
 from .aio import AsyncClient
-from .errors import Exists, IntegrityError
+from .errors import Exists, IntegrityError, NotFound, TransientError
 from .watchscan import Seen
 from .watchstate import SentRecord
 
@@ -29,13 +29,35 @@ __all__ = ["AlreadyThere", "ChangedWhileSending", "HashingReader", "Taken", "sen
 
 
 class HashingReader:
-    """A binary stream over the file that hashes what it hands out, up to ``limit`` bytes."""
+    """A binary stream over the file that hashes what it hands out, up to ``limit`` bytes.
+
+    It seeks back to its start only (a resumed upload reads the file again
+    from byte 0 to hash what the server kept): then the hash starts over,
+    so it is always the hash of the bytes from the start.
+    """
 
     def __init__(self, fh: IO[bytes], limit: int) -> None:
         self._fh = fh
+        self._origin = fh.tell()
+        self._limit = limit
         self.remaining = limit
         self.sha1 = hashlib.sha1()
         self.count = 0
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self.count
+
+    def seek(self, offset: int, whence: int = 0, /) -> int:
+        if (offset, whence) != (0, 0):
+            raise OSError("a HashingReader seeks back to its start only")
+        self._fh.seek(self._origin)
+        self.remaining = self._limit
+        self.sha1 = hashlib.sha1()
+        self.count = 0
+        return 0
 
     def read(self, size: int = -1, /) -> bytes:
         if size < 0 or size > self.remaining:
@@ -78,13 +100,31 @@ def _open_unchanged(seen: Seen) -> IO[bytes]:
 
 
 async def send_file(
-    client: AsyncClient, seen: Seen, key: str, *, ttl: int | None, create_only: bool
+    client: AsyncClient,
+    seen: Seen,
+    key: str,
+    *,
+    ttl: int | None,
+    create_only: bool,
+    upload_id: str | None = None,
 ) -> SentRecord:
-    """Upload ``seen`` as ``key``; what to record, or one of this module's exceptions."""
+    """Upload ``seen`` as ``key``; what to record, or one of this module's exceptions.
+
+    ``upload_id``: a resumable upload of this very file that an earlier pass
+    left open (the link stayed down past the client's retries): it goes on
+    from the server's offset, or, when it is gone, a fresh upload starts.
+    """
     with _open_unchanged(seen) as fh:
         reader = HashingReader(fh, seen.size)
         try:
-            info = await client.put(key, reader, ttl=ttl, size=seen.size, if_absent=create_only)
+            try:
+                if upload_id is None:
+                    raise NotFound("no upload to resume")
+                info = await _resume(client, upload_id, reader)
+            except NotFound:
+                info = await client.put(
+                    key, reader, ttl=ttl, size=seen.size, if_absent=create_only, resumable=None
+                )
         except Exists:
             raise await _existing(client, seen, key, fh) from None
         after = os.fstat(fh.fileno())
@@ -101,6 +141,14 @@ async def send_file(
             fields={"expected": local, "actual": remote},
         )
     return SentRecord(seen.rel, seen.size, seen.mtime_ns, local, key, time.time())
+
+
+async def _resume(client: AsyncClient, upload_id: str, reader: HashingReader) -> dict[str, Any]:
+    try:
+        return await client.resume(upload_id, reader)
+    except TransientError as exc:
+        exc.upload_id = upload_id  # still open: the next pass tries again
+        raise
 
 
 async def _existing(client: AsyncClient, seen: Seen, key: str, fh: IO[bytes]) -> Exception:

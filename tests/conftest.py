@@ -58,6 +58,7 @@ CLIENT_SIDE = frozenset(
         "test_batch.py",
         "test_cli.py",
         "test_cli_messages.py",
+        "test_client_resume.py",
         "test_client_pythons.py",
         "test_client_pyz.py",
         "test_loadtest.py",

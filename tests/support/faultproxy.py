@@ -6,7 +6,8 @@ server it closes both sides (``"close"``: the server reads those bytes, then
 EOF), resets both (``"reset"``: RST, so the server may lose bytes it had not
 read yet), or stalls (``"stall"``: nothing more flows either way, the sockets
 stay open, until :meth:`FaultProxy.release` or :meth:`FaultProxy.close`).
-Connections without a fault armed are forwarded untouched.
+Connections without a fault armed are forwarded untouched. ``downstream=True``
+counts the bytes from server to client instead (a download cut mid-file).
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ class Fault:
     #: Bytes from client to server that get through.
     after: int
     how: How = "close"
+    #: Count the bytes from server to client instead.
+    downstream: bool = False
 
 
 class _Link:
@@ -46,6 +49,8 @@ class _Link:
         self.fault = fault
         #: Bytes forwarded from client to server.
         self.forwarded = 0
+        #: Bytes forwarded from server to client.
+        self.returned = 0
         #: Set when the fault struck.
         self.struck = asyncio.Event()
         self._stalled = asyncio.Event()
@@ -77,8 +82,9 @@ class _Link:
         try:
             while True:
                 limit = 1 << 16
-                if count and self.fault is not None:
-                    limit = min(limit, self.fault.after - self.forwarded)
+                if self.fault is not None and self.fault.downstream != count:
+                    moved = self.forwarded if count else self.returned
+                    limit = min(limit, self.fault.after - moved)
                     if limit == 0:
                         self._strike()
                         return False
@@ -91,6 +97,8 @@ class _Link:
                 await writer.drain()
                 if count:
                     self.forwarded += len(data)
+                else:
+                    self.returned += len(data)
         except (ConnectionError, OSError):
             return False
 
@@ -126,9 +134,12 @@ class FaultProxy:
         self.address = self._listener.sockets[0].getsockname()[:2]
         return self.address
 
-    def arm(self, after: int, how: How = "close") -> None:
-        """The next connection accepted breaks after ``after`` bytes toward the server."""
-        self._faults.append(Fault(after, how))
+    def arm(self, after: int, how: How = "close", *, downstream: bool = False) -> None:
+        """The next connection accepted breaks after ``after`` bytes toward the server.
+
+        ``downstream``: after ``after`` bytes toward the client.
+        """
+        self._faults.append(Fault(after, how, downstream))
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         fault = self._faults.popleft() if self._faults else None

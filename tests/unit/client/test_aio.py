@@ -122,7 +122,7 @@ def test_exists_after_a_lost_reply_is_our_own_upload(monkeypatch: pytest.MonkeyP
             raise errors.ConnectionLost("reply lost")
         raise errors.Exists("a file is there", fatal=False)
 
-    monkeypatch.setattr("client.aio.upload", upload)
+    monkeypatch.setattr("client.resumable.upload", upload)
     assert asyncio.run(client.put("k", b"scan", if_absent=True))["sha1"] == sha1
     assert attempts == [True, True]
 
@@ -137,7 +137,7 @@ def test_exists_with_other_bytes_is_raised(monkeypatch: pytest.MonkeyPatch) -> N
             raise errors.ConnectionLost("reply lost")
         raise errors.Exists("a file is there", fatal=False)
 
-    monkeypatch.setattr("client.aio.upload", upload)
+    monkeypatch.setattr("client.resumable.upload", upload)
     with pytest.raises(errors.Exists):
         asyncio.run(client.put("k", b"scan", if_absent=True))
 

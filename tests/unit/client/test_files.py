@@ -46,6 +46,16 @@ def _drain(src: Source, size: int) -> bytes:
     return b"".join(parts)
 
 
+class _Pipe:
+    """A stream that cannot seek, like stdin on a pipe."""
+
+    def __init__(self, data: bytes) -> None:
+        self._data = io.BytesIO(data)
+
+    def read(self, size: int = -1, /) -> bytes:
+        return self._data.read(size)
+
+
 def test_source_kinds(tmp_path: Path) -> None:
     path = tmp_path / "f"
     path.write_bytes(b"0123456789")
@@ -57,7 +67,14 @@ def test_source_kinds(tmp_path: Path) -> None:
         assert src.start() == 10  # again, for a retry
         assert _drain(src, 4) == b"0123456789"
         src.close()
-    stream = Source(io.BytesIO(b"abc"))
+    seekable = io.BytesIO(b"xxabc")
+    seekable.seek(2)
+    again = Source(seekable)
+    assert again.rereadable  # from where it stood, for a retry or a resume
+    for _ in range(2):
+        assert again.start() is None
+        assert _drain(again, 2) == b"abc"
+    stream = Source(_Pipe(b"abc"))
     assert not stream.rereadable
     assert stream.start() is None
     assert not stream.consumed

@@ -49,3 +49,13 @@ def test_human_bytes() -> None:
     assert human_bytes(0) == "0 B"
     assert human_bytes(1536) == "1.5 KiB"
     assert human_bytes(5 * 1024**3) == "5.0 GiB"
+
+
+def test_a_resumed_upload_shows_the_server_offset_not_a_restart() -> None:
+    bar = ProgressBar("put k", enabled=False, columns=200)
+    bar(900 * 1024, 1024 * 1024)
+    bar(768 * 1024, 1024 * 1024)  # RESUME: the server kept 768 KiB of the 900 sent
+    text = bar.text(now=bar._start + 1.0)
+    assert "75%" in text
+    assert "768.0 KiB/1.0 MiB" in text
+    assert "0.0 MB/s" in text  # no byte sent since the resume yet: no made-up rate
