@@ -92,6 +92,7 @@ class AsyncClient:
         max_backoff: float = 5.0,
         ssl: ssl_mod.SSLContext | None = None,
         hello: bool = True,
+        on_retry: Callable[[ValiseError, int, float], None] | None = None,
     ) -> None:
         self.host = host
         self.port = port
@@ -100,6 +101,8 @@ class AsyncClient:
         self.backoff = backoff
         self.max_backoff = max_backoff
         self._ssl = ssl
+        #: Told (error, attempt, seconds to wait) before each retry's wait.
+        self.on_retry = on_retry
         self._token = token
         self._client_name = client_name
         self._send_hello = hello or token is not None
@@ -210,7 +213,10 @@ class AsyncClient:
                         raise
                     integrity_retried = True
                 attempt += 1
-            await asyncio.sleep(self._delay(attempt))
+                delay = self._delay(attempt)
+                if self.on_retry is not None:
+                    self.on_retry(exc, attempt, delay)
+            await asyncio.sleep(delay)
 
     async def _request(self, ftype: FrameType, body: dict[str, Any]) -> dict[str, Any]:
         async def op(conn: Connection) -> dict[str, Any]:

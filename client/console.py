@@ -109,9 +109,16 @@ class Session:
             max_backoff=self.args.retry_max_wait,
             ssl=self._ssl,
             client_name=self.name,
+            on_retry=None if self.args.quiet else self._tell_retry,
         )
         self._clients.append(client)
         return client
+
+    def _tell_retry(self, exc: ValiseError, attempt: int, delay: float) -> None:
+        """One line per retry: a person waiting sees why, and for how long."""
+        if sys.stderr is not None:  # none under pythonw
+            retries = self.args.retries
+            print(f"valise: {exc}; retry {attempt} of {retries} in {delay:.1f} s", file=sys.stderr)
 
     def client(self) -> AsyncClient:
         """The session's first client (made on first use)."""

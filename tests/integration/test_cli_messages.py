@@ -19,7 +19,7 @@ import pytest
 import trustme
 
 from storage.embedded import EmbeddedValkey
-from tests.integration.test_cli import cli
+from tests.integration.test_cli import cli, free_port
 from tests.support.harness import ROOT, reap, start_process
 
 
@@ -123,6 +123,21 @@ def test_a_url_for_server_is_a_usage_error_at_once(plain: int, address: str) -> 
     assert result.returncode == 2, result.stderr
     assert f"not a URL: try --server 127.0.0.1:{plain}" in result.stderr.decode()
     assert "connect" not in result.stderr.decode()
+
+
+def test_a_dead_server_is_retried_out_loud_and_ping_fails_at_once() -> None:
+    dead = free_port()
+    result = cli(dead, "--retries", "2", "--retry-max-wait", "0.1", "stat", "scan")
+    lines = result.stderr.decode().splitlines()
+    assert result.returncode == 5, lines
+    assert [line.rsplit(";", 1)[-1].split(" in ")[0] for line in lines[:2]] == [
+        " retry 1 of 2",
+        " retry 2 of 2",
+    ]
+    assert len(lines) == 3 and f"cannot connect to 127.0.0.1:{dead}" in lines[2]
+    probe = cli(dead, "ping")  # the default --retries 8 would take many seconds
+    assert probe.returncode == 5
+    assert "retry" not in probe.stderr.decode()
 
 
 def test_a_missing_output_folder_is_named(plain: int, prefix: str, tmp_path: Path) -> None:
