@@ -255,12 +255,7 @@ class Operations:
         resuming a download of a version that has since been replaced gets
         ``not_found`` and never a splice of two versions (section 6.2).
         """
-        download = await open_download(self.store, grant.namespace, key, offset, length)
-        if version is not None and download.info.vid != version:
-            raise ProtocolError(
-                ErrorCode.NOT_FOUND, "that version of the file is no longer stored", fatal=False
-            )
-        return download
+        return await open_download(self.store, grant.namespace, key, offset, length, version)
 
     async def stat(self, grant: Grant, key: str) -> FileInfo:
         return await self.store.stat(grant.namespace, key)

@@ -189,9 +189,21 @@ class Download:
 
 
 async def open_download(
-    store: Store, namespace: str, key: str, offset: int | None, length: int | None
+    store: Store,
+    namespace: str,
+    key: str,
+    offset: int | None,
+    length: int | None,
+    version: str | None = None,
 ) -> Download:
+    """A download of ``key``; with ``version``, of that version or FileNotFound.
+
+    The version is checked before the range: a client resuming a replaced
+    version learns that it is gone, not that its offset passes the new one.
+    """
     info, digests, head = await store.open_for_read(namespace, key)
+    if version is not None and info.vid != version:
+        raise FileNotFound("that version of the file is no longer stored")
     start = offset or 0
     if start > info.size:
         raise BadRange(f"offset {start} is beyond the file's {info.size} bytes")

@@ -33,6 +33,13 @@ async def test_every_upload_is_a_new_version_and_get_pins_one(
     assert gone.code == "not_found"
     assert gone.body["fatal"] is False
     assert gone.data == b""
+    # Replaced by a shorter file: the version is gone, whatever the offset says.
+    await client.put(key, b"3rd")
+    past = await client.get(key, offset=10, version=second["version"])
+    assert (past.code, past.body["message"]) == (
+        "not_found",
+        "that version of the file is no longer stored",
+    )
 
 
 async def test_hello_lists_the_features_offered(client: WireClient) -> None:
