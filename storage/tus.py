@@ -30,8 +30,9 @@ import time
 from dataclasses import dataclass
 
 from storage import keys
+from storage import upload_seals as seals
 from storage.errors import StorageError, Superseded, TooManyUploads
-from storage.hashing import THREAD_HASH_MIN, new_vid, sha1_of
+from storage.hashing import THREAD_HASH_MIN, new_vid
 from storage.resumable import ResumableWriter, new_owner, new_upload_id
 from storage.store import Store
 from storage.uploads import UploadFacts
@@ -72,8 +73,16 @@ class TusWriter(ResumableWriter):
     ) -> tuple[TusWriter, int]:
         """A new tus upload (creation), and how many of the namespace's uploads
         were found expired; :class:`TooManyUploads` past ``max_open``."""
+        # Sealed or not for good, as a PUT of the binary door decides (decision 0012).
         facts = UploadFacts(
-            key, new_vid(), size, ttl, content_type, store.config.chunk_size, tus=tus
+            key,
+            new_vid(),
+            size,
+            ttl,
+            content_type,
+            store.config.chunk_size,
+            encrypted=store.sealer.encrypting,
+            tus=tus,
         )
         upload_id, owner = TUS_PREFIX + new_upload_id(), new_owner()
         deadline, expired = await store.create_upload(
@@ -134,9 +143,12 @@ class TusWriter(ResumableWriter):
         token, length, digest = "", 0, b""
         if self._fill:
             tail = memoryview(self._buffers[0])[: self._fill]
-            digest = await sha1_of(tail)
             token, length = secrets.token_hex(8), self._fill
-            await self.store.set_chunk(keys.partial_key(self.vid, token), tail, self._staging_ms)
+            # Sealed for its chunk's place, its SHA-1 for this token (storage/upload_seals.py).
+            digest, stored = await seals.seal_tail(
+                self._sealer, self.namespace, self.vid, len(self._digests), token, tail
+            )
+            await self.store.set_chunk(keys.partial_key(self.vid, token), stored, self._staging_ms)
         try:
             recorded = await self.store.detach_upload(
                 self.namespace,
@@ -228,7 +240,7 @@ async def peek_upload(store: Store, namespace: str, upload_id: str) -> Peeked | 
     (meta, chunks, tail_len, deadline), listed = await store.run(call, idempotent=True)
     if meta is None or chunks is None or tail_len is None or deadline is None:
         return listed is not None and listed / 1000 <= time.time() + 1
-    facts = UploadFacts.loads(meta)
+    facts = UploadFacts(**seals.load_facts(store.sealer, namespace, meta))
     offset = int(chunks) * facts.chunk_size + int(tail_len)
     return Peeked(facts, offset, int(deadline) / 1000)
 
