@@ -11,6 +11,7 @@ import asyncio
 import inspect
 from typing import Any
 
+import pytest
 import valkey.asyncio as valkey_async
 from valkey._parsers import _AsyncLibvalkeyParser
 from valkey.asyncio.connection import DefaultParser
@@ -30,7 +31,8 @@ def test_the_pool_hands_out_connections_without_waiting() -> None:
     assert hasattr(connection, "_reader") and hasattr(connection, "_parser")
 
 
-def test_replies_are_read_by_libvalkey_and_error_replies_are_returned() -> None:
+@pytest.mark.asyncio
+async def test_replies_are_read_by_libvalkey_and_error_replies_are_returned() -> None:
     # read_response on the parser returns an error reply (it does not raise it).
     assert DefaultParser is _AsyncLibvalkeyParser
     assert inspect.iscoroutinefunction(_AsyncLibvalkeyParser.read_response)
