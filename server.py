@@ -24,7 +24,8 @@ from service import logs, workers
 from service.allocator import keep_chunks_on_heap
 from service.auth import TokenFileError, Tokens
 from service.config import Config, parse_args
-from service.connection import Connection, fatal
+from service.connection import Connection
+from service.deadline import fatal
 from service.http import HttpConnection
 from service.listener import Certificates, Listener, Peer
 from service.looplag import LoopLag

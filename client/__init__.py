@@ -22,8 +22,7 @@ if sys.version_info < (3, 8):  # noqa: UP036 - the whole point: 3.6 and 3.7 reac
         raise SystemExit(_why)
     raise ImportError(_why)
 
-from .aio import AsyncClient  # noqa: E402 - only once the version check passed
-from .errors import (  # noqa: E402
+from .errors import (  # noqa: E402 - only once the version check passed
     ERRORS_BY_CODE,
     BadFrame,
     BadKey,
@@ -54,7 +53,22 @@ from .errors import (  # noqa: E402
     ValiseError,
     error_from_wire,
 )
-from .sync import Client  # noqa: E402
+
+
+def __getattr__(name):  # type: ignore[no-untyped-def]  # 3.6 must parse this file
+    # Client and AsyncClient on first use (PEP 562): they import asyncio, which
+    # ``valise --help`` and every module of the package that needs no client
+    # would otherwise pay for at start-up.
+    if name == "AsyncClient":
+        from .aio import AsyncClient
+
+        return AsyncClient
+    if name == "Client":
+        from .sync import Client
+
+        return Client
+    raise AttributeError("module 'client' has no attribute " + repr(name))
+
 
 __all__ = [
     "ERRORS_BY_CODE",

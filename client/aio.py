@@ -31,13 +31,11 @@ from .errors import (
 from .files import GetDest, PutSource, Sink, Source
 from .resumable import Upload
 from .transfer import Progress
-from .wire import PROTOCOL_VERSION, FrameType
+from .wire import DEFAULT_PORT, PROTOCOL_VERSION, FrameType
 
-__all__ = ["AsyncClient", "Progress"]
+__all__ = ["DEFAULT_PORT", "AsyncClient", "Progress"]
 
 T = TypeVar("T")
-
-DEFAULT_PORT = 7070
 
 
 def _transient(exc: ValiseError) -> bool:

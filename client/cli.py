@@ -24,14 +24,13 @@ into exit codes, so a command is added in one place.
 from __future__ import annotations
 
 import argparse
-import asyncio
+import importlib
 import os
 import sys
 from collections.abc import Sequence
 from typing import Any, Awaitable, Callable, NoReturn
 
-from . import commands, events, follow, nctools, watchcli
-from .aio import DEFAULT_PORT
+from . import nctools, subparsers
 from .console import (
     EXIT_ERROR,
     EXIT_USAGE,
@@ -45,6 +44,7 @@ from .console import (
 )
 from .errors import ValiseError
 from .progress import ProgressBar, human_bytes
+from .wire import DEFAULT_PORT
 
 __all__ = ["ProgressBar", "build_parser", "exit_code_for", "human_bytes", "main", "parse_server"]
 
@@ -52,6 +52,27 @@ _EPILOG = """\
 environment: VALISE_SERVER (host:port, default 127.0.0.1:7070), VALISE_TOKEN.
 exit codes: 0 ok, 1 other error, 2 usage, 3 not found, 4 integrity failure,
 5 server unavailable/busy/cannot connect, 6 exists (put --no-clobber)."""
+
+
+class _Later:
+    """A module of this package imported when one of its functions is first called:
+    ``valise --help`` and ``valise ping`` import only what they run (asyncio, ssl
+    and the agents are most of a start-up)."""
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+
+    def __getattr__(self, attr: str) -> Any:
+        def call(*args: Any, **kwargs: Any) -> Any:
+            module = importlib.import_module(f".{self._name}", __package__)
+            return getattr(module, attr)(*args, **kwargs)
+
+        return call
+
+
+commands, events, follow, watchcli = (
+    _Later(n) for n in ("commands", "events", "follow", "watchcli")
+)
 
 #: What a subcommand does with its parsed arguments; returns the exit code.
 Handler = Callable[[argparse.Namespace], int]
@@ -157,9 +178,9 @@ def build_parser() -> argparse.ArgumentParser:
     frame, decode = nctools.add_parsers(sub, common)
     frame.set_defaults(handler=nctools.run_frame)
     decode.set_defaults(handler=nctools.run_decode)
-    watchcli.add_parser(sub, common).set_defaults(handler=_watch)
-    events.add_parser(sub, common).set_defaults(handler=_events)
-    follow.add_parser(sub, common).set_defaults(handler=_follow)
+    subparsers.watch(sub, common).set_defaults(handler=_watch)
+    subparsers.events(sub, common).set_defaults(handler=_events)
+    subparsers.follow(sub, common).set_defaults(handler=_follow)
     return parser
 
 
@@ -184,6 +205,8 @@ def _with_session(command: ClientCommand) -> Handler:
             await session.close()
 
     def handler(args: argparse.Namespace) -> int:
+        import asyncio  # here, not at the top: --help needs no event loop
+
         return asyncio.run(run(args))
 
     return handler
@@ -196,7 +219,7 @@ def _watch(args: argparse.Namespace) -> int:
         raise UsageError(str(exc)) from None
     if not os.path.isdir(args.dir):
         raise UsageError(f"not a directory: {args.dir}")
-    return watchcli.run(args, host, port)
+    return int(watchcli.run(args, host, port))
 
 
 def _address(args: argparse.Namespace) -> tuple[str, int]:
@@ -207,11 +230,11 @@ def _address(args: argparse.Namespace) -> tuple[str, int]:
 
 
 def _events(args: argparse.Namespace) -> int:
-    return events.run(args, *_address(args))
+    return int(events.run(args, *_address(args)))
 
 
 def _follow(args: argparse.Namespace) -> int:
-    return follow.run(args, *_address(args))
+    return int(follow.run(args, *_address(args)))
 
 
 class _Parser(argparse.ArgumentParser):

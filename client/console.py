@@ -14,11 +14,13 @@ import errno
 import json
 import sys
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from . import tls
-from .aio import DEFAULT_PORT, AsyncClient
 from .errors import Exists, IntegrityError, NotFound, TransientError, ValiseError
+from .wire import DEFAULT_PORT
+
+if TYPE_CHECKING:  # imported when a session starts: `valise --help` needs no asyncio
+    from .aio import AsyncClient
 
 __all__ = [
     "EXIT_ERROR",
@@ -95,11 +97,15 @@ class Session:
             raise UsageError(str(exc)) from None
         self.args = args
         self.name = name
+        from . import tls  # ssl: only once a command talks to a server
+
         self._ssl = tls.from_args(args)
         self._clients: list[AsyncClient] = []
         self._first: AsyncClient | None = None
 
     def new_client(self) -> AsyncClient:
+        from .aio import AsyncClient
+
         client = AsyncClient(
             self.host,
             self.port,

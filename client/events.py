@@ -35,6 +35,7 @@ from . import tls
 from .connection import Connection
 from .errors import ProtocolError, RequestTimeout, TransientError, ValiseError
 from .stopping import run_until_stopped
+from .subparsers import events as add_parser
 from .wire import PROTOCOL_VERSION, FrameType
 
 __all__ = [
@@ -273,20 +274,6 @@ class EventStream:
 
 
 # -- the `valise events` subcommand ------------------------------------------
-
-
-def add_parser(sub: Any, common: Callable[[argparse.ArgumentParser], None]) -> Any:
-    """Register ``events [PREFIX] [--since ID]`` (``sub`` is argparse's subparsers action)."""
-    p = sub.add_parser(
-        "events",
-        help="print change events under PREFIX as they happen",
-        description="Subscribe to the change events under PREFIX and print one line per "
-        "event (a JSON object per line with --json), reconnecting when the link drops.",
-    )
-    common(p)
-    p.add_argument("prefix", nargs="?", default="", metavar="PREFIX")
-    p.add_argument("--since", metavar="ID", help="replay the events after this event id first")
-    return p
 
 
 def _line(item: Event | Gap, as_json: bool) -> str:

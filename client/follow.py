@@ -47,6 +47,7 @@ from .aio import AsyncClient
 from .errors import NotFound, TransientError, ValiseError
 from .events import EventStream, Gap
 from .stopping import run_until_stopped
+from .subparsers import follow as add_parser
 
 __all__ = ["Follower", "add_parser", "local_path", "run"]
 
@@ -55,31 +56,6 @@ EXIT_ERROR = 1
 
 #: Bytes read at a time to hash a local file.
 _READ = 1024 * 1024
-
-
-def add_parser(sub: Any, common: Callable[[argparse.ArgumentParser], None]) -> Any:
-    """Register the ``follow`` subcommand (``sub`` is argparse's subparsers action)."""
-    p = sub.add_parser(
-        "follow",
-        help="download every file stored under PREFIX into DIR as it arrives",
-        description="Consumer agent: subscribe to the change events under PREFIX and "
-        "download each stored file into DIR, verified and renamed into place.",
-    )
-    common(p)
-    p.add_argument("prefix", metavar="PREFIX", help="key prefix to follow ('' for all)")
-    p.add_argument("-o", "--output", required=True, metavar="DIR", help="where files go")
-    p.add_argument("--since", help="start after this event id instead of catching up")
-    p.add_argument(
-        "--mirror-deletes", action="store_true", help="remove local files deleted on the server"
-    )
-    p.add_argument("--exec", dest="exec_cmd", metavar="CMD", help="run CMD PATH per file")
-    p.add_argument(
-        "--max-backoff",
-        type=float,
-        default=30.0,
-        help="longest wait between reconnects (default 30)",
-    )
-    return p
 
 
 def local_path(directory: str, prefix: str, key: str) -> str | None:

@@ -12,87 +12,19 @@ import asyncio
 import os
 import sys
 from datetime import datetime
-from typing import Any, Callable
 
 from . import tls, writers
 from .aio import AsyncClient
 from .stopping import on_stop
+from .subparsers import watch as add_parser
 from .watch import FATAL_CONFIG, Watcher, summary
-from .watchscan import DEFAULT_EXCLUDES, Filters
-from .watchstate import LEGACY_NAME, StateFile, default_state_path, state_dir
+from .watchscan import Filters
+from .watchstate import LEGACY_NAME, StateFile, default_state_path
 
 __all__ = ["add_parser", "run"]
 
 EXIT_OK = 0
 EXIT_ERROR = 1
-
-
-def add_parser(
-    sub: Any, common: Callable[[argparse.ArgumentParser], None]
-) -> argparse.ArgumentParser:
-    """Register the ``watch`` subcommand (``sub`` is argparse's subparsers action)."""
-    p: argparse.ArgumentParser = sub.add_parser(
-        "watch",
-        help="upload every new or changed file of a directory once it is complete",
-        description="Scanner agent: poll DIR and upload new or changed files once they are "
-        "complete (settled, closed by their writer, whole if DICOM); a JSON state file "
-        "remembers what was sent.",
-    )
-    common(p)
-    p.add_argument("dir", metavar="DIR", help="directory to watch (recursively)")
-    p.add_argument(
-        "--settle",
-        type=_non_negative,
-        default=5.0,
-        help="seconds a file's size and mtime must stay unchanged (default 5)",
-    )
-    p.add_argument("--prefix", default="", help="key prefix (key = PREFIX + relative path)")
-    p.add_argument(
-        "--include",
-        action="append",
-        default=[],
-        metavar="GLOB",
-        help="send only files that match (repeatable; e.g. '*.dcm')",
-    )
-    p.add_argument(
-        "--exclude",
-        action="append",
-        default=[],
-        metavar="GLOB",
-        help="never send files that match (repeatable; added to the defaults)",
-    )
-    p.add_argument(
-        "--no-default-excludes",
-        action="store_true",
-        help=f"do not leave out {', '.join(DEFAULT_EXCLUDES)}",
-    )
-    p.add_argument("--state", help=f"state file (default: one per DIR and server in {state_dir()})")
-    p.add_argument(
-        "--interval", type=_positive, default=2.0, help="seconds between scans (default 2)"
-    )
-    p.add_argument(
-        "--max-backoff",
-        type=_positive,
-        default=60.0,
-        help="longest wait between attempts while the server is down (default 60)",
-    )
-    p.add_argument("--ttl", type=int, help="seconds the server keeps each file")
-    p.add_argument("--once", action="store_true", help="one pass, then exit")
-    return p
-
-
-def _non_negative(text: str) -> float:
-    value = float(text)
-    if not value >= 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0: {text}")
-    return value
-
-
-def _positive(text: str) -> float:
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be > 0: {text}")
-    return value
 
 
 def _log(message: str) -> None:

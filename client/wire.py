@@ -38,6 +38,7 @@ __all__ = [
     "CLIENT_FRAMES",
     "CONTROL_FRAMES",
     "DEFAULT_MAX_DATA_IN",
+    "DEFAULT_PORT",
     "HEADER",
     "MAX_CONTROL",
     "NEED_DATA",
@@ -55,6 +56,9 @@ __all__ = [
     "encode_frame",
     "parse_digest",
 ]
+
+#: The server's port when none is given (``valise --server HOST``).
+DEFAULT_PORT = 7070
 
 #: DATA frame limit a client keeps to before HELLO told it ``max_frame``.
 PRE_HELLO_MAX_FRAME: Final = MIN_MAX_FRAME

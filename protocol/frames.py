@@ -116,6 +116,24 @@ def control_size(obj: dict[str, Any]) -> int:
     return len(_json(obj))
 
 
+def list_page(
+    entries: list[dict[str, Any]], cursor: str | None, start: str | None
+) -> tuple[list[dict[str, Any]], str | None]:
+    """The LIST entries that fit one control frame, and the cursor to go on from:
+    ``cursor`` when all fit, else the last key that fit (``start``, the request's
+    cursor, when none did)."""
+    page: list[dict[str, Any]] = []
+    budget = MAX_CONTROL - control_size({"files": [], "cursor": "x" * 2048})
+    for entry in entries:
+        cost = control_size(entry) + 1
+        if cost > budget:
+            # The page is full: continue after the last entry that fit.
+            return page, page[-1]["key"] if page else start
+        budget -= cost
+        page.append(entry)
+    return page, cursor
+
+
 def _json(obj: dict[str, Any]) -> bytes:
     text = json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
     try:

@@ -16,17 +16,14 @@ from typing import Any
 from protocol import requests
 from protocol.decoder import CLOSED, Sentinel
 from protocol.errors import ErrorCode, ProtocolError
-from protocol.frames import HEADER, MAX_CONTROL, FrameType, control_size, encode_control
+from protocol.frames import HEADER, FrameType, encode_control, list_page
 from protocol.state import Abort, Data, Event, Limits, ServerConnection, UploadEnd
 from service.auth import OPEN
+from service.deadline import Closing, Intake, closed_within, fatal
 from service.listener import Peer
 from service.operations import Operations
-from service.peer import RateFloor, drain, linger, reset
-from service.state import (
-    FLUSH_AFTER_ERROR,
-    READ_SIZE,
-    ServerState,
-)
+from service.peer import RateFloor, certificate_name, drain, linger
+from service.state import FLUSH_AFTER_ERROR, ServerState
 from service.subscription import Subscription
 from storage import ChunkWriter, ResumableWriter, StorageError
 
@@ -43,10 +40,6 @@ MAX_BURST = 256
 log = logging.getLogger("valise")
 
 
-def fatal(code: ErrorCode, message: str) -> ProtocolError:
-    return ProtocolError(code, message, fatal=True)
-
-
 def _wire(exc: StorageError, *, fatal: bool) -> ProtocolError:
     """A storage failure as the ERROR the client gets; fatality depends on where we are."""
     return ProtocolError(exc.code, exc.message, fatal=fatal, **exc.extra)
@@ -54,14 +47,6 @@ def _wire(exc: StorageError, *, fatal: bool) -> ProtocolError:
 
 def _now() -> float:
     return time.monotonic()
-
-
-class Closing(Exception):
-    """The connection ends; ``error`` (if any) is the last frame it gets."""
-
-    def __init__(self, error: ProtocolError | None = None) -> None:
-        super().__init__(error.message if error else "closed")
-        self.error = error
 
 
 class Connection:
@@ -91,8 +76,13 @@ class Connection:
         self.upload: ChunkWriter | None = None
         #: Set by SUBSCRIBE: from then on the connection streams events.
         self.subscription: Subscription | None = None
-        self._frame_deadline = _now() + self.config.frame_timeout
-        self._rate = RateFloor(self.config.min_rate, self.config.min_rate_window)
+        #: Reads under the idle, frame and upload-rate deadlines.
+        self.intake = Intake(
+            reader,
+            self.config.idle_timeout,
+            self.config.frame_timeout,
+            RateFloor(self.config.min_rate, self.config.min_rate_window),
+        )
         self._request: tuple[str, str | None, float] | None = None
         self._nbytes = 0
         #: True while a request or upload is in progress (shutdown waits for it).
@@ -115,7 +105,9 @@ class Connection:
                 if self.state.lingering < self.config.max_connections:
                     self.state.lingering += 1
                     try:
-                        await self._linger(error)
+                        # docs/protocol.md section 2, PUT: a lingering close.
+                        payload = encode_control(FrameType.ERROR, error.payload())
+                        await linger(self.reader, self.writer, payload)
                     finally:
                         self.state.lingering -= 1
                 else:
@@ -124,15 +116,7 @@ class Connection:
             pass  # shutdown gave up waiting; the socket is closed below
         finally:
             self.writer.close()
-        # A second cancel from shutdown may land here; the socket is closed either way.
-        with contextlib.suppress(Exception, asyncio.CancelledError):
-            async with asyncio.timeout(flush):
-                await self.writer.wait_closed()
-                return
-        self._reset()
-
-    def _reset(self) -> None:
-        reset(self.writer)
+        await closed_within(self.writer, flush)
 
     async def _serve_until_error(self) -> ProtocolError | None:
         """Serve requests; the fatal ERROR to end with, or None for a quiet close."""
@@ -181,7 +165,7 @@ class Connection:
                 await self._handle(event)
                 if not isinstance(event, requests.Put | requests.Resume | Data):
                     self._end("aborted" if isinstance(event, Abort) else "ok")
-                self._frame_deadline = _now() + self.config.frame_timeout
+                self.intake.frame_done()
             except ProtocolError as exc:
                 self._end(str(exc.code))
                 # A resumable upload survives a fatal error, not a size mismatch.
@@ -232,52 +216,19 @@ class Connection:
         self.state.metrics.request_ended(op, outcome, _now() - started, self._nbytes)
 
     async def _receive(self) -> None:
-        """Read more input within the idle timeout, the frame deadline and the upload rate."""
+        """Read more input within the connection's deadlines (service/deadline.py)."""
         self._write(b"")  # the client may wait for a held reply before it sends more
-        now = _now()
-        in_frame = self.proto.in_frame
-        # Slowloris: a frame that has started must be complete by its deadline;
-        # between frames only the idle timeout counts.
-        timeout = self.config.idle_timeout
-        if in_frame:
-            timeout = min(timeout, self._frame_deadline - now)
-        try:
-            if self.subscription is not None:
-                # Subscribed: no silence limit (section 6.3), and the sender may end us.
-                limit = max(timeout, 0.0) if in_frame else None
-                data = await self.subscription.guard(self.reader, READ_SIZE, limit)
-            else:
-                async with asyncio.timeout(max(timeout, 0.0)):
-                    data = await self._read()
-        except TimeoutError:
-            if self.proto.in_frame:
-                raise Closing(fatal(ErrorCode.TIMEOUT, "frame not completed in time")) from None
-            raise Closing(fatal(ErrorCode.TIMEOUT, "connection idle for too long")) from None
-        if self.proto.uploading and not self._rate.add(len(data), _now() - now):
-            raise Closing(fatal(ErrorCode.TIMEOUT, "upload slower than the server's minimum rate"))
-        if not in_frame:  # a frame may start in these bytes: its deadline starts now
-            self._frame_deadline = _now() + self.config.frame_timeout
-        self.proto.receive_data(data)
-
-    async def _read(self) -> bytes:
-        """The next bytes from the client; ``superseded`` when a RESUME on another
-        connection of this process wants the upload (docs/protocol.md section 6.1)."""
         wanted = self.ops.wanted(self.upload) if self.upload is not None else None
-        if wanted is None:
-            return await self.reader.read(READ_SIZE)
-        if not wanted.done():
-            read = asyncio.ensure_future(self.reader.read(READ_SIZE))
-            try:
-                either: set[asyncio.Future[Any]] = {read, wanted}
-                await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                if not read.done():
-                    read.cancel()  # nothing is lost: the bytes stay in the reader
-                    await asyncio.gather(read, return_exceptions=True)
-            if not read.cancelled():
-                return read.result()  # bytes that came first are still this upload's
-        self._end(str(ErrorCode.SUPERSEDED))
-        raise Closing(fatal(ErrorCode.SUPERSEDED, "another connection resumed this upload"))
+        data = await self.intake.read(
+            in_frame=self.proto.in_frame,
+            uploading=self.proto.uploading,
+            wanted=wanted,
+            subscription=self.subscription,
+        )
+        if data is None:  # a RESUME on another connection of this process won
+            self._end(str(ErrorCode.SUPERSEDED))
+            raise Closing(fatal(ErrorCode.SUPERSEDED, "another connection resumed this upload"))
+        self.proto.receive_data(data)
 
     async def _drop_upload(self, *, keep: bool = True) -> None:
         """End the upload without a commit: a resumable one is kept for a RESUME
@@ -314,10 +265,6 @@ class Connection:
     async def _error(self, error: ProtocolError) -> None:
         self._write(encode_control(FrameType.ERROR, error.payload()))
         await self._drain()
-
-    async def _linger(self, error: ProtocolError) -> None:
-        """Send the fatal ERROR with a lingering close (docs/protocol.md section 2, PUT)."""
-        await linger(self.reader, self.writer, encode_control(FrameType.ERROR, error.payload()))
 
     # -- requests ---------------------------------------------------------
 
@@ -358,17 +305,10 @@ class Connection:
                 await self._ok(subscription.ok())
                 subscription.start(self.writer, self.config.idle_timeout)
             case requests.Hello(token=token):
-                self.grant = await self.ops.authenticate(token, self._subject(), self.peer.host)
+                self.grant = await self.ops.authenticate(
+                    token, certificate_name(self.writer), self.peer.host
+                )
                 await self._ok(self.state.hello())
-
-    def _subject(self) -> str | None:
-        """The common name of the client's verified certificate (mutual TLS), if any."""
-        cert = self.writer.get_extra_info("peercert")
-        for rdn in (cert or {}).get("subject", ()):
-            for name, value in rdn:
-                if name == "commonName":
-                    return str(value)
-        return None
 
     async def _put(self, put: requests.Put) -> None:
         upload = self.upload = await self.ops.put(
@@ -452,15 +392,5 @@ class Connection:
         files, cursor = await self.ops.list(
             self.grant, request.prefix, request.cursor, request.limit
         )
-        page: list[dict[str, Any]] = []
-        budget = MAX_CONTROL - control_size({"files": [], "cursor": "x" * 2048})
-        for info in files:
-            entry = info.wire()
-            cost = control_size(entry) + 1
-            if cost > budget:
-                # The page is full: continue after the last entry that fit.
-                cursor = page[-1]["key"] if page else request.cursor
-                break
-            budget -= cost
-            page.append(entry)
+        page, cursor = list_page([info.wire() for info in files], cursor, request.cursor)
         await self._ok({"files": page, "cursor": cursor})

@@ -97,3 +97,13 @@ async def drain(writer: asyncio.StreamWriter, patience: float) -> None:
         return
     async with asyncio.timeout(patience):
         await writer.drain()
+
+
+def certificate_name(writer: asyncio.StreamWriter) -> str | None:
+    """The common name of the client's verified certificate (mutual TLS), if any."""
+    cert = writer.get_extra_info("peercert")
+    for rdn in (cert or {}).get("subject", ()):
+        for name, value in rdn:
+            if name == "commonName":
+                return str(value)
+    return None

@@ -2,7 +2,8 @@
 
 Everything the server side needs of Valkey is named here; the modules behind
 it are private to the package: :mod:`storage.clients` (valkey-py clients and
-the one patch of its internals), :mod:`storage.calls` (retries, error
+the one patch of its internals), :mod:`storage.lane` (Lua scripts on one
+node without the pool's checkout cost), :mod:`storage.calls` (retries, error
 translation), :mod:`storage.checks` (start-up refusals), :mod:`storage.store`
 (the metadata and chunk operations), :mod:`storage.writer` and
 :mod:`storage.reader` (the chunk writer and reader), :mod:`storage.resumable`

@@ -29,6 +29,7 @@ from valkey.asyncio.retry import Retry
 from valkey.backoff import NoBackoff
 
 from storage.config import StorageConfig
+from storage.lane import LeanValkey
 
 #: Bytes of a command handed to the Valkey socket at a time.
 SEND_PIECE = 1024 * 1024
@@ -122,7 +123,8 @@ def _writing_pieces(connection_class: type[Any]) -> type[Any]:
 
 
 def single_client(config: StorageConfig) -> Any:
-    """valkey-py's asyncio client for one node, with our pool and connections."""
+    """valkey-py's asyncio client for one node, with our pool and connections;
+    Lua scripts skip the pool's checkout checks (storage/lane.py)."""
     tls: dict[str, Any] = {"ssl_ca_certs": config.tls_ca} if config.tls_ca else {}
     pool = valkey_async.BlockingConnectionPool.from_url(
         config.url,
@@ -136,7 +138,7 @@ def single_client(config: StorageConfig) -> Any:
         health_check_interval=30,
     )
     pool.connection_class = _writing_pieces(pool.connection_class)
-    return valkey_async.Valkey(connection_pool=pool)
+    return LeanValkey(connection_pool=pool)  # its scripts take storage/lane.py's path
 
 
 def reader_client(config: StorageConfig, block: float) -> Any:

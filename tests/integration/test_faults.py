@@ -217,3 +217,27 @@ async def test_valkey_dropping_connections_mid_upload(
     assert got.end == hashlib.sha1(data).digest()
     vk.close()
     await client.close()
+
+
+async def test_small_files_survive_script_flush_and_dropped_connections(
+    faulty: Running, restartable: Restartable, prefix: str
+) -> None:
+    """Small files run Lua scripts on storage/lane.py's path: a SCRIPT FLUSH (as after a
+    Valkey restart) and idle connections killed by Valkey are both ridden out."""
+    vk: Any = sync_valkey(restartable.url)
+    client = await faulty.client()
+    assert (await client.put(prefix + "a", b"first")).ok
+    vk.script_flush()
+    vk.client_kill_filter(_type="normal", skipme=True)
+    await asyncio.sleep(0.05)  # the server's idle connections see the close
+    assert (await client.put(prefix + "b", b"second")).ok
+    assert (await client.get(prefix + "a")).data == b"first"
+    vk.client_kill_filter(_type="normal", skipme=True)
+    await asyncio.sleep(0.05)
+    assert (await client.get(prefix + "b")).data == b"second"
+    vk.client_kill_filter(_type="normal", skipme=True)
+    await asyncio.sleep(0.05)
+    # DELETE is not retried (not idempotent): a closed connection must not be used.
+    assert (await client.request(FrameType.DELETE, {"key": prefix + "b"})).ok
+    vk.close()
+    await client.close()

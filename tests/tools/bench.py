@@ -237,8 +237,12 @@ def valise_server(
     *,
     profile: Path | None = None,
     target: Target | None = None,
+    cwd: Path = REPO,
 ) -> Iterator[ValiseProcess]:
-    """The server as a subprocess (own session: Ctrl-C reaches only us; we stop it)."""
+    """The server as a subprocess (own session: Ctrl-C reaches only us; we stop it).
+
+    ``cwd`` is the tree whose server.py runs (another revision's, for --compare).
+    """
     log = workdir / f"server-{uuid.uuid4().hex[:6]}.log"
     command = [sys.executable]
     if profile is not None:
@@ -269,7 +273,7 @@ def valise_server(
     with log.open("wb") as err:
         proc = subprocess.Popen(
             command,
-            cwd=REPO,
+            cwd=cwd,
             stdout=subprocess.PIPE,
             stderr=err,
             start_new_session=True,
@@ -1204,6 +1208,8 @@ def parse_args(argv: Sequence[str] | None) -> tuple[Settings, argparse.Namespace
     p.add_argument("--auth", action="store_true", help="a tokens file; clients send a token")
     p.add_argument("--tls", action="store_true", help="the server listens with TLS (private CA)")
     p.add_argument("--server-args", default="", help="more server flags, e.g. '--workers 2'")
+    p.add_argument("--compare", metavar="REF", help="A/B: this server against REF's, interleaved")
+    p.add_argument("--small-only", action="store_true", help="with --compare: small files only")
     ns = p.parse_args(argv)
     quick = ns.quick
     chunks = ns.chunk_sizes or "1MiB,4MiB,8MiB,32MiB"
@@ -1243,6 +1249,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         if ns.profile:
             ns.profile.mkdir(parents=True, exist_ok=True)
             asyncio.run(profile_transfers(vk, s, ns.profile))
+            return 0
+        if ns.compare:
+            from tests.tools import compare  # the A/B mode lives in its own module
+
+            ab = asyncio.run(compare.run(vk, s, workdir, ns.compare, small_only=ns.small_only))
+            s.json_path.write_text(json.dumps(ab, indent=2) + "\n")
+            compare.print_table(ab, s, ns.compare)
             return 0
         results = asyncio.run(run_all(vk, s, workdir))
         s.json_path.write_text(json.dumps(results, indent=2) + "\n")

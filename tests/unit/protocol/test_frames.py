@@ -19,6 +19,7 @@ from protocol.frames import (
     control_size,
     encode_control,
     encode_frame,
+    list_page,
 )
 
 
@@ -197,3 +198,13 @@ def test_error_codes_are_the_protocol_list() -> None:
         "superseded",
         "exists",
     }
+
+
+def test_list_page_stops_before_the_entry_that_would_overflow_a_control_frame() -> None:
+    entries = [{"key": f"k{i:04d}", "pad": "x" * 1000} for i in range(200)]
+    page, cursor = list_page(entries, "next-page", "start")
+    assert 0 < len(page) < len(entries)
+    assert cursor == page[-1]["key"]  # the next page starts after the last one sent
+    assert control_size({"files": page, "cursor": "x" * 2048}) <= MAX_CONTROL
+    assert list_page(entries[:3], "next-page", "start") == (entries[:3], "next-page")
+    assert list_page([{"key": "k", "pad": "x" * MAX_CONTROL}], None, "start") == ([], "start")

@@ -1,0 +1,122 @@
+"""The parsers of the agent commands (watch, events, follow), apart from the agents.
+
+``valise --help`` and ``valise ping`` build every subcommand's parser, but
+run at most one command: the modules that run the agents import asyncio,
+ssl and the watcher (most of a CLI start-up), so their parsers live here,
+importing nothing heavier than argparse (tests/unit/client/test_startup.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any, Callable
+
+from .watchscan import DEFAULT_EXCLUDES
+from .watchstate import state_dir
+
+__all__ = ["events", "follow", "watch"]
+
+
+def watch(sub: Any, common: Callable[[argparse.ArgumentParser], None]) -> argparse.ArgumentParser:
+    """Register ``watch`` (client/watchcli.py runs it) (``sub`` is argparse's subparsers action)."""
+    p: argparse.ArgumentParser = sub.add_parser(
+        "watch",
+        help="upload every new or changed file of a directory once it is complete",
+        description="Scanner agent: poll DIR and upload new or changed files once they are "
+        "complete (settled, closed by their writer, whole if DICOM); a JSON state file "
+        "remembers what was sent.",
+    )
+    common(p)
+    p.add_argument("dir", metavar="DIR", help="directory to watch (recursively)")
+    p.add_argument(
+        "--settle",
+        type=_non_negative,
+        default=5.0,
+        help="seconds a file's size and mtime must stay unchanged (default 5)",
+    )
+    p.add_argument("--prefix", default="", help="key prefix (key = PREFIX + relative path)")
+    p.add_argument(
+        "--include",
+        action="append",
+        default=[],
+        metavar="GLOB",
+        help="send only files that match (repeatable; e.g. '*.dcm')",
+    )
+    p.add_argument(
+        "--exclude",
+        action="append",
+        default=[],
+        metavar="GLOB",
+        help="never send files that match (repeatable; added to the defaults)",
+    )
+    p.add_argument(
+        "--no-default-excludes",
+        action="store_true",
+        help=f"do not leave out {', '.join(DEFAULT_EXCLUDES)}",
+    )
+    p.add_argument("--state", help=f"state file (default: one per DIR and server in {state_dir()})")
+    p.add_argument(
+        "--interval", type=_positive, default=2.0, help="seconds between scans (default 2)"
+    )
+    p.add_argument(
+        "--max-backoff",
+        type=_positive,
+        default=60.0,
+        help="longest wait between attempts while the server is down (default 60)",
+    )
+    p.add_argument("--ttl", type=int, help="seconds the server keeps each file")
+    p.add_argument("--once", action="store_true", help="one pass, then exit")
+    return p
+
+
+def _non_negative(text: str) -> float:
+    value = float(text)
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0: {text}")
+    return value
+
+
+def _positive(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0: {text}")
+    return value
+
+
+def events(sub: Any, common: Callable[[argparse.ArgumentParser], None]) -> Any:
+    """Register ``events [PREFIX] [--since ID]`` (``sub`` is argparse's subparsers action)."""
+    p = sub.add_parser(
+        "events",
+        help="print change events under PREFIX as they happen",
+        description="Subscribe to the change events under PREFIX and print one line per "
+        "event (a JSON object per line with --json), reconnecting when the link drops.",
+    )
+    common(p)
+    p.add_argument("prefix", nargs="?", default="", metavar="PREFIX")
+    p.add_argument("--since", metavar="ID", help="replay the events after this event id first")
+    return p
+
+
+def follow(sub: Any, common: Callable[[argparse.ArgumentParser], None]) -> Any:
+    """Register the ``follow`` subcommand (``sub`` is argparse's subparsers action)."""
+    p = sub.add_parser(
+        "follow",
+        help="download every file stored under PREFIX into DIR as it arrives",
+        description="Consumer agent: subscribe to the change events under PREFIX and "
+        "download each stored file into DIR, verified and renamed into place.",
+    )
+    common(p)
+    p.add_argument("prefix", metavar="PREFIX", help="key prefix to follow ('' for all)")
+    p.add_argument("-o", "--output", required=True, metavar="DIR", help="where files go")
+    p.add_argument("--since", help="start after this event id instead of catching up")
+    p.add_argument(
+        "--mirror-deletes", action="store_true", help="remove local files deleted on the server"
+    )
+    p.add_argument("--exec", dest="exec_cmd", metavar="CMD", help="run CMD PATH per file")
+    p.add_argument(
+        "--max-backoff",
+        type=float,
+        default=30.0,
+        help="longest wait between reconnects (default 30)",
+    )
+    return p

@@ -1,0 +1,176 @@
+"""The bench's A/B mode: this checkout's server against another git revision's.
+
+`python -m tests.tools.bench --compare REF` (`make bench ARGS="--compare main"`).
+Numbers taken minutes apart on a shared machine differ by 2x for the same
+code; two servers measured in turn within one run share the machine's
+drift. So both servers run at once (each idle while the other is measured)
+and every round measures both, alternating which goes first; each figure
+is printed side by side with the ratio taken round by round.
+
+REF's tree comes from ``git archive REF`` unpacked under the repository's
+ignored ``build/`` directory (no worktree: the repository's worktree list
+is left alone), run by the same Python and the same Valkey, and removed at
+the end. The workload is the small-file one (4 KiB PUT then GET on
+``--small-connections`` connections) and, unless ``--small-only``, one
+upload and one download of ``--size`` bytes. Server CPU per small pair is
+the figure to compare by: it moves far less with the machine's load than
+pairs/s does.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import shutil
+import subprocess
+import tarfile
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from tests.tools import bench
+
+#: Where REF's tree is unpacked: ignored by git (.gitignore has build/).
+BUILD = bench.REPO / "build"
+
+
+def _git(*args: str) -> str:
+    return subprocess.run(
+        ["git", *args], cwd=bench.REPO, capture_output=True, text=True, check=False
+    ).stdout.strip()
+
+
+@contextlib.contextmanager
+def checkout(ref: str) -> Iterator[tuple[Path, str]]:
+    """REF's tree in a directory of its own under build/, and its commit; removed after."""
+    commit = _git("rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}")
+    if not commit:
+        raise bench.BenchError(f"--compare {ref}: not a revision of this repository")
+    target = BUILD / f"compare-{commit[:12]}-{uuid.uuid4().hex[:6]}"
+    target.mkdir(parents=True)
+    try:
+        archive = subprocess.Popen(
+            ["git", "archive", "--format=tar", commit],
+            cwd=bench.REPO,
+            stdout=subprocess.PIPE,
+        )
+        assert archive.stdout is not None
+        with tarfile.open(fileobj=archive.stdout, mode="r|") as tar:
+            tar.extractall(target, filter="data")
+        if archive.wait() != 0:
+            raise bench.BenchError(f"git archive {commit} failed")
+        yield target, commit
+    finally:
+        shutil.rmtree(target, ignore_errors=True)
+        with contextlib.suppress(OSError):
+            BUILD.rmdir()  # only when nothing else is in it
+
+
+def _paired(ours: list[float], theirs: list[float]) -> dict[str, Any]:
+    return bench.summary([a / b for a, b in zip(ours, theirs, strict=True) if b])
+
+
+async def _small_round(
+    server: bench.ValiseProcess, payload: bench.Payload, s: bench.Settings, pids: dict[str, int]
+) -> dict[str, float]:
+    with bench.CpuMeter({**pids, "server": server.pid}) as cpu:
+        got = await bench.small_files(server, payload, s)
+    got["server_ms"] = cpu.used["server"] * 1000 / max(got["pairs"], 1.0)
+    return got
+
+
+async def _big_round(
+    server: bench.ValiseProcess, payload: bench.Payload, s: bench.Settings, pids: dict[str, int]
+) -> dict[str, float]:
+    meters = [bench.CpuMeter({**pids, "server": server.pid}) for _ in range(2)]
+    with bench.PeakRss(server.pid) as peak:
+        up, down = await bench.valise_up_down(server, payload, s.size, None, meters)
+    return {
+        "upload_mbps": s.size / bench.MB / up,
+        "download_mbps": s.size / bench.MB / down,
+        "rss_mib": peak.mib,
+        "upload_server_s": meters[0].used["server"],
+        "download_server_s": meters[1].used["server"],
+    }
+
+
+async def run(
+    vk: Any, s: bench.Settings, workdir: Path, ref: str, *, small_only: bool
+) -> dict[str, Any]:
+    """Both servers, ``s.repeat`` interleaved rounds; the figures of each side per round."""
+    if small_only:
+        s.size = s.concurrent_size = 4096
+    print(f"generating {s.size / bench.MB:.0f} MB of random data ...", flush=True)
+    payload = bench.make_payload(s)
+    pids = bench.valkey_pids(vk)
+    sides = ("this", ref)
+    rounds: dict[str, list[dict[str, float]]] = {side: [] for side in sides}
+    with contextlib.ExitStack() as stack:
+        tree, commit = stack.enter_context(checkout(ref))
+        servers = {
+            "this": stack.enter_context(
+                bench.valise_server(vk.url, s.default_chunk, workdir, target=s.target)
+            ),
+            ref: stack.enter_context(
+                bench.valise_server(vk.url, s.default_chunk, workdir, target=s.target, cwd=tree)
+            ),
+        }
+        # A second of small files each first: imports, connections and caches warm.
+        warm = dataclasses.replace(s, small_seconds=1.0)
+        for side in sides:
+            await bench.small_files(servers[side], payload, warm)
+        for rep in range(s.repeat):
+            order = sides if rep % 2 == 0 else sides[::-1]
+            for side in order:
+                print(f"round {rep + 1}/{s.repeat}: {side} ...", flush=True)
+                got = await _small_round(servers[side], payload, s, pids)
+                if not small_only:
+                    got.update(await _big_round(servers[side], payload, s, pids))
+                rounds[side].append(got)
+    return {
+        "date": time.strftime("%Y-%m-%d %H:%M:%S %z"),
+        "this": f"{_git('rev-parse', '--short=12', 'HEAD')} (with uncommitted changes, if any)",
+        "ref": f"{ref} = {commit[:12]}",
+        "target": s.target.describe(),
+        "rounds": rounds,
+    }
+
+
+#: (field, label, digits) printed for each side, and the ratio this / REF.
+FIGURES = (
+    ("server_ms", "server CPU ms per small PUT+GET pair", 3),
+    ("pairs_per_s", "small PUT+GET pairs/s", 0),
+    ("p50_ms", "small pair p50 ms", 1),
+    ("p99_ms", "small pair p99 ms", 1),
+    ("upload_mbps", "upload MB/s", 0),
+    ("download_mbps", "download MB/s", 0),
+    ("upload_server_s", "server CPU s per upload", 2),
+    ("download_server_s", "server CPU s per download", 2),
+    ("rss_mib", "server peak RSS MiB (up+down)", 0),
+)
+
+
+def print_table(result: dict[str, Any], s: bench.Settings, ref: str) -> None:
+    ours, theirs = result["rounds"]["this"], result["rounds"][ref]
+    print()
+    print(f"A/B {result['date']}: this = {result['this']}, REF = {result['ref']}")
+    print(
+        f"target: {result['target']}; {s.repeat} interleaved round(s), small files "
+        f"{s.small_connections} connections x {s.small_seconds:g} s"
+        + ("" if "upload_mbps" not in ours[0] else f", big files {s.size / bench.MB:.0f} MB")
+        + "; median (min-max), ratio taken round by round"
+    )
+    head = f"{'figure':<38} | {'this':>22} | {'REF':>22} | {'this / REF':>18}"
+    print(head)
+    print("-" * len(head))
+    for name, label, digits in FIGURES:
+        if name not in ours[0]:
+            continue
+        a = [r[name] for r in ours]
+        b = [r[name] for r in theirs]
+        print(
+            f"{label:<38} | {bench.fmt(bench.summary(a), digits):>22} | "
+            f"{bench.fmt(bench.summary(b), digits):>22} | {bench.fmt(_paired(a, b), 2):>18}"
+        )
