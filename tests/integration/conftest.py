@@ -16,14 +16,19 @@ from tests.support.harness import Running, make_config, start_server, stop_serve
 from tests.support.wire import WireClient
 
 
-@pytest.fixture(scope="session")
-def valkey_server() -> Iterator[EmbeddedValkey | LocalCluster]:
+def fresh_valkey() -> Iterator[EmbeddedValkey | LocalCluster]:
+    """A valkey-server (or a cluster, with --valkey-cluster) started for the caller."""
     if harness.CLUSTER:
         with LocalCluster(maxmemory=1024**3) as cluster:
             yield cluster
         return
     with EmbeddedValkey(maxmemory=2 * 1024**3) as server:
         yield server
+
+
+@pytest.fixture(scope="session")
+def valkey_server() -> Iterator[EmbeddedValkey | LocalCluster]:
+    yield from fresh_valkey()
 
 
 @pytest.fixture

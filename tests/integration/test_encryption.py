@@ -22,6 +22,8 @@ import pytest_asyncio
 from protocol.frames import FrameType
 from storage import keys
 from storage.embedded import EmbeddedValkey
+from tests.integration.conftest import fresh_valkey
+from tests.support.cluster import LocalCluster
 from tests.support.faultproxy import FaultProxy
 from tests.support.harness import (
     CHUNK,
@@ -65,6 +67,13 @@ def write_keys(path: Path, *lines: str, mode: int = 0o600) -> Path:
 @pytest.fixture
 def key_file(tmp_path: Path) -> Path:
     return write_keys(tmp_path / "keys", K1)
+
+
+@pytest.fixture(scope="module")
+def valkey_server() -> Iterator[EmbeddedValkey | LocalCluster]:
+    """This module's own Valkey: "every key it holds" is then only what these
+    tests wrote, and a scan of it does not grow with the rest of the suite."""
+    yield from fresh_valkey()
 
 
 @pytest_asyncio.fixture

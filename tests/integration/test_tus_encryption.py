@@ -23,6 +23,7 @@ from tests.integration.test_encryption import (  # noqa: F401 - fixtures
     key_file,
     no_trace,
     sealed,
+    valkey_server,
 )
 from tests.support.harness import CHUNK, Running
 from tests.support.http import Http, http_address, raw
