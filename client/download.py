@@ -31,17 +31,10 @@ from .errors import (
     ValiseError,
 )
 from .files import Sink
-from .transfer import Progress, download, features, verify_download
+from .transfer import Progress, download, features, receive, reply_length, verify_download
 from .wire import FrameType
 
 __all__ = ["Download"]
-
-
-def _length(reply: dict[str, Any]) -> int:
-    value = reply.get("length")
-    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-        raise ProtocolError("GET reply without an integer 'length'")
-    return value
 
 
 class Download:
@@ -77,7 +70,7 @@ class Download:
         self._whole = hashlib.sha1()
         await conn.send_control(FrameType.GET, self.body)
         info = await conn.read_reply()
-        total = _length(info)
+        total = reply_length(info)
         self.sink.start()
         self.info = info
         if self.progress is not None:
@@ -100,8 +93,8 @@ class Download:
                 f"began, after {self.got} bytes); nothing was kept",
                 fatal=exc.fatal,
             ) from None
-        total = _length(info)
-        if reply.get("offset") != self.got or _length(reply) != total - self.got:
+        total = reply_length(info)
+        if reply.get("offset") != self.got or reply_length(reply) != total - self.got:
             raise ProtocolError("resumed GET reply names another range than the one asked")
         self.resumed_at.append(self.got)
         if self.progress is not None:
@@ -113,28 +106,17 @@ class Download:
         self, conn: Connection, reply: dict[str, Any], body: dict[str, Any], total: int
     ) -> None:
         """DATA into the sink until END; the range's END, then the whole file, checked."""
-        expected = _length(reply)
-        sha1 = hashlib.sha1()
-        received = 0
-        while True:
-            frame = await conn.read_frame()
-            if frame.type is FrameType.DATA:
-                received += len(frame.payload)
-                if received > expected:
-                    raise ProtocolError(f"server sent more than the {expected} bytes announced")
-                sha1.update(frame.payload)
-                self._whole.update(frame.payload)
-                self.sink.write(frame.payload)
-                self.got += len(frame.payload)
-                if self.progress is not None:
-                    self.progress(self.got, total)
-            elif frame.type is FrameType.END:
-                digest = frame.digest()
-                break
-            else:
-                conn.reply_of(frame)  # ERROR ends the stream: raised here
-                raise ProtocolError(f"unexpected {frame.type.name} inside a download")
-        verify_download(reply, body, received, expected, sha1.digest(), digest)
+        expected = reply_length(reply)
+
+        def take(payload: bytes) -> None:
+            self._whole.update(payload)
+            self.sink.write(payload)
+            self.got += len(payload)
+            if self.progress is not None:
+                self.progress(self.got, total)
+
+        received, sha1, digest = await receive(conn, expected, take)
+        verify_download(reply, body, received, expected, sha1, digest)
         assert self.info is not None
         stored = self.info.get("sha1")
         actual = self._whole.hexdigest()

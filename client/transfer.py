@@ -159,12 +159,41 @@ async def download(
     """GET into ``sink``, verified before it is committed; returns the OK info."""
     await conn.send_control(FrameType.GET, body)
     info = await conn.read_reply()
-    expected = info.get("length")
-    if not isinstance(expected, int) or isinstance(expected, bool) or expected < 0:
-        raise ProtocolError("GET reply without an integer 'length'")
+    expected = reply_length(info)
     sink.start()
     if progress is not None:
         progress(0, expected)
+    done = 0
+
+    def take(payload: bytes) -> None:
+        nonlocal done
+        sink.write(payload)
+        done += len(payload)
+        if progress is not None:
+            progress(done, expected)
+
+    received, actual, digest = await receive(conn, expected, take)
+    verify_download(info, body, received, expected, actual, digest)
+    sink.commit()
+    return info
+
+
+def reply_length(reply: dict[str, Any]) -> int:
+    """A GET reply's ``length``: the bytes its DATA frames will carry."""
+    value = reply.get("length")
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise ProtocolError("GET reply without an integer 'length'")
+    return value
+
+
+async def receive(
+    conn: Connection, expected: int, take: Callable[[bytes], None]
+) -> tuple[int, bytes, bytes]:
+    """A GET's DATA frames until END, each handed to ``take``.
+
+    Returns the bytes received, their SHA-1 and the digest END carried. An
+    ERROR ends the stream (raised here: every byte of it is lost).
+    """
     sha1 = hashlib.sha1()
     received = 0
     while True:
@@ -174,19 +203,12 @@ async def download(
             if received > expected:
                 raise ProtocolError(f"server sent more than the {expected} bytes announced")
             sha1.update(frame.payload)
-            sink.write(frame.payload)
-            if progress is not None:
-                progress(received, expected)
+            take(frame.payload)
         elif frame.type is FrameType.END:
-            digest = frame.digest()
-            break
+            return received, sha1.digest(), frame.digest()
         else:
-            # ERROR (corrupt, not_found, ...) ends the stream: all bytes lost.
             conn.reply_of(frame)
             raise ProtocolError(f"unexpected {frame.type.name} inside a download")
-    verify_download(info, body, received, expected, sha1.digest(), digest)
-    sink.commit()
-    return info
 
 
 def verify_download(

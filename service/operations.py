@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable
+from typing import TypeVar
 
 from protocol.errors import ErrorCode, ProtocolError
 from service.attachments import Attachment
@@ -32,6 +34,9 @@ from storage import (
 from storage.errors import FileNotFound
 from storage.resumable import NOT_FOUND
 from storage.tus import TUS_PREFIX, TusWriter
+
+#: A resumable upload's writer, of either door.
+W = TypeVar("W", bound=ResumableWriter)
 
 log = logging.getLogger("valise")
 
@@ -106,24 +111,17 @@ class Operations:
                 content_type=content_type,
                 if_absent=if_absent,
             )
-        try:
-            writer, expired = await ResumableWriter.create(
-                self.store,
-                grant.namespace,
-                key,
-                ttl=ttl,
-                content_type=content_type,
-                size=size,
-                max_open=self.config.max_resumable,
-                if_absent=if_absent,
-            )
-        except TooManyUploads:
-            self.metrics.resumable_event("refused")
-            raise
-        self.metrics.resumable_event("expired", expired)
-        self.metrics.resumable_event("started")
-        self._attach(grant, writer)
-        return writer
+        started = ResumableWriter.create(
+            self.store,
+            grant.namespace,
+            key,
+            ttl=ttl,
+            content_type=content_type,
+            size=size,
+            max_open=self.config.max_resumable,
+            if_absent=if_absent,
+        )
+        return await self._started(grant, started)
 
     async def put_tus(
         self,
@@ -141,17 +139,22 @@ class Operations:
         if "resume" not in self.state.features:
             raise ProtocolError(ErrorCode.BAD_REQUEST, "resumable uploads are off", fatal=False)
         await self.store.check_writable(size)
+        started = TusWriter.start(
+            self.store,
+            grant.namespace,
+            key,
+            ttl=ttl or self.config.default_ttl,
+            content_type=content_type,
+            size=size,
+            max_open=self.config.max_resumable,
+            tus=tus,
+        )
+        return await self._started(grant, started)
+
+    async def _started(self, grant: Grant, starting: Awaitable[tuple[W, int]]) -> W:
+        """A resumable upload being created (either door): counted, and attached."""
         try:
-            writer, expired = await TusWriter.start(
-                self.store,
-                grant.namespace,
-                key,
-                ttl=ttl or self.config.default_ttl,
-                content_type=content_type,
-                size=size,
-                max_open=self.config.max_resumable,
-                tus=tus,
-            )
+            writer, expired = await starting
         except TooManyUploads:
             self.metrics.resumable_event("refused")
             raise

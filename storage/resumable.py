@@ -25,6 +25,7 @@ import logging
 import math
 import secrets
 from collections.abc import Callable
+from typing import Self
 
 from storage import keys
 from storage import upload_seals as seals
@@ -131,7 +132,14 @@ class ResumableWriter(ChunkWriter):
         facts = UploadFacts(
             key, new_vid(), size, ttl, content_type, chunk_size, if_absent, encrypted
         )
-        upload_id, owner = new_upload_id(), new_owner()
+        return await cls._record(store, namespace, new_upload_id(), facts, max_open)
+
+    @classmethod
+    async def _record(
+        cls, store: Store, namespace: str, upload_id: str, facts: UploadFacts, max_open: int
+    ) -> tuple[Self, int]:
+        """Record a new upload of ``facts`` in Valkey and own it (binary door and tus)."""
+        owner = new_owner()
         deadline, expired = await store.create_upload(
             namespace,
             upload_id,
@@ -378,13 +386,7 @@ class ResumableWriter(ChunkWriter):
         """Discard the upload and its bytes (ABORT, a failed commit), if it is still ours."""
         if self._done:
             return
-        self._done = True
-        await self._stop_keeper()
-        written = len(self._digests)
-        if self._inflight is not None:
-            task, self._inflight = self._inflight, None
-            await asyncio.gather(task, return_exceptions=True)
-            written += 1
+        written = len(self._digests) + (1 if await self._halt() else 0)
         self._digests = []
         self._buffers = []
         if self._lost:

@@ -31,9 +31,9 @@ from dataclasses import dataclass
 
 from storage import keys
 from storage import upload_seals as seals
-from storage.errors import StorageError, Superseded, TooManyUploads
+from storage.errors import StorageError, Superseded
 from storage.hashing import THREAD_HASH_MIN, new_vid
-from storage.resumable import ResumableWriter, new_owner, new_upload_id
+from storage.resumable import ResumableWriter, new_upload_id
 from storage.store import Store
 from storage.uploads import UploadFacts
 
@@ -84,23 +84,7 @@ class TusWriter(ResumableWriter):
             encrypted=store.sealer.encrypting,
             tus=tus,
         )
-        upload_id, owner = TUS_PREFIX + new_upload_id(), new_owner()
-        deadline, expired = await store.create_upload(
-            namespace,
-            upload_id,
-            owner,
-            facts,
-            resume_ttl=store.config.resume_ttl,
-            max_open=max_open,
-        )
-        if deadline is None:
-            raise TooManyUploads(
-                f"this namespace already has {max_open} open resumable uploads "
-                "(--max-resumable); finish, terminate or let one expire first"
-            )
-        writer = cls(store, namespace, upload_id, owner, facts, deadline=deadline)
-        writer._start_keeper()
-        return writer, expired
+        return await cls._record(store, namespace, TUS_PREFIX + new_upload_id(), facts, max_open)
 
     @property
     def done(self) -> bool:
@@ -185,11 +169,7 @@ class TusWriter(ResumableWriter):
         upload as the last checkpoint (or chunk record) left it."""
         if self._done:
             return
-        self._done = True
-        await self._stop_keeper()
-        if self._inflight is not None:
-            task, self._inflight = self._inflight, None
-            await asyncio.gather(task, return_exceptions=True)
+        await self._halt()
         self._held = None
         self._buffers = []
 

@@ -119,6 +119,16 @@ class ChunkWriter:
             task, self._inflight = self._inflight, None
             self._digests.append(await task)
 
+    async def _halt(self) -> bool:
+        """Stop for good: no keeper, no SET in flight. Whether one was (it may have landed)."""
+        self._done = True
+        await self._stop_keeper()
+        if self._inflight is None:
+            return False
+        task, self._inflight = self._inflight, None
+        await asyncio.gather(task, return_exceptions=True)
+        return True
+
     async def _store_chunk(self, index: int, chunk: memoryview) -> bytes:
         name = keys.chunk_key(self.vid, index)
         staging_ms = self._staging_ms
@@ -342,11 +352,7 @@ class ChunkWriter:
         """Discard the upload: remove what was written (or let the staging TTL do it)."""
         if self._done:
             return
-        self._done = True
-        await self._stop_keeper()
-        if self._inflight is not None:
-            task, self._inflight = self._inflight, None
-            await asyncio.gather(task, return_exceptions=True)
+        if await self._halt():
             # The in-flight SET may have landed; count it so it is removed too.
             self._digests.append(b"")
         names = [*self._chunk_names(), keys.digests_key(self.vid)]
