@@ -34,7 +34,9 @@ from tests.support.harness import (
     stop_server,
     sync_valkey,
 )
+from tests.support.http import Http, http_address
 from tests.support.resume import finish, resume, until, upload_stream
+from tests.support.tus import TUS, create, meta
 from tests.support.wire import WireClient, control
 
 pytestmark = pytest.mark.asyncio
@@ -272,13 +274,21 @@ async def test_another_namespaces_id_is_not_found(secured: Running, prefix: str)
         await client.close()
 
 
-@pytest.mark.config(max_resumable=2)
+@pytest.mark.config(max_resumable=2, http_port=0)
 async def test_max_resumable_per_namespace(secured: Running, prefix: str) -> None:
-    ids = []
-    for n in range(2):  # two uploads left open by clients that hung up
-        alice = await login(secured, "alice")
-        ids.append(await begin(alice, f"{prefix}{n}", b""))
-        await alice.close()
+    # Two uploads left open: one by a client that hung up, one tus upload.
+    alice = await login(secured, "alice")
+    ids = [await begin(alice, f"{prefix}0", b"")]
+    await alice.close()
+    web = Http(http_address(secured), token="alice")
+    try:
+        await create(web, f"{prefix}1", 10)
+        third = {**TUS, "Upload-Length": "10", "Upload-Metadata": meta(key=f"{prefix}2")}
+        refused = await web("POST", "/v1/uploads/", headers=third)
+        assert (refused.status, refused.code) == (503, "busy")
+        assert "--max-resumable" in refused.json()["message"]
+    finally:
+        web.close()
     carol = await login(secured, "carol")  # another namespace has its own count
     await begin(carol, prefix + "c", b"")
     await carol.close()
