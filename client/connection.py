@@ -264,6 +264,10 @@ class Connection:
         """Write one encoded frame and wait for the transport to drain."""
         if self.closed:
             raise ConnectionLost("connection is closed")
+        if self._transport.is_closing():
+            # A send already failed (asyncio learns it before connection_lost
+            # runs): writing on would only make asyncio log a warning per frame.
+            raise ConnectionLost("connection dropped while sending")
         try:
             for part in parts:
                 self._transport.write(part)

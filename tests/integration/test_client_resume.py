@@ -157,12 +157,30 @@ async def test_cli_put_survives_five_cuts_in_one_upload(
     key = prefix + "five"
     # Each connection lets 150,000 bytes through, more than HELLO and RESUME.
     for n in range(5):
-        proxy.arm(150_000 + 1_000 * n + 3 * n)
+        proxy.arm(150_000 + 1_000 * n + 3 * n, "reset" if n % 2 else "close")
     code, _, err = await cli(proxy, "put", str(scan_file(tmp_path, data)), key)
     assert code == 0, err
     await stored_as(server, key, data)
     assert len(proxy.links) == 6
+    # What the person sees: one line per retry, nothing else (no asyncio noise).
+    said = [line.rsplit("; ", 1)[-1].split(" in ")[0] for line in err.splitlines()]
+    assert said == [f"retry {n} of 8" for n in range(1, 6)], err
     assert sum(link.forwarded for link in proxy.links) < 2 * SIZE
+
+
+@pytest.mark.config(chunk_size=1024 * 1024, max_frame=1024 * 1024)
+async def test_a_link_reset_mid_stream_costs_one_line(
+    server: Running, proxy: FaultProxy, prefix: str, tmp_path: Path
+) -> None:
+    # Big enough that the client is still writing frames when the reset lands.
+    data = os.urandom(24 * 1024 * 1024)
+    proxy.arm(8_000_000, "reset")
+    code, _, err = await cli(proxy, "put", str(scan_file(tmp_path, data)), prefix + "big")
+    assert code == 0, err
+    await stored_as(server, prefix + "big", data)
+    assert [line.split("; ")[-1].split(" in ")[0] for line in err.splitlines()] == [
+        "retry 1 of 8"
+    ], err
 
 
 async def test_cli_put_fails_with_exit_5_when_retries_run_out(
