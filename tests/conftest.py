@@ -67,16 +67,36 @@ CLIENT_SIDE = frozenset(
 )
 
 
+#: Integration files about the connection layer (slow and hostile clients, one
+#: client's framing against another's, PROXY headers, log lines): they run on
+#: one valkey-server only, to keep make test under ten minutes on two cores.
+#: Those where uvloop's transports behave differently (test_sockets: sockets
+#: that never read; test_tls) still run in both halves.
+DOOR_SIDE = frozenset(
+    {
+        "test_abuse.py",
+        "test_access.py",
+        "test_fairness.py",
+        "test_http_abuse.py",
+        "test_logs.py",
+        "test_proxy.py",
+    }
+)
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     if not harness.CLUSTER:
         return
     skip = pytest.mark.skip(reason="needs a single valkey-server (faults, DEBUG, CONFIG SET)")
     client_side = pytest.mark.skip(reason="client-side only: run once, on one valkey-server")
+    door_side = pytest.mark.skip(reason="connection layer only: run once, on one valkey-server")
     for item in items:
         if "single_node" in item.keywords:
             item.add_marker(skip)
         elif item.path.name in CLIENT_SIDE:
             item.add_marker(client_side)
+        elif item.path.name in DOOR_SIDE:
+            item.add_marker(door_side)
 
 
 def pytest_asyncio_loop_factories(

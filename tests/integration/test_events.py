@@ -21,6 +21,7 @@ from storage.hashing import new_vid
 from storage.info import FileInfo
 from storage.keys import NamespaceKeys
 from tests.integration.test_metrics import small_window_client
+from tests.support import harness
 from tests.support.harness import (
     Running,
     make_config,
@@ -306,6 +307,8 @@ async def test_a_subscription_has_no_silence_limit_and_may_ping(
 
 @pytest.mark.config(idle_timeout=120)
 async def test_a_subscriber_that_never_reads_is_cut_off_alone(server: Running, prefix: str) -> None:
+    if harness.CLUSTER:  # 10,000 commits: the queue's bound is the server's, on any Valkey
+        pytest.skip("a stalled subscriber's bound: run once, on one valkey-server")
     total = 10_000
     stalled = await small_window_client(server)
     _OPEN.append(stalled)
