@@ -205,6 +205,18 @@ local function deadline(again)
 end
 """
 
+# The prelude of the scripts that act only for the upload's owner: any other
+# caller gets {'gone'} or {'superseded'} and nothing changes.
+_OWNED = (
+    _UPLOAD
+    + """
+local why = lost()
+if why then
+  return {why}
+end
+"""
+)
+
 # ARGV[4]: most open uploads in the namespace, ARGV[5]: the upload's fixed facts (JSON).
 # Returns {deadline or 0 when the namespace is full, expired entries pruned}.
 CREATE_UPLOAD = (
@@ -239,12 +251,8 @@ return {renew(), f[1], f[2], f[3], f[4], f[5], redis.call('GET', KEYS[2]) or ''}
 # Record chunk ARGV[4] (stored already) with its SHA-1 ARGV[5]; it replaces any tail.
 # Returns {'ok', deadline, the replaced tail's token} or {why not}.
 ADVANCE_UPLOAD = (
-    _UPLOAD
+    _OWNED
     + """
-local why = lost()
-if why then
-  return {why}
-end
 local f = redis.call('HMGET', KEYS[1], 'chunks', 'tail')
 if tonumber(f[1]) ~= tonumber(ARGV[4]) then
   return {'out_of_order'}
@@ -258,12 +266,8 @@ return {'ok', renew(), f[2]}
 
 # Still ours? ARGV[4] '1': bytes arrived, push the deadline. Returns {'ok', deadline} or {why not}.
 TOUCH_UPLOAD = (
-    _UPLOAD
+    _OWNED
     + """
-local why = lost()
-if why then
-  return {why}
-end
 return {'ok', deadline(ARGV[4])}
 """
 )
@@ -274,12 +278,8 @@ return {'ok', deadline(ARGV[4])}
 # ARGV[9] '1': the caller stays the owner (a tus checkpoint between two PATCHes).
 # Returns {'ok', deadline, the replaced tail's token, 1 if the tail was recorded}.
 DETACH_UPLOAD = (
-    _UPLOAD
+    _OWNED
     + """
-local why = lost()
-if why then
-  return {why}
-end
 local f = redis.call('HMGET', KEYS[1], 'chunks', 'tail')
 local replaced, recorded = '', 0
 if tonumber(f[1]) == tonumber(ARGV[5]) then
