@@ -19,10 +19,10 @@ from protocol.errors import ErrorCode, ProtocolError
 from protocol.frames import HEADER, FrameType, encode_control, list_page
 from protocol.state import Abort, Data, Event, Limits, ServerConnection, UploadEnd
 from service.auth import OPEN
-from service.deadline import Closing, Intake, closed_within, fatal
+from service.deadline import Closing, Intake, fatal
 from service.listener import Peer
 from service.operations import Operations
-from service.peer import RateFloor, certificate_name, drain, linger
+from service.peer import RateFloor, certificate_name, closed_within, drain, linger_bounded
 from service.state import FLUSH_AFTER_ERROR, ServerState
 from service.subscription import Subscription
 from storage import ChunkWriter, ResumableWriter, StorageError
@@ -98,20 +98,9 @@ class Connection:
             self._write(b"")  # a held reply goes before the end
             if error is not None:
                 flush = FLUSH_AFTER_ERROR  # the linger was the client's time
-                # A lingering close no longer counts against --max-connections,
-                # but lingering connections are bounded too: past as many again,
-                # the ERROR is sent without the linger.
-                self.state.forget(self)
-                if self.state.lingering < self.config.max_connections:
-                    self.state.lingering += 1
-                    try:
-                        # docs/protocol.md section 2, PUT: a lingering close.
-                        payload = encode_control(FrameType.ERROR, error.payload())
-                        await linger(self.reader, self.writer, payload)
-                    finally:
-                        self.state.lingering -= 1
-                else:
-                    self._write(encode_control(FrameType.ERROR, error.payload()))
+                # docs/protocol.md section 2, PUT: a lingering close.
+                payload = encode_control(FrameType.ERROR, error.payload())
+                await linger_bounded(self.state, self, self.reader, self.writer, payload)
         except asyncio.CancelledError:
             pass  # shutdown gave up waiting; the socket is closed below
         finally:

@@ -3,8 +3,7 @@
 Between frames a connection may be silent for ``--idle-timeout``; a frame
 that has started must be complete within ``--frame-timeout``; an upload
 must keep the ``--min-rate`` floor. A deadline missed ends the connection
-with a fatal TIMEOUT (:class:`Closing`); so does, after its own linger, a
-close whose last bytes do not leave in time (:func:`closed_within`).
+with a fatal TIMEOUT (:class:`Closing`).
 
 One ``asyncio.timeout`` per read, the only deadline around it (nested
 timeouts with equal deadlines can lose a cancellation on 3.11). A single
@@ -15,12 +14,11 @@ lazily re-armed timer per connection instead was measured and did not win
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from typing import Any
 
 from protocol.errors import ErrorCode, ProtocolError
-from service.peer import RateFloor, reset
+from service.peer import RateFloor
 from service.state import READ_SIZE
 from service.subscription import Subscription
 
@@ -29,17 +27,6 @@ TIMEOUT = ErrorCode.TIMEOUT
 
 def _now() -> float:
     return time.monotonic()
-
-
-async def closed_within(writer: asyncio.StreamWriter, flush: float) -> None:
-    """Wait up to ``flush`` seconds for our last bytes to leave a closed connection;
-    past that, reset it (a client that stopped reading holds no buffers)."""
-    # A second cancel from shutdown may land here; the socket is closed either way.
-    with contextlib.suppress(Exception, asyncio.CancelledError):
-        async with asyncio.timeout(flush):
-            await writer.wait_closed()
-            return
-    reset(writer)
 
 
 def fatal(code: ErrorCode, message: str) -> ProtocolError:

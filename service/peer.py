@@ -3,8 +3,9 @@
 Both doors (the binary connection and HTTP) hold a client to the same floor
 (:class:`RateFloor`), end an error the same way (:func:`linger`: the last
 bytes, a half-close, the client's remaining input read and dropped for a
-bounded while) and drop a peer that stopped reading the same way
-(:func:`reset`). One copy, so the doors cannot drift apart.
+bounded while; :func:`linger_bounded` caps how many linger at once), close
+the same way (:func:`closed_within`) and drop a peer that stopped reading
+the same way (:func:`reset`). One copy, so the doors cannot drift apart.
 """
 
 from __future__ import annotations
@@ -13,8 +14,12 @@ import asyncio
 import contextlib
 import socket
 import struct
+from typing import TYPE_CHECKING
 
 from service.state import LINGER_BYTES, LINGER_IDLE, LINGER_TOTAL, READ_SIZE
+
+if TYPE_CHECKING:
+    from service.state import Served, ServerState
 
 #: SO_LINGER on with a zero timeout: close() sends RST and frees the buffers.
 _LINGER_OFF = struct.pack("ii", 1, 0)
@@ -68,6 +73,38 @@ async def linger(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, las
                 if not data:
                     break
                 discarded += len(data)
+
+
+async def linger_bounded(
+    state: ServerState,
+    who: Served,
+    reader: asyncio.StreamReader,
+    writer: asyncio.StreamWriter,
+    last: bytes,
+) -> None:
+    """:func:`linger` for a connection that no longer counts against
+    --max-connections; lingering ones are bounded too: past as many again,
+    ``last`` goes out without the linger."""
+    state.forget(who)
+    if state.lingering >= state.config.max_connections:
+        writer.write(last)
+        return
+    state.lingering += 1
+    try:
+        await linger(reader, writer, last)
+    finally:
+        state.lingering -= 1
+
+
+async def closed_within(writer: asyncio.StreamWriter, flush: float) -> None:
+    """Wait up to ``flush`` seconds for our last bytes to leave a closed connection;
+    past that, reset it (a client that stopped reading holds no buffers)."""
+    # A second cancel from shutdown may land here; the socket is closed either way.
+    with contextlib.suppress(Exception, asyncio.CancelledError):
+        async with asyncio.timeout(flush):
+            await writer.wait_closed()
+            return
+    reset(writer)
 
 
 def reset(writer: asyncio.StreamWriter) -> None:

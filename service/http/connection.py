@@ -36,7 +36,7 @@ from service.http.tus import Tus, is_tus
 from service.http.tusfields import RESUMABLE
 from service.listener import Peer
 from service.operations import Operations
-from service.peer import linger, reset
+from service.peer import certificate_name, closed_within, linger_bounded, reset
 from service.state import FLUSH_AFTER_ERROR, LINGER_TOTAL, ServerState
 from storage.errors import StorageError
 
@@ -114,21 +114,15 @@ class HttpConnection:
                 end = await self._refuse(refuse)
             if end is End.LINGER:
                 flush = FLUSH_AFTER_ERROR
-                await self._linger()
+                await linger_bounded(self.state, self, self.reader, self.writer, self._last)
         except asyncio.CancelledError:
             pass  # shutdown gave up waiting; the socket is closed below
         finally:
             if end is End.RESET:
                 reset(self.writer)
             self.writer.close()
-        if end is End.RESET:
-            return
-        # A second cancel from shutdown may land here; the socket is closed either way.
-        with contextlib.suppress(Exception, asyncio.CancelledError):
-            async with asyncio.timeout(flush):
-                await self.writer.wait_closed()
-                return
-        reset(self.writer)
+        if end is not End.RESET:
+            await closed_within(self.writer, flush)
 
     async def _refuse(self, error: ProtocolError) -> End:
         """A connection over --max-connections (or at shutdown): 503 to its first request.
@@ -147,20 +141,6 @@ class HttpConnection:
                 return await self._serve(error)
         except TimeoutError:
             return End.CLOSE
-        finally:
-            self.state.lingering -= 1
-
-    async def _linger(self) -> None:
-        # A lingering close no longer counts against --max-connections, but
-        # lingering connections are bounded too: past as many again, the
-        # response is sent without the linger.
-        self.state.forget(self)
-        if self.state.lingering >= self.config.max_connections:
-            self.writer.write(self._last)
-            return
-        self.state.lingering += 1
-        try:
-            await linger(self.reader, self.writer, self._last)
         finally:
             self.state.lingering -= 1
 
@@ -259,18 +239,9 @@ class HttpConnection:
             return OPEN
         token = bearer(self.ex.fields.get("authorization"))
         try:
-            return await self.ops.authenticate(token, self._subject(), self.peer.host)
+            return await self.ops.authenticate(token, certificate_name(self.writer), self.peer.host)
         except ProtocolError as exc:
             raise HttpError(401, exc.code, exc.message) from None
-
-    def _subject(self) -> str | None:
-        """The common name of the client's verified certificate (mutual TLS), if any."""
-        cert = self.writer.get_extra_info("peercert")
-        for rdn in (cert or {}).get("subject", ()):
-            for name, value in rdn:
-                if name == "commonName":
-                    return str(value)
-        return None
 
     def _encode_error(self, error: WireError) -> bytes:
         headers = [JSON, *(error.headers if isinstance(error, HttpError) else ())]
