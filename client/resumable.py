@@ -176,6 +176,8 @@ class Upload:
             return self.src.rereadable
         if isinstance(exc, IntegrityError) and not exc.permanent:
             self.upload_id = None
+            if self.key is None:
+                return False  # resume(upload_id): the server discarded it, no key to start anew
         ok = isinstance(exc, (TransientError, IntegrityError))
         if not ok:
             return False

@@ -25,7 +25,7 @@ import pytest_asyncio
 
 from client import wire
 from client.aio import AsyncClient
-from client.errors import ConnectionLost, NotFound
+from client.errors import ConnectionLost, IntegrityError, NotFound
 from client.watchscan import Seen
 from client.watchsend import send_file
 from protocol.frames import FrameType
@@ -282,9 +282,8 @@ async def test_library_progress_shows_the_resumed_position(
     assert seen[-1] == SIZE
 
 
-async def test_library_resume_by_upload_id(server: Running, proxy: FaultProxy, prefix: str) -> None:
-    data = os.urandom(SIZE)
-    key = prefix + "by-id"
+async def cut_upload(proxy: FaultProxy, key: str, data: bytes) -> str:
+    """A resumable upload of ``data`` whose link broke half-way: its upload id."""
     stream = upload_stream(key, data)
     proxy.arm(len(stream) // 2)
     put_size = boundaries(stream)[1]
@@ -295,13 +294,34 @@ async def test_library_resume_by_upload_id(server: Running, proxy: FaultProxy, p
     await send_quietly(raw, stream[put_size:])
     await proxy.struck()
     await raw.close()
-    upload_id = str(first.body["upload_id"])
+    return str(first.body["upload_id"])
+
+
+async def test_library_resume_by_upload_id(server: Running, proxy: FaultProxy, prefix: str) -> None:
+    data = os.urandom(SIZE)
+    key = prefix + "by-id"
+    upload_id = await cut_upload(proxy, key, data)
     async with AsyncClient(server.host, server.port, retries=1, max_backoff=0.05) as client:
         info = await client.resume(upload_id, data)
         assert info["sha1"] == hashlib.sha1(data).hexdigest()
         with pytest.raises(NotFound):
             await client.resume(upload_id, data)  # committed: gone
     await stored_as(server, key, data)
+
+
+async def test_library_resume_of_other_bytes_fails_on_its_digest(
+    server: Running, proxy: FaultProxy, prefix: str
+) -> None:
+    data = os.urandom(SIZE)
+    upload_id = await cut_upload(proxy, prefix + "other", data)
+    other = bytes([data[0] ^ 1]) + data[1:]  # the bytes before the break differ
+    async with AsyncClient(server.host, server.port, retries=3, max_backoff=0.05) as client:
+        with pytest.raises(IntegrityError) as failed:
+            await client.resume(upload_id, other)
+    assert failed.value.code == "checksum_mismatch"
+    async with AsyncClient(server.host, server.port) as client:
+        with pytest.raises(NotFound):
+            await client.stat(prefix + "other")  # nothing half-made was published
 
 
 async def test_agent_upload_resumes_after_a_cut(
