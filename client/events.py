@@ -32,6 +32,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from . import tls
+from .backoff import ceiling
 from .connection import Connection
 from .errors import ProtocolError, RequestTimeout, TransientError, ValiseError
 from .stopping import run_until_stopped
@@ -234,8 +235,7 @@ class EventStream:
 
     async def pause(self, exc: ValiseError, attempt: int) -> None:
         """Wait before attempt ``attempt`` + 1 after ``exc`` (``on_retry`` hears of it)."""
-        delay = min(self.max_backoff, self.backoff * 2.0 ** (attempt - 1))
-        delay *= random.uniform(0.5, 1.0)
+        delay = ceiling(attempt, self.backoff, self.max_backoff) * random.uniform(0.5, 1.0)
         if self.on_retry is not None:
             self.on_retry(exc, delay)
         await asyncio.sleep(delay)

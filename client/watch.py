@@ -56,6 +56,7 @@ from typing import Callable
 
 from . import dicom, writers
 from .aio import AsyncClient
+from .backoff import ceiling
 from .errors import (
     BadKey,
     BadRequest,
@@ -168,7 +169,7 @@ class Watcher:
         return self.prefix + rel
 
     def _backoff(self) -> float:
-        base = min(self.max_backoff, self.interval * 2.0 ** max(self._failures - 1, 0))
+        base = ceiling(max(self._failures, 1), self.interval, self.max_backoff)
         return base * random.uniform(0.75, 1.0)
 
     def _is_sent(self, seen: Seen) -> bool:

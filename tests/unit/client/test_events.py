@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 
-from client.events import Gap, _line
+from client.errors import ConnectionLost
+from client.events import EventStream, Gap, _line
 from client.wire import SERVER_FRAMES, FrameType
 
 STORED = {
@@ -34,3 +36,13 @@ def test_json_lines_are_the_events_as_sent() -> None:
 
 def test_event_frames_come_from_servers() -> None:
     assert FrameType.EVENT in SERVER_FRAMES
+
+
+def test_a_day_long_outage_waits_at_the_cap_and_never_overflows() -> None:
+    heard: list[float] = []
+    stream = EventStream(
+        "127.0.0.1", 1, backoff=0.2, max_backoff=0.001, on_retry=lambda e, d: heard.append(d)
+    )
+    # About 4,000 failed reconnects at the cap: 2.0 ** 4000 would raise OverflowError.
+    asyncio.run(stream.pause(ConnectionLost("gone"), 4_000))
+    assert len(heard) == 1 and 0.0005 <= heard[0] <= 0.001
