@@ -36,6 +36,7 @@ from storage.errors import (
     StorageError,
     StorageFull,
     StorageUnavailable,
+    Superseded,
 )
 from storage.events import EventLog, deleted_event_head, stored_event
 from storage.info import FileInfo, commit_args
@@ -259,11 +260,14 @@ class Store(UploadStore):
         await self._run_commit(self._commit_one, names, args)
 
     async def _run_commit(self, script: Any, names: list[Any], args: list[Any]) -> None:
+        """Any of the commit scripts: the stored event counted, the replaced version freed."""
         previous = await self.run(
             lambda: script(keys=names, args=args),
             idempotent=True,  # idempotent by vid; see scripts.py
             kind="commit",
         )
+        if previous is None:  # COMMIT_RESUMABLE only: the upload has another owner now
+            raise Superseded("another connection resumed this upload")
         observe.report_event("stored")
         if previous:
             await self.release(clear_info(previous))

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from storage import keys, scripts
-from storage.crypto import Sealer, clear_info
+from storage.crypto import Sealer
 from storage.errors import StorageError, Superseded
 from storage.events import EventLog, stored_event
 from storage.info import FileInfo, commit_args
@@ -293,15 +293,7 @@ class UploadStore:
             upload_id,
             *self.events.publish_args(stored_event(info, sealed)),
         ]
-        previous = await self.run(
-            lambda: self._commit_resumable(keys=names, args=args),
-            idempotent=True,  # idempotent by vid, as COMMIT
-            kind="commit",
-        )
-        if previous is None:
-            raise Superseded("another connection resumed this upload")
-        if previous:
-            await self.release(clear_info(previous))
+        await self._run_commit(self._commit_resumable, names, args)
 
     # Defined by Store.
     events: EventLog
@@ -313,6 +305,9 @@ class UploadStore:
         raise NotImplementedError
 
     async def release(self, info: FileInfo) -> None:
+        raise NotImplementedError
+
+    async def _run_commit(self, script: Any, names: list[Any], args: list[Any]) -> None:
         raise NotImplementedError
 
 

@@ -316,8 +316,13 @@ async def test_metrics_count_resumable_uploads(server: Running, prefix: str) -> 
     def saved() -> float:
         return registry.get_sample_value("valise_resume_saved_bytes_total") or 0
 
+    def published() -> float:
+        sample = registry.get_sample_value
+        return sample("valise_events_published_total", {"event": "stored"}) or 0
+
     before = {e: count(e) for e in ("started", "resumed", "completed")}
     saved_before = saved()
+    published_before = published()
     data = os.urandom(CHUNK + 300)
     client = await server.client()
     upload_id = await begin(client, prefix + "f", data[:CHUNK])
@@ -328,6 +333,7 @@ async def test_metrics_count_resumable_uploads(server: Running, prefix: str) -> 
     assert (await finish(client, data, CHUNK)).ok
     await client.close()
     assert {e: count(e) - before[e] for e in before} == {"started": 1, "resumed": 1, "completed": 1}
+    assert published() - published_before == 1  # its commit's change event
     assert saved() - saved_before == CHUNK
 
 
