@@ -30,7 +30,6 @@ stay readable while their key is still in the file.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
 import dataclasses
@@ -47,7 +46,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from protocol.errors import ErrorCode
 from storage.errors import Corrupt, StorageError
-from storage.hashing import THREAD_HASH_MIN, sha1_digest
+from storage.hashing import sha1_digest
 from storage.info import FileInfo
 
 T = TypeVar("T")
@@ -323,13 +322,6 @@ def open_and_sha1(
     """Download side, in one worker thread: the plaintext and its SHA-1."""
     plain = sealer.open(place, value)
     return plain, sha1_digest(memoryview(plain))
-
-
-async def off_loop(size: int, work: Callable[..., T], *args: Any) -> T:
-    """``work(*args)`` in a worker thread when ``size`` makes it worth one."""
-    if size < THREAD_HASH_MIN:
-        return work(*args)
-    return await asyncio.to_thread(work, *args)
 
 
 def _key_id(view: memoryview, place: Place) -> str:

@@ -5,6 +5,10 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import secrets
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 
 def sha1_digest(data: memoryview) -> bytes:
@@ -15,11 +19,16 @@ def sha1_digest(data: memoryview) -> bytes:
 THREAD_HASH_MIN = 256 * 1024
 
 
+async def off_loop(size: int, work: Callable[..., T], *args: Any) -> T:
+    """``work(*args)`` in a worker thread when ``size`` makes it worth one."""
+    if size < THREAD_HASH_MIN:
+        return work(*args)
+    return await asyncio.to_thread(work, *args)
+
+
 async def sha1_of(data: memoryview) -> bytes:
     """SHA-1 of a chunk, in a worker thread when large (hashlib releases the GIL)."""
-    if len(data) < THREAD_HASH_MIN:
-        return sha1_digest(data)
-    return await asyncio.to_thread(sha1_digest, data)
+    return await off_loop(len(data), sha1_digest, data)
 
 
 def new_vid() -> str:

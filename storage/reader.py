@@ -18,9 +18,9 @@ from collections.abc import AsyncGenerator
 from typing import Any, NoReturn
 
 from storage import keys
-from storage.crypto import chunk_place, digests_place, off_loop, open_and_sha1
+from storage.crypto import chunk_place, digests_place, open_and_sha1
 from storage.errors import BadRange, Corrupt, FileNotFound
-from storage.hashing import sha1_of
+from storage.hashing import off_loop, sha1_of
 from storage.info import FileInfo
 from storage.store import Store
 

@@ -30,7 +30,7 @@ from typing import Self
 from storage import keys
 from storage import upload_seals as seals
 from storage.errors import Corrupt, FileNotFound, StorageError, Superseded, TooManyUploads
-from storage.hashing import THREAD_HASH_MIN, new_vid, sha1_of
+from storage.hashing import new_vid, off_loop, sha1_of
 from storage.info import FileInfo
 from storage.store import Store
 from storage.uploads import UploadFacts, UploadState
@@ -229,9 +229,7 @@ class ResumableWriter(ChunkWriter):
             self._fill = len(tail)
 
     async def _replay(self, index: int, chunk: memoryview, digest: bytes) -> bool:
-        if len(chunk) < THREAD_HASH_MIN:
-            return self._replay_now(index, chunk, digest)
-        return await asyncio.to_thread(self._replay_now, index, chunk, digest)
+        return await off_loop(len(chunk), self._replay_now, index, chunk, digest)
 
     def _replay_now(self, index: int, chunk: memoryview, digest: bytes) -> bool:
         if self._sealer is not None:  # opened (its tag checked) before it is hashed

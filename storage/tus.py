@@ -23,7 +23,6 @@ door's RESUME never takes one (docs/http.md section 7).
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import secrets
 import time
@@ -32,7 +31,7 @@ from dataclasses import dataclass
 from storage import keys
 from storage import upload_seals as seals
 from storage.errors import StorageError, Superseded
-from storage.hashing import THREAD_HASH_MIN, new_vid
+from storage.hashing import new_vid, off_loop
 from storage.resumable import ResumableWriter, new_upload_id
 from storage.store import Store
 from storage.uploads import UploadFacts
@@ -188,10 +187,7 @@ class TusWriter(ResumableWriter):
         await self._settle()
         whole = self._file_hash.copy()
         tail = memoryview(self._buffers[0])[: self._fill]
-        if len(tail) < THREAD_HASH_MIN:
-            whole.update(tail)
-        else:
-            await asyncio.to_thread(whole.update, tail)
+        await off_loop(len(tail), whole.update, tail)
         return whole.hexdigest()
 
 

@@ -33,11 +33,10 @@ from storage.crypto import (
     Place,
     Sealer,
     chunk_place,
-    off_loop,
     seal_and_sha1,
 )
 from storage.errors import Corrupt
-from storage.hashing import sha1_of
+from storage.hashing import off_loop, sha1_of
 
 if TYPE_CHECKING:
     from storage.uploads import UploadFacts, UploadState

@@ -24,9 +24,9 @@ import time
 from typing import Any
 
 from storage import keys
-from storage.crypto import chunk_place, digests_place, off_loop, seal_and_sha1
+from storage.crypto import chunk_place, digests_place, seal_and_sha1
 from storage.errors import ChecksumMismatch, StorageError, StorageUnavailable
-from storage.hashing import THREAD_HASH_MIN, new_vid
+from storage.hashing import new_vid, off_loop
 from storage.info import FileInfo
 from storage.store import SMALL_FILE, Store
 
@@ -169,9 +169,7 @@ class ChunkWriter:
 
     async def _hash(self, chunk: memoryview) -> bytes:
         """The chunk's SHA-1, and the file's SHA-1 fed; in a worker thread when large."""
-        if len(chunk) < THREAD_HASH_MIN:
-            return self._hash_now(chunk)
-        return await asyncio.to_thread(self._hash_now, chunk)
+        return await off_loop(len(chunk), self._hash_now, chunk)
 
     def _hash_now(self, chunk: memoryview) -> bytes:
         self._file_hash.update(chunk)
