@@ -107,15 +107,19 @@ class Download:
     ) -> None:
         """DATA into the sink until END; the range's END, then the whole file, checked."""
         expected = reply_length(reply)
+        # From byte 0 the range is the whole file so far: one SHA-1 serves both
+        # END and the whole-file check. A resumed range has its own for END.
+        first = self.got == 0
 
         def take(payload: bytes) -> None:
-            self._whole.update(payload)
+            if not first:
+                self._whole.update(payload)
             self.sink.write(payload)
             self.got += len(payload)
             if self.progress is not None:
                 self.progress(self.got, total)
 
-        received, sha1, digest = await receive(conn, expected, take)
+        received, sha1, digest = await receive(conn, expected, take, self._whole if first else None)
         verify_download(reply, body, received, expected, sha1, digest)
         assert self.info is not None
         stored = self.info.get("sha1")

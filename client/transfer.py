@@ -187,14 +187,15 @@ def reply_length(reply: dict[str, Any]) -> int:
 
 
 async def receive(
-    conn: Connection, expected: int, take: Callable[[bytes], None]
+    conn: Connection, expected: int, take: Callable[[bytes], None], sha1: Any = None
 ) -> tuple[int, bytes, bytes]:
     """A GET's DATA frames until END, each handed to ``take``.
 
-    Returns the bytes received, their SHA-1 and the digest END carried. An
-    ERROR ends the stream (raised here: every byte of it is lost).
+    Returns the bytes received, their SHA-1 (fed into ``sha1`` when given, a
+    running hash the caller keeps) and the digest END carried. An ERROR ends
+    the stream (raised here: every byte of it is lost).
     """
-    sha1 = hashlib.sha1()
+    sha1 = hashlib.sha1() if sha1 is None else sha1
     received = 0
     while True:
         frame = await conn.read_frame()
