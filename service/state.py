@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from protocol.frames import PROTOCOL_VERSION
+from protocol.state import FEATURES
 from service.access import AccessLog
 from service.attachments import Attachments
 from service.auth import FailureDelay, Tokens
@@ -21,8 +22,6 @@ from service.parked import Parked
 from storage import Store
 
 VERSION = "0.1.0"
-#: Revision-2 features served today (docs/protocol.md section 6).
-OFFERED = frozenset({"resume", "versions", "subscribe", "if_absent"})
 
 #: Bytes asked of the socket per read.
 READ_SIZE = 1024 * 1024
@@ -61,7 +60,8 @@ class ServerState:
     #: Connections in their lingering close, at most --max-connections.
     lingering: int = 0
     #: The revision-2 features this server offers (HELLO's ``features``).
-    features: frozenset[str] = OFFERED
+    #: Revision-2 features served (docs/protocol.md section 6): all the protocol knows.
+    features: frozenset[str] = FEATURES
     #: Resumable uploads held by this process's connections (section 6.1).
     attachments: Attachments = field(default_factory=Attachments)
     #: tus uploads between two requests (docs/http.md section 7).
