@@ -49,8 +49,6 @@ class Download:
         #: Bytes written to the sink under ``info``, and their SHA-1.
         self.got = 0
         self._whole = hashlib.sha1()
-        #: Where each resumed GET started (for callers and tests).
-        self.resumed_at: list[int] = []
 
     @property
     def version(self) -> str | None:
@@ -96,7 +94,6 @@ class Download:
         total = reply_length(info)
         if reply.get("offset") != self.got or reply_length(reply) != total - self.got:
             raise ProtocolError("resumed GET reply names another range than the one asked")
-        self.resumed_at.append(self.got)
         if self.progress is not None:
             self.progress(self.got, total)
         await self._stream(conn, reply, body, total)

@@ -72,8 +72,6 @@ class Upload:
         self.upload_id = upload_id
         #: Whether this upload is resumable (decided by the first attempt).
         self.resumable: bool | None = True if upload_id is not None else None
-        #: Where each RESUME found the server (for callers and tests).
-        self.offsets: list[int] = []
         self._resuming = False
 
     # -- one attempt, on one connection ---------------------------------------
@@ -141,7 +139,6 @@ class Upload:
         offset = _int(reply, "offset")
         size = reply.get("size")
         declared = size if isinstance(size, int) and not isinstance(size, bool) else self.size
-        self.offsets.append(offset)
         self.src.start()
         sha1 = hashlib.sha1()
         if self.src.skip(offset, sha1) < offset:

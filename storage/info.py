@@ -47,10 +47,6 @@ class FileInfo:
         stored["vid"] = stored.pop("version")
         return json.dumps(stored, separators=(",", ":"), ensure_ascii=False)
 
-    @classmethod
-    def loads(cls, raw: bytes | str) -> FileInfo:
-        return cls(**json.loads(raw))
-
 
 def commit_args(
     ns: NamespaceKeys, info: FileInfo, stored: str, ttl: int, if_absent: bool
