@@ -29,13 +29,15 @@ def valkey_cli_binary() -> str:
     return str(Path(valkey_server_binary()).with_name("valkey-cli"))
 
 
-def _free_port() -> int:
-    """A TCP port free for the node and for its cluster bus (port + 10000)."""
+def _free_port(taken: set[int] | None = None) -> int:
+    """A TCP port free for the node and for its cluster bus (port + 10000), and
+    neither of them one of ``taken``'s (this cluster's other nodes and buses)."""
+    taken = taken or set()
     for _ in range(100):
         with socket.socket() as sock:
             sock.bind(("127.0.0.1", 0))
             port: int = sock.getsockname()[1]
-        if port + 10000 > 65535:
+        if port + 10000 > 65535 or {port, port + 10000} & taken:
             continue
         with contextlib.suppress(OSError), socket.socket() as bus:
             bus.bind(("127.0.0.1", port + 10000))
@@ -50,7 +52,7 @@ class LocalCluster:
         self.password = secrets.token_urlsafe(24)
         self.nodes: list[EmbeddedValkey] = []
         for _ in range(primaries * (1 + replicas)):
-            port = _free_port()
+            port = _free_port(self._ports())
             self.nodes.append(
                 EmbeddedValkey(
                     maxmemory=maxmemory,
@@ -90,9 +92,21 @@ class LocalCluster:
     def node_cli(self, node: EmbeddedValkey, *args: str) -> str:
         return self._cli("-h", "127.0.0.1", "-p", str(node.tcp_port), *args)
 
+    def _ports(self) -> set[int]:
+        return {p for n in self.nodes if n.tcp_port for p in (n.tcp_port, n.tcp_port + 10000)}
+
     def start(self, timeout: float = 60.0) -> None:
         for node in self.nodes:
-            node.start()
+            # A port found free may be taken before the node binds it (another
+            # process's outgoing connection): then another port, a few times.
+            for tries in range(4):
+                try:
+                    node.start()
+                    break
+                except RuntimeError:
+                    if tries == 3:
+                        raise
+                    node.tcp_port = _free_port(self._ports())
         addresses = [f"127.0.0.1:{node.tcp_port}" for node in self.nodes]
         self._cli(
             "--cluster", "create", *addresses,
