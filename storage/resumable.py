@@ -306,12 +306,13 @@ class ResumableWriter(ChunkWriter):
         )
         await super()._finish_chunks(tail)
 
-    async def _publish(self, info: FileInfo) -> None:
-        await self.store.commit_resumable(
+    async def _publish(self, info: FileInfo) -> bool:
+        replaced = await self.store.commit_resumable(
             self.namespace, info, self.ttl, self.upload_id, self.owner, if_absent=self.if_absent
         )
         if self._tail:
             await self._unlink_quietly([keys.partial_key(self.vid, self._tail)])
+        return replaced
 
     async def detach(self, unread: bytes = b"") -> None:
         """The connection ended: keep every byte read (``unread``: a DATA frame cut

@@ -75,6 +75,9 @@ class ChunkWriter:
         self._closed = False
         self._done = False
         self.size = 0
+        #: After commit: whether it replaced a file (None: the commit's reply was
+        #: lost and Valkey said only that the file is ours).
+        self.replaced: bool | None = None
 
     @property
     def upload_id(self) -> str:
@@ -270,7 +273,7 @@ class ChunkWriter:
         try:
             if one_trip:
                 assert tail is not None
-                await self.store.commit_one(
+                self.replaced = await self.store.commit_one(
                     self.namespace,
                     info,
                     self.ttl,
@@ -280,7 +283,7 @@ class ChunkWriter:
                     if_absent=self.if_absent,
                 )
             else:
-                await self._publish(info)
+                self.replaced = await self._publish(info)
         except StorageUnavailable:
             # The script may have run and only its reply been lost: never remove
             # chunks that may be visible. Ask; if Valkey cannot say, the chunks
@@ -300,9 +303,10 @@ class ChunkWriter:
     def _one_trip(self) -> bool:
         return self.store.one_trip_small_files
 
-    async def _publish(self, info: FileInfo) -> None:
-        """The atomic step that makes the checked upload the key's file."""
-        await self.store.commit(self.namespace, info, self.ttl, if_absent=self.if_absent)
+    async def _publish(self, info: FileInfo) -> bool:
+        """The atomic step that makes the checked upload the key's file; True when
+        it replaced one."""
+        return await self.store.commit(self.namespace, info, self.ttl, if_absent=self.if_absent)
 
     async def _committed(self) -> bool:
         try:

@@ -94,8 +94,9 @@ class Files:
         if_absent = self._create_only(ex)
         vouched = h.expected_sha1(f)
         self.ops.require_write(grant, fatal=False)
-        existed = await self.ops.exists(grant, key)
-        if existed and if_absent:
+        # Create-only: refuse before the body is streamed, not after (the commit
+        # checks again, atomically). A plain PUT learns 200 or 201 from its commit.
+        if if_absent and await self.ops.exists(grant, key):
             raise HttpError(412, "exists", "the key already has a file")
         upload = await self.ops.put(
             grant,
@@ -118,8 +119,9 @@ class Files:
         if descendant:
             await ex.respond(200, [JSON], _json({"ok": True}))
             return
+        created = upload.replaced is False
         await ex.respond(
-            201 if not existed else 200, [JSON, *version_headers(info)], _json(info.wire())
+            201 if created else 200, [JSON, *version_headers(info)], _json(info.wire())
         )
 
     @staticmethod
