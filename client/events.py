@@ -306,6 +306,7 @@ def run(args: argparse.Namespace, host: str, port: int) -> int:
             token=args.token,
             ssl=tls.from_args(args),
             timeout=args.timeout,
+            max_backoff=args.retry_max_wait,
             client_name="valise-cli",
             on_retry=retry,
         )
