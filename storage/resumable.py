@@ -190,7 +190,7 @@ class ResumableWriter(ChunkWriter):
         self._tail, self._tail_len = state.tail, state.tail_len
         self.size = self.resumed_from = self._renewed = state.offset
         # First make sure nothing expires while the digest is rebuilt.
-        names = [keys.chunk_key(self.vid, i) for i in range(state.chunks)]
+        names = keys.chunk_keys(self.vid, state.chunks)
         if state.tail:
             names.append(keys.partial_key(self.vid, state.tail))
         await self.store.expire_many(names, self._staging_ms, "GT")
@@ -288,7 +288,7 @@ class ResumableWriter(ChunkWriter):
             return
         if renew:
             self._renewed = self.size
-            names = [keys.chunk_key(self.vid, i) for i in range(self.chunks_written)]
+            names = keys.chunk_keys(self.vid, self.chunks_written)
             if self._tail:
                 names.append(keys.partial_key(self.vid, self._tail))
             await self.store.expire_many(names, self._staging_ms, "GT")
@@ -398,7 +398,7 @@ class ResumableWriter(ChunkWriter):
         if found is None:
             return  # another connection has it now, or it is gone already
         chunks, tail = found
-        names = [keys.chunk_key(self.vid, i) for i in range(max(chunks, written))]
+        names = keys.chunk_keys(self.vid, max(chunks, written))
         names.append(keys.digests_key(self.vid))
         names += [keys.partial_key(self.vid, t) for t in {tail, self._tail, self.owner} if t]
         await self._unlink_quietly(names)

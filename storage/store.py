@@ -364,7 +364,7 @@ class Store(UploadStore):
         when grace is 0, else by a timer. The TTL shortened to ``grace`` is the
         fallback if this process dies before its timer runs.
         """
-        names = [keys.chunk_key(info.vid, i) for i in range(info.chunks)]
+        names = keys.chunk_keys(info.vid, info.chunks)
         names.append(keys.digests_key(info.vid))
         try:
             if self.config.grace == 0:

@@ -234,7 +234,7 @@ async def terminate(store: Store, namespace: str, upload_id: str) -> bool:
     chunks, tail = found
     vid = peeked.facts.vid
     # One more than recorded: a chunk a checksummed PATCH stored and held back.
-    names = [keys.chunk_key(vid, i) for i in range(chunks + 1)]
+    names = keys.chunk_keys(vid, chunks + 1)
     if tail:
         names.append(keys.partial_key(vid, tail))
     with contextlib.suppress(StorageError):  # else they expire with the staging TTL

@@ -141,7 +141,7 @@ class ChunkWriter:
         renew: list[str] = []
         now = time.monotonic()
         if index and now - self._renewed_at > staging_ms / 2000:
-            renew = [keys.chunk_key(self.vid, i) for i in range(index)]
+            renew = keys.chunk_keys(self.vid, index)
             self._renewed_at = now
         if self._sealer is not None:
             # Sealed before it leaves: the SHA-1 and the seal in one worker thread.
@@ -214,7 +214,7 @@ class ChunkWriter:
 
     async def _refresh(self) -> None:
         """Push the staged chunks' TTL forward (never shorter: GT)."""
-        names = [keys.chunk_key(self.vid, i) for i in range(self.chunks_written)]
+        names = keys.chunk_keys(self.vid, self.chunks_written)
         await self.store.expire_many(names, self._staging_ms, "GT")
 
     async def _stop_keeper(self) -> None:
@@ -348,7 +348,7 @@ class ChunkWriter:
         return (self.ttl + self.store.config.grace) * 1000
 
     def _chunk_names(self) -> list[str]:
-        return [keys.chunk_key(self.vid, i) for i in range(len(self._digests))]
+        return keys.chunk_keys(self.vid, len(self._digests))
 
     async def abort(self) -> None:
         """Discard the upload: remove what was written (or let the staging TTL do it)."""
