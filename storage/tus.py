@@ -30,7 +30,7 @@ from dataclasses import dataclass
 
 from storage import keys
 from storage import upload_seals as seals
-from storage.errors import StorageError, Superseded
+from storage.errors import StorageError
 from storage.hashing import new_vid, off_loop
 from storage.resumable import ResumableWriter, new_upload_id
 from storage.store import Store
@@ -125,31 +125,11 @@ class TusWriter(ResumableWriter):
             return
         token, length, digest = "", 0, b""
         if self._fill:
-            tail = memoryview(self._buffers[0])[: self._fill]
             token, length = secrets.token_hex(8), self._fill
-            # Sealed for its chunk's place, its SHA-1 for this token (storage/upload_seals.py).
-            digest, stored = await seals.seal_tail(
-                self._sealer, self.namespace, self.vid, len(self._digests), token, tail
-            )
-            await self.store.set_chunk(keys.partial_key(self.vid, token), stored, self._staging_ms)
-        try:
-            recorded = await self.store.detach_upload(
-                self.namespace,
-                self.upload_id,
-                self.owner,
-                resume_ttl=self.resume_ttl,
-                renew=True,
-                chunks=len(self._digests),
-                tail=token,
-                tail_len=length,
-                tail_sha1=digest,
-                keep_owner=True,
-            )
-        except Superseded:
-            self._lose()
-            if token:
-                await self._unlink_quietly([keys.partial_key(self.vid, token)])
-            raise
+            digest = await self._store_partial(token)
+        recorded = await self._record_offset(
+            token, token, length, digest, renew=True, keep_owner=True
+        )
         if not recorded.tail_recorded:
             raise StorageError("a tus checkpoint found the upload's chunk count changed")
         self.deadline = recorded.deadline
