@@ -323,11 +323,15 @@ class AsyncClient:
 
         Only the bytes past the server's ``offset`` are sent; :class:`~client.errors.NotFound`
         when the upload is gone (expired, committed, aborted; docs/protocol.md 6.1).
+        When the retries run out, the error carries ``upload_id``, as ``put``'s does.
         """
         src = Source(source)
         job = Upload(None, src, progress=progress, upload_id=upload_id)
         try:
             return await self._call(job.attempt, job.may_retry)
+        except TransientError as exc:
+            exc.upload_id = job.upload_id  # still open: the caller may resume later
+            raise
         finally:
             src.close()
 
