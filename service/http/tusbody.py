@@ -24,7 +24,7 @@ from protocol.errors import ErrorCode, ProtocolError
 from service.http import headers as h
 from service.http.errors import HttpError
 from service.http.exchange import Exchange, Header
-from service.http.files import THREAD_HASH, version_headers
+from service.http.files import pour, version_headers
 from service.operations import Operations
 from service.parked import Entry
 from storage.tus import TusWriter
@@ -96,20 +96,10 @@ class Appender:
         limit: int,
         stops: list[asyncio.Future[None] | None],
     ) -> None:
-        received = 0
-        while (piece := await _read(ex, stops)) is not None:
-            received += len(piece)
-            if received > limit:  # a chunked body: its size was not declared
-                raise ProtocolError(
-                    ErrorCode.TOO_LARGE, "the body goes past Upload-Length", fatal=False
-                )
-            if digest is None:
-                await writer.write(piece)
-            elif len(piece) < THREAD_HASH:
-                digest.update(piece)
-                await writer.write(piece)
-            else:
-                await asyncio.gather(asyncio.to_thread(digest.update, piece), writer.write(piece))
+        too_large = ProtocolError(
+            ErrorCode.TOO_LARGE, "the body goes past Upload-Length", fatal=False
+        )
+        await pour(lambda: _read(ex, stops), writer, digest, limit, too_large)
 
     async def _interrupted(self, entry: Entry, *, checked: bool) -> None:
         """The request ended before its body did: keep what it sent, unless it
