@@ -27,6 +27,7 @@ import contextlib
 import secrets
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from storage import keys
 from storage import upload_seals as seals
@@ -188,12 +189,14 @@ async def peek_upload(store: Store, namespace: str, upload_id: str) -> Peeked | 
     ns = keys.NamespaceKeys(namespace)
     state = ns.upload(upload_id)
 
-    async def call() -> tuple[list[bytes | None], float | None]:
-        fields = await store.client.hmget(state, ["meta", "chunks", "tail_len", "deadline"])
-        listed = await store.client.zscore(ns.uploads, upload_id)
-        return fields, listed
+    def queue(pipe: Any) -> None:
+        pipe.hmget(state, ["meta", "chunks", "tail_len", "deadline"])
+        pipe.zscore(ns.uploads, upload_id)
 
-    (meta, chunks, tail_len, deadline), listed = await store.run(call, idempotent=True)
+    # One round trip on one node: a HEAD is what a tus client polls with.
+    (meta, chunks, tail_len, deadline), listed = await store.run(
+        lambda: store.batch(queue), idempotent=True
+    )
     if meta is None or chunks is None or tail_len is None or deadline is None:
         return listed is not None and listed / 1000 <= time.time() + 1
     facts = UploadFacts(**seals.load_facts(store.sealer, namespace, meta))
