@@ -27,6 +27,7 @@ from service.http.exchange import Exchange, Header
 from service.http.files import pour, version_headers
 from service.operations import Operations
 from service.parked import Entry
+from service.peer import read_unless
 from storage.tus import TusWriter
 
 
@@ -139,14 +140,15 @@ async def _read(ex: Exchange, stops: list[asyncio.Future[None] | None]) -> bytes
     live = [stop for stop in stops if stop is not None]
     if any(stop.done() for stop in live):
         raise _superseded()
-    read: asyncio.Future[bytes | None] = asyncio.ensure_future(ex.read())
-    either: set[asyncio.Future[object]] = {read, *live}  # type: ignore[arg-type]
-    try:
-        await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        if not read.done():
-            read.cancel()
-            await asyncio.gather(read, return_exceptions=True)
-    if not read.cancelled():
-        return read.result()
-    raise _superseded()
+    piece = await read_unless(_piece(ex), live)
+    if piece is None:
+        raise _superseded()
+    return piece or None
+
+
+async def _piece(ex: Exchange) -> bytes:
+    """The body's next non-empty piece, b"" at its end (read_unless's None is a stop)."""
+    while (piece := await ex.read()) is not None:
+        if piece:
+            return piece
+    return b""
