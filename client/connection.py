@@ -23,6 +23,7 @@ from .errors import (
     ConnectionLost,
     ProtocolError,
     RequestTimeout,
+    Unauthorized,
     error_from_wire,
 )
 from .wire import Frame, FrameType
@@ -281,6 +282,33 @@ class Connection:
     async def send_control(self, ftype: FrameType, body: Mapping[str, Any] | None) -> None:
         await self.send(wire.encode_control(ftype, body))
 
+    async def greet(self, client_name: str, token: str | None, *, tls: bool) -> dict[str, Any]:
+        """HELLO, and the server's reply applied: its ``max_frame`` to both directions,
+        the reply kept as :attr:`hello_reply`. A refusal or a silent hang-up gets a
+        hint saying what to change (a token, TLS on one side only)."""
+        body: dict[str, Any] = {"version": wire.PROTOCOL_VERSION, "client": client_name}
+        if token is not None:
+            body["token"] = token
+        try:
+            await self.send_control(FrameType.HELLO, body)
+            reply = await self.read_reply()
+        except Unauthorized as exc:
+            exc.hint = (
+                "this server needs a token: set VALISE_TOKEN (or give --token TOKEN)"
+                if token is None
+                else "the server did not accept this token: check VALISE_TOKEN (or --token)"
+            )
+            raise
+        except ConnectionLost as exc:
+            if not self.received_anything:
+                exc.hint = _silent_close_hint(tls)
+            raise
+        max_frame = reply.get("max_frame")
+        if isinstance(max_frame, int) and not isinstance(max_frame, bool):
+            self.set_max_frame(max_frame)
+        self.hello_reply = reply
+        return reply
+
     # -- reading ---------------------------------------------------------
 
     async def read_frame(self, *, wait_forever: bool = False) -> Frame:
@@ -337,3 +365,17 @@ class Connection:
         self._transport.close()
         with contextlib.suppress(Exception):
             await asyncio.wait_for(asyncio.shield(self._protocol.closed), 1.0)
+
+
+def _silent_close_hint(tls: bool) -> str:
+    """A server that hangs up on HELLO without a byte: most often TLS on one side only."""
+    if not tls:
+        return (
+            "the server hung up without a word: if it uses TLS, add --tls "
+            "(and --tls-ca FILE for a private CA; VALISE_TLS_CA)"
+        )
+    return (
+        "the server hung up right after the TLS handshake: if it wants a client "
+        "certificate (mutual TLS), give --tls-cert FILE and --tls-key FILE "
+        "(VALISE_TLS_CERT, VALISE_TLS_KEY), signed by a CA it trusts"
+    )

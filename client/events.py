@@ -37,7 +37,7 @@ from .connection import Connection
 from .errors import ProtocolError, RequestTimeout, TransientError, ValiseError
 from .stopping import run_until_stopped
 from .subparsers import events as add_parser
-from .wire import PROTOCOL_VERSION, FrameType
+from .wire import FrameType
 
 __all__ = [
     "KEEPALIVE",
@@ -146,11 +146,7 @@ async def subscribe(
     """Connect, HELLO, SUBSCRIBE; the subscription, ready to yield events."""
     conn = await Connection.open(host, port, io_timeout=timeout, ssl=ssl)
     try:
-        hello: dict[str, Any] = {"version": PROTOCOL_VERSION, "client": client_name}
-        if token is not None:
-            hello["token"] = token
-        await conn.send_control(FrameType.HELLO, hello)
-        info = await conn.read_reply()
+        info = await conn.greet(client_name, token, tls=ssl is not None)
         features = info.get("features")
         if not isinstance(features, list) or "subscribe" not in features:
             raise NotOffered("this server does not offer change events")
@@ -306,6 +302,7 @@ def run(args: argparse.Namespace, host: str, port: int) -> int:
             token=args.token,
             ssl=tls.from_args(args),
             timeout=args.timeout,
+            max_backoff=args.retry_max_wait,
             client_name="valise-cli",
             on_retry=retry,
         )

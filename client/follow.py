@@ -266,7 +266,7 @@ def run(args: argparse.Namespace, host: str, port: int) -> int:
             port,
             args.prefix,
             args.since,
-            max_backoff=args.max_backoff,
+            max_backoff=args.retry_max_wait,
             client_name="valise-follow",
             on_retry=retry,
             **options,
@@ -275,7 +275,7 @@ def run(args: argparse.Namespace, host: str, port: int) -> int:
             host,
             port,
             retries=max(args.retries, 5),
-            max_backoff=args.max_backoff,
+            max_backoff=args.retry_max_wait,
             client_name="valise-follow",
             **options,
         )

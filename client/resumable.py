@@ -31,7 +31,14 @@ from .errors import (
     ValiseError,
 )
 from .files import Source
-from .transfer import Progress, features, put_request, require_feature, send_body, upload
+from .transfer import (
+    Progress,
+    begin_upload,
+    features,
+    require_feature,
+    send_body,
+    upload,
+)
 from .wire import FrameType
 
 __all__ = ["Upload"]
@@ -108,26 +115,21 @@ class Upload:
         return isinstance(chunk, int) and declared is not None and declared > chunk
 
     async def _put(self, conn: Connection) -> dict[str, Any]:
-        if self.if_absent:
-            require_feature(conn, "if_absent", "a create-only upload (no clobber)")
         assert self.key is not None
-        known = self.src.start()
-        declared = self.size if self.size is not None else known
-        body = put_request(
+        reply, declared = await begin_upload(
+            conn,
             self.key,
+            self.src,
             self.ttl,
             self.content_type,
-            declared,
-            if_absent=self.if_absent,
+            self.size,
+            self.progress,
+            self.if_absent,
             resumable=True,
         )
-        await conn.send_control(FrameType.PUT, body)
-        reply = await conn.read_reply()
         upload_id = reply.get("upload_id")
         if reply.get("resumable") is True and isinstance(upload_id, str):
             self.upload_id = upload_id
-        if self.progress is not None:
-            self.progress(0, declared)
         return await send_body(conn, self.src, hashlib.sha1(), 0, declared, self.progress)
 
     async def _resume(self, conn: Connection) -> dict[str, Any]:

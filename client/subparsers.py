@@ -58,15 +58,26 @@ def watch(sub: Any, common: Callable[[argparse.ArgumentParser], None]) -> argpar
     p.add_argument(
         "--interval", type=_positive, default=2.0, help="seconds between scans (default 2)"
     )
-    p.add_argument(
-        "--max-backoff",
-        type=_positive,
-        default=60.0,
-        help="longest wait between attempts while the server is down (default 60)",
-    )
+    _max_backoff_alias(p)
     p.add_argument("--ttl", type=int, help="seconds the server keeps each file")
     p.add_argument("--once", action="store_true", help="one pass, then exit")
     return p
+
+
+def _max_backoff_alias(p: argparse.ArgumentParser) -> None:
+    """``--max-backoff``: the old spelling of the common ``--retry-max-wait``.
+
+    The agents had their own cap while ``--retry-max-wait`` was accepted and
+    ignored by them; now one option means one thing everywhere, and the old
+    spelling still works (hidden from --help) so existing service files run.
+    """
+    p.add_argument(
+        "--max-backoff",
+        dest="retry_max_wait",
+        type=_positive,
+        default=argparse.SUPPRESS,
+        help=argparse.SUPPRESS,
+    )
 
 
 def _non_negative(text: str) -> float:
@@ -113,10 +124,5 @@ def follow(sub: Any, common: Callable[[argparse.ArgumentParser], None]) -> Any:
         "--mirror-deletes", action="store_true", help="remove local files deleted on the server"
     )
     p.add_argument("--exec", dest="exec_cmd", metavar="CMD", help="run CMD PATH per file")
-    p.add_argument(
-        "--max-backoff",
-        type=float,
-        default=30.0,
-        help="longest wait between reconnects (default 30)",
-    )
+    _max_backoff_alias(p)
     return p

@@ -83,7 +83,25 @@ async def upload(
     progress: Progress | None,
     if_absent: bool = False,
 ) -> dict[str, Any]:
-    """PUT, DATA*, END(sha1); returns the stored file info or raises the ERROR.
+    """PUT, DATA*, END(sha1); returns the stored file info or raises the ERROR."""
+    _, declared = await begin_upload(conn, key, src, ttl, content_type, size, progress, if_absent)
+    return await send_body(conn, src, hashlib.sha1(), 0, declared, progress)
+
+
+async def begin_upload(
+    conn: Connection,
+    key: str,
+    src: Source,
+    ttl: int | None,
+    content_type: str | None,
+    size: int | None,
+    progress: Progress | None,
+    if_absent: bool = False,
+    *,
+    resumable: bool = False,
+) -> tuple[dict[str, Any], int | None]:
+    """PUT, and the server's acceptance; (its reply, the size declared). ``src`` is at
+    its start, ready for :func:`send_body`.
 
     ``if_absent``: a create-only upload (docs/protocol.md section 6.4), sent
     only to a server that offers it; elsewhere the field would be ignored
@@ -93,14 +111,14 @@ async def upload(
         require_feature(conn, "if_absent", "a create-only upload (no clobber)")
     known = src.start()
     declared = size if size is not None else known
-    body = put_request(key, ttl, content_type, declared, if_absent=if_absent)
+    body = put_request(key, ttl, content_type, declared, if_absent=if_absent, resumable=resumable)
     await conn.send_control(FrameType.PUT, body)
     # Wait for the acceptance before streaming: a refused PUT then costs
     # one round trip instead of a file's worth of discarded DATA.
-    await conn.read_reply()
+    reply = await conn.read_reply()
     if progress is not None:
         progress(0, declared)
-    return await send_body(conn, src, hashlib.sha1(), 0, declared, progress)
+    return reply, declared
 
 
 async def send_body(

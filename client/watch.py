@@ -37,7 +37,7 @@ twice. The rules, in the order they apply:
 
 The watcher opens the scanner's files read-only and never renames, deletes
 or touches them. When the server is unreachable, busy, shutting down or full,
-the running watcher backs off exponentially (capped by ``--max-backoff``) and
+the running watcher backs off exponentially (capped by ``--retry-max-wait``) and
 tries again, forever; ``--once`` stops the pass and exits 5 instead. SIGTERM,
 SIGINT (Ctrl+C) and, on Windows, SIGBREAK (Ctrl+Break) stop it between two
 frames (:mod:`client.stopping`, no Unix-only loop API): an upload in flight is

@@ -43,7 +43,7 @@ async def _main(args: argparse.Namespace, host: str, port: int, root: str) -> in
         token=args.token,
         timeout=args.timeout,
         retries=args.retries,
-        max_backoff=min(5.0, args.max_backoff),
+        max_backoff=min(5.0, args.retry_max_wait),
         ssl=tls.from_args(args),
         client_name="valise-watch",
     )
@@ -54,7 +54,7 @@ async def _main(args: argparse.Namespace, host: str, port: int, root: str) -> in
         prefix=args.prefix,
         settle=args.settle,
         interval=args.interval,
-        max_backoff=args.max_backoff,
+        max_backoff=args.retry_max_wait,
         ttl=args.ttl,
         once=args.once,
         filters=Filters(args.include, args.exclude, defaults=not args.no_default_excludes),

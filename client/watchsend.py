@@ -18,10 +18,10 @@ from __future__ import annotations
 import hashlib
 import os
 import time
-from typing import IO, Any
+from typing import IO
 
 from .aio import AsyncClient
-from .errors import Exists, IntegrityError, NotFound, TransientError
+from .errors import Exists, IntegrityError, NotFound
 from .watchscan import Seen
 from .watchstate import SentRecord
 
@@ -120,7 +120,7 @@ async def send_file(
             try:
                 if upload_id is None:
                     raise NotFound("no upload to resume")
-                info = await _resume(client, upload_id, reader)
+                info = await client.resume(upload_id, reader)
             except NotFound:
                 info = await client.put(
                     key, reader, ttl=ttl, size=seen.size, if_absent=create_only, resumable=None
@@ -141,14 +141,6 @@ async def send_file(
             fields={"expected": local, "actual": remote},
         )
     return SentRecord(seen.rel, seen.size, seen.mtime_ns, local, key, time.time())
-
-
-async def _resume(client: AsyncClient, upload_id: str, reader: HashingReader) -> dict[str, Any]:
-    try:
-        return await client.resume(upload_id, reader)
-    except TransientError as exc:
-        exc.upload_id = upload_id  # still open: the next pass tries again
-        raise
 
 
 async def _existing(client: AsyncClient, seen: Seen, key: str, fh: IO[bytes]) -> Exception:

@@ -18,7 +18,7 @@ import time
 from typing import Any
 
 from protocol.errors import ErrorCode, ProtocolError
-from service.peer import RateFloor
+from service.peer import RateFloor, read_unless
 from service.state import READ_SIZE
 from service.subscription import Subscription
 
@@ -96,15 +96,8 @@ class Intake:
     async def _read(self, wanted: asyncio.Future[Any] | None) -> bytes | None:
         if wanted is None:
             return await self.reader.read(READ_SIZE)
-        if not wanted.done():
-            read = asyncio.ensure_future(self.reader.read(READ_SIZE))
-            try:
-                either: set[asyncio.Future[Any]] = {read, wanted}
-                await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                if not read.done():
-                    read.cancel()  # nothing is lost: the bytes stay in the reader
-                    await asyncio.gather(read, return_exceptions=True)
-            if not read.cancelled():
-                return read.result()  # bytes that came first are still this upload's
-        return None
+        if wanted.done():
+            return None
+        # Bytes that came first are still this upload's; else nothing is lost:
+        # they stay in the reader.
+        return await read_unless(self.reader.read(READ_SIZE), [wanted])

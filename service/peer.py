@@ -14,12 +14,20 @@ import asyncio
 import contextlib
 import socket
 import struct
-from typing import TYPE_CHECKING
-
-from service.state import LINGER_BYTES, LINGER_IDLE, LINGER_TOTAL, READ_SIZE
+from collections.abc import Awaitable, Iterable
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from service.state import Served, ServerState
+
+#: Bytes asked of the socket per read.
+READ_SIZE = 1024 * 1024
+#: Lingering close (docs/protocol.md section 2, PUT): after a fatal ERROR, read and
+#: discard what the client still sends, within these bounds, so a client
+#: still streaming reads the ERROR instead of a reset.
+LINGER_BYTES = 32 * 1024 * 1024
+LINGER_IDLE = 6.0
+LINGER_TOTAL = 10.0
 
 #: SO_LINGER on with a zero timeout: close() sends RST and frees the buffers.
 _LINGER_OFF = struct.pack("ii", 1, 0)
@@ -121,6 +129,25 @@ def reset(writer: asyncio.StreamWriter) -> None:
         if sock is not None:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_OFF)
     writer.transport.abort()
+
+
+async def read_unless(
+    read: Awaitable[bytes],
+    stops: Iterable[asyncio.Future[Any]],
+    limit: float | None = None,
+) -> bytes | None:
+    """What ``read`` returns, unless one of ``stops`` finishes first or ``limit``
+    seconds pass: then None, and the read is cancelled (a StreamReader keeps
+    the bytes it had, for the next read). Bytes that arrived with a stop win.
+    """
+    task = asyncio.ensure_future(read)
+    try:
+        await asyncio.wait({task, *stops}, timeout=limit, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        if not task.done():
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+    return None if task.cancelled() else task.result()
 
 
 async def drain(writer: asyncio.StreamWriter, patience: float) -> None:

@@ -19,18 +19,14 @@ from service.config import Config
 from service.events import EventHub
 from service.metrics import Metrics
 from service.parked import Parked
+from service.peer import LINGER_BYTES as LINGER_BYTES
+from service.peer import LINGER_IDLE as LINGER_IDLE
+from service.peer import LINGER_TOTAL as LINGER_TOTAL
+from service.peer import READ_SIZE as READ_SIZE
 from storage import Store
 
 VERSION = "0.1.0"
 
-#: Bytes asked of the socket per read.
-READ_SIZE = 1024 * 1024
-#: Lingering close (docs/protocol.md section 2, PUT): after a fatal ERROR, read and
-#: discard what the client still sends, within these bounds, so a client
-#: still streaming reads the ERROR instead of a reset.
-LINGER_BYTES = 32 * 1024 * 1024
-LINGER_IDLE = 6.0
-LINGER_TOTAL = 10.0
 #: Seconds the last bytes (the ERROR's tail) may take to leave once the
 #: lingering close is over; then the socket is aborted.
 FLUSH_AFTER_ERROR = 1.0

@@ -24,6 +24,7 @@ from typing import Any
 from protocol.errors import ErrorCode, ProtocolError
 from protocol.frames import HEADER, FrameType
 from service.metrics import Metrics
+from service.peer import drain, read_unless
 from storage import StorageError
 from storage.events import Order, Record, event_payload
 
@@ -160,12 +161,8 @@ class Subscription:
             return
         writer.write(b"".join(frames) if len(frames) > 1 else frames[0])
         self.metrics.events_delivered.inc(len(frames))
-        transport = writer.transport
-        if transport.get_write_buffer_size() == 0 and not transport.is_closing():
-            return  # all of it is in the kernel already
         try:
-            async with asyncio.timeout(patience):
-                await writer.drain()
+            await drain(writer, patience)
         except TimeoutError:
             self.cut_off("client stopped reading its events")
             raise _Stop from None
@@ -173,19 +170,12 @@ class Subscription:
     async def guard(self, reader: asyncio.StreamReader, size: int, limit: float | None) -> bytes:
         """``reader.read(size)``, unless the subscription fails first (its ERROR is
         raised; None: ConnectionResetError) or ``limit`` seconds pass (TimeoutError)."""
-        read = asyncio.ensure_future(reader.read(size))
-        waiters: set[asyncio.Future[Any]] = {read, self.failure}
-        try:
-            await asyncio.wait(waiters, timeout=limit, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            if not read.done():
-                read.cancel()
-                await asyncio.gather(read, return_exceptions=True)
+        data = await read_unless(reader.read(size), [self.failure], limit)
         if self.failure.done():
             error = self.failure.result()
             if error is None:
                 raise ConnectionResetError("subscriber gone")
             raise error
-        if read.cancelled():
+        if data is None:
             raise TimeoutError
-        return read.result()
+        return data

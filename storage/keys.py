@@ -97,6 +97,11 @@ def chunk_key(vid: str, index: int) -> str:
     return f"{CHUNK_PREFIX}{vid}:{index}"
 
 
+def chunk_keys(vid: str, count: int) -> list[str]:
+    """The names of a version's first ``count`` chunks, in order."""
+    return [f"{CHUNK_PREFIX}{vid}:{index}" for index in range(count)]
+
+
 def digests_key(vid: str) -> str:
     return DIGESTS_PREFIX + vid
 

@@ -33,7 +33,7 @@ from storage.errors import Corrupt, FileNotFound, StorageError, Superseded, TooM
 from storage.hashing import new_vid, off_loop, sha1_of
 from storage.info import FileInfo
 from storage.store import Store
-from storage.uploads import UploadFacts, UploadState
+from storage.uploads import Recorded, UploadFacts, UploadState
 from storage.writer import ChunkWriter
 
 log = logging.getLogger("valise.storage")
@@ -190,7 +190,7 @@ class ResumableWriter(ChunkWriter):
         self._tail, self._tail_len = state.tail, state.tail_len
         self.size = self.resumed_from = self._renewed = state.offset
         # First make sure nothing expires while the digest is rebuilt.
-        names = [keys.chunk_key(self.vid, i) for i in range(state.chunks)]
+        names = keys.chunk_keys(self.vid, state.chunks)
         if state.tail:
             names.append(keys.partial_key(self.vid, state.tail))
         await self.store.expire_many(names, self._staging_ms, "GT")
@@ -288,7 +288,7 @@ class ResumableWriter(ChunkWriter):
             return
         if renew:
             self._renewed = self.size
-            names = [keys.chunk_key(self.vid, i) for i in range(self.chunks_written)]
+            names = keys.chunk_keys(self.vid, self.chunks_written)
             if self._tail:
                 names.append(keys.partial_key(self.vid, self._tail))
             await self.store.expire_many(names, self._staging_ms, "GT")
@@ -306,12 +306,13 @@ class ResumableWriter(ChunkWriter):
         )
         await super()._finish_chunks(tail)
 
-    async def _publish(self, info: FileInfo) -> None:
-        await self.store.commit_resumable(
+    async def _publish(self, info: FileInfo) -> bool:
+        replaced = await self.store.commit_resumable(
             self.namespace, info, self.ttl, self.upload_id, self.owner, if_absent=self.if_absent
         )
         if self._tail:
             await self._unlink_quietly([keys.partial_key(self.vid, self._tail)])
+        return replaced
 
     async def detach(self, unread: bytes = b"") -> None:
         """The connection ended: keep every byte read (``unread``: a DATA frame cut
@@ -341,33 +342,17 @@ class ResumableWriter(ChunkWriter):
         if intact and not unchanged:
             token, length = "", 0
             if self._fill:
-                tail = memoryview(self._buffers[0])[: self._fill]
                 try:
-                    digest, stored = await seals.seal_tail(
-                        self._sealer, self.namespace, self.vid, len(self._digests), self.owner, tail
-                    )
-                    name = keys.partial_key(self.vid, self.owner)
-                    await self.store.set_chunk(name, stored, self._staging_ms)
+                    digest = await self._store_partial(self.owner)
                     token, length, wrote = self.owner, self._fill, True
                 except StorageError:
                     log.warning("could not store the partial last chunk of a resumable upload")
                     token, length, digest = self._tail, self._tail_len, b""
         try:
-            recorded = await self.store.detach_upload(
-                self.namespace,
-                self.upload_id,
-                self.owner,
-                resume_ttl=self.resume_ttl,
-                renew=self.size > self._renewed,
-                chunks=len(self._digests),
-                tail=token,
-                tail_len=length,
-                tail_sha1=digest,
+            recorded = await self._record_offset(
+                token if wrote else "", token, length, digest, renew=self.size > self._renewed
             )
         except Superseded:
-            self._lose()
-            if wrote:
-                await self._unlink_quietly([keys.partial_key(self.vid, self.owner)])
             return
         except StorageError:
             # Whatever was recorded stays; an unrecorded partial chunk expires.
@@ -379,6 +364,48 @@ class ResumableWriter(ChunkWriter):
             stale.append(self.owner)
         if stale:
             await self._unlink_quietly([keys.partial_key(self.vid, t) for t in stale])
+
+    async def _store_partial(self, token: str) -> bytes:
+        """Store the partial last chunk under ``token``: its SHA-1 as recorded (sealed
+        for its place with encryption, storage/upload_seals.py)."""
+        tail = memoryview(self._buffers[0])[: self._fill]
+        digest, stored = await seals.seal_tail(
+            self._sealer, self.namespace, self.vid, len(self._digests), token, tail
+        )
+        await self.store.set_chunk(keys.partial_key(self.vid, token), stored, self._staging_ms)
+        return digest
+
+    async def _record_offset(
+        self,
+        wrote: str,
+        token: str,
+        length: int,
+        digest: bytes,
+        *,
+        renew: bool,
+        keep_owner: bool = False,
+    ) -> Recorded:
+        """Record the whole chunks and the partial one (``token``) as the upload's
+        offset. Superseded: this writer is no longer the owner, so the partial
+        chunk it stored just now (``wrote``, when not empty) is removed."""
+        try:
+            return await self.store.detach_upload(
+                self.namespace,
+                self.upload_id,
+                self.owner,
+                resume_ttl=self.resume_ttl,
+                renew=renew,
+                chunks=len(self._digests),
+                tail=token,
+                tail_len=length,
+                tail_sha1=digest,
+                keep_owner=keep_owner,
+            )
+        except Superseded:
+            self._lose()
+            if wrote:
+                await self._unlink_quietly([keys.partial_key(self.vid, wrote)])
+            raise
 
     async def abort(self) -> None:
         """Discard the upload and its bytes (ABORT, a failed commit), if it is still ours."""
@@ -397,7 +424,7 @@ class ResumableWriter(ChunkWriter):
         if found is None:
             return  # another connection has it now, or it is gone already
         chunks, tail = found
-        names = [keys.chunk_key(self.vid, i) for i in range(max(chunks, written))]
+        names = keys.chunk_keys(self.vid, max(chunks, written))
         names.append(keys.digests_key(self.vid))
         names += [keys.partial_key(self.vid, t) for t in {tail, self._tail, self.owner} if t]
         await self._unlink_quietly(names)

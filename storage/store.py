@@ -212,13 +212,13 @@ class Store(UploadStore):
 
     async def commit(
         self, namespace: str, info: FileInfo, ttl: int, *, if_absent: bool = False
-    ) -> None:
+    ) -> bool:
         """Make ``info`` the visible version of its key, atomically; free the one it
         replaces. With ``if_absent``, only if the key has no file at that moment
-        (else :class:`FileExists`, and nothing changed)."""
+        (else :class:`FileExists`, and nothing changed). True when it replaced a file."""
         ns = keys.NamespaceKeys(namespace)
         stored, sealed = self.sealer.stored_forms(namespace, info)
-        await self._run_commit(
+        return await self._run_commit(
             self._commit,
             [ns.meta(info.key), ns.index, ns.expiry_index, ns.events],
             [
@@ -237,9 +237,9 @@ class Store(UploadStore):
         chunk_ttl_ms: int,
         *,
         if_absent: bool = False,
-    ) -> None:
+    ) -> bool:
         """One node only: write a one-chunk file's chunk and digest, and commit it,
-        in one round trip (scripts.COMMIT_ONE)."""
+        in one round trip (scripts.COMMIT_ONE). True when it replaced a file."""
         ns = keys.NamespaceKeys(namespace)
         names = [
             ns.meta(info.key),
@@ -257,10 +257,12 @@ class Store(UploadStore):
             chunk_ttl_ms,
             *self.events.publish_args(stored_event(info, sealed)),
         ]
-        await self._run_commit(self._commit_one, names, args)
+        return await self._run_commit(self._commit_one, names, args)
 
-    async def _run_commit(self, script: Any, names: list[Any], args: list[Any]) -> None:
-        """Any of the commit scripts: the stored event counted, the replaced version freed."""
+    async def _run_commit(self, script: Any, names: list[Any], args: list[Any]) -> bool:
+        """Any of the commit scripts: the stored event counted, the replaced version
+        freed. True when the commit replaced a file (a retried commit returns the
+        same previous version, so this holds across a retry too)."""
         previous = await self.run(
             lambda: script(keys=names, args=args),
             idempotent=True,  # idempotent by vid; see scripts.py
@@ -271,6 +273,7 @@ class Store(UploadStore):
         observe.report_event("stored")
         if previous:
             await self.release(clear_info(previous))
+        return bool(previous)
 
     async def open(self, namespace: str, key: str) -> tuple[FileInfo, bytes | None, bytes | None]:
         """One node only: a file's info, its digest list and (when no larger than
@@ -361,7 +364,7 @@ class Store(UploadStore):
         when grace is 0, else by a timer. The TTL shortened to ``grace`` is the
         fallback if this process dies before its timer runs.
         """
-        names = [keys.chunk_key(info.vid, i) for i in range(info.chunks)]
+        names = keys.chunk_keys(info.vid, info.chunks)
         names.append(keys.digests_key(info.vid))
         try:
             if self.config.grace == 0:

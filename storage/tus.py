@@ -27,10 +27,11 @@ import contextlib
 import secrets
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from storage import keys
 from storage import upload_seals as seals
-from storage.errors import StorageError, Superseded
+from storage.errors import StorageError
 from storage.hashing import new_vid, off_loop
 from storage.resumable import ResumableWriter, new_upload_id
 from storage.store import Store
@@ -125,31 +126,11 @@ class TusWriter(ResumableWriter):
             return
         token, length, digest = "", 0, b""
         if self._fill:
-            tail = memoryview(self._buffers[0])[: self._fill]
             token, length = secrets.token_hex(8), self._fill
-            # Sealed for its chunk's place, its SHA-1 for this token (storage/upload_seals.py).
-            digest, stored = await seals.seal_tail(
-                self._sealer, self.namespace, self.vid, len(self._digests), token, tail
-            )
-            await self.store.set_chunk(keys.partial_key(self.vid, token), stored, self._staging_ms)
-        try:
-            recorded = await self.store.detach_upload(
-                self.namespace,
-                self.upload_id,
-                self.owner,
-                resume_ttl=self.resume_ttl,
-                renew=True,
-                chunks=len(self._digests),
-                tail=token,
-                tail_len=length,
-                tail_sha1=digest,
-                keep_owner=True,
-            )
-        except Superseded:
-            self._lose()
-            if token:
-                await self._unlink_quietly([keys.partial_key(self.vid, token)])
-            raise
+            digest = await self._store_partial(token)
+        recorded = await self._record_offset(
+            token, token, length, digest, renew=True, keep_owner=True
+        )
         if not recorded.tail_recorded:
             raise StorageError("a tus checkpoint found the upload's chunk count changed")
         self.deadline = recorded.deadline
@@ -208,12 +189,14 @@ async def peek_upload(store: Store, namespace: str, upload_id: str) -> Peeked | 
     ns = keys.NamespaceKeys(namespace)
     state = ns.upload(upload_id)
 
-    async def call() -> tuple[list[bytes | None], float | None]:
-        fields = await store.client.hmget(state, ["meta", "chunks", "tail_len", "deadline"])
-        listed = await store.client.zscore(ns.uploads, upload_id)
-        return fields, listed
+    def queue(pipe: Any) -> None:
+        pipe.hmget(state, ["meta", "chunks", "tail_len", "deadline"])
+        pipe.zscore(ns.uploads, upload_id)
 
-    (meta, chunks, tail_len, deadline), listed = await store.run(call, idempotent=True)
+    # One round trip on one node: a HEAD is what a tus client polls with.
+    (meta, chunks, tail_len, deadline), listed = await store.run(
+        lambda: store.batch(queue), idempotent=True
+    )
     if meta is None or chunks is None or tail_len is None or deadline is None:
         return listed is not None and listed / 1000 <= time.time() + 1
     facts = UploadFacts(**seals.load_facts(store.sealer, namespace, meta))
@@ -234,7 +217,7 @@ async def terminate(store: Store, namespace: str, upload_id: str) -> bool:
     chunks, tail = found
     vid = peeked.facts.vid
     # One more than recorded: a chunk a checksummed PATCH stored and held back.
-    names = [keys.chunk_key(vid, i) for i in range(chunks + 1)]
+    names = keys.chunk_keys(vid, chunks + 1)
     if tail:
         names.append(keys.partial_key(vid, tail))
     with contextlib.suppress(StorageError):  # else they expire with the staging TTL

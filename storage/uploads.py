@@ -273,9 +273,10 @@ class UploadStore:
         owner: str,
         *,
         if_absent: bool = False,
-    ) -> None:
+    ) -> bool:
         """COMMIT, by the upload's owner only, dropping the upload's state in the same
-        step; with ``if_absent`` only when the key has no file (else FileExists)."""
+        step; with ``if_absent`` only when the key has no file (else FileExists).
+        True when it replaced a file."""
         ns = keys.NamespaceKeys(namespace)
         stored, sealed = self.sealer.stored_forms(namespace, info)
         names = [
@@ -293,7 +294,7 @@ class UploadStore:
             upload_id,
             *self.events.publish_args(stored_event(info, sealed)),
         ]
-        await self._run_commit(self._commit_resumable, names, args)
+        return await self._run_commit(self._commit_resumable, names, args)
 
     # Defined by Store.
     events: EventLog
@@ -307,7 +308,7 @@ class UploadStore:
     async def release(self, info: FileInfo) -> None:
         raise NotImplementedError
 
-    async def _run_commit(self, script: Any, names: list[Any], args: list[Any]) -> None:
+    async def _run_commit(self, script: Any, names: list[Any], args: list[Any]) -> bool:
         raise NotImplementedError
 
 

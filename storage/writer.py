@@ -75,6 +75,9 @@ class ChunkWriter:
         self._closed = False
         self._done = False
         self.size = 0
+        #: After commit: whether it replaced a file (None: the commit's reply was
+        #: lost and Valkey said only that the file is ours).
+        self.replaced: bool | None = None
 
     @property
     def upload_id(self) -> str:
@@ -138,7 +141,7 @@ class ChunkWriter:
         renew: list[str] = []
         now = time.monotonic()
         if index and now - self._renewed_at > staging_ms / 2000:
-            renew = [keys.chunk_key(self.vid, i) for i in range(index)]
+            renew = keys.chunk_keys(self.vid, index)
             self._renewed_at = now
         if self._sealer is not None:
             # Sealed before it leaves: the SHA-1 and the seal in one worker thread.
@@ -211,7 +214,7 @@ class ChunkWriter:
 
     async def _refresh(self) -> None:
         """Push the staged chunks' TTL forward (never shorter: GT)."""
-        names = [keys.chunk_key(self.vid, i) for i in range(self.chunks_written)]
+        names = keys.chunk_keys(self.vid, self.chunks_written)
         await self.store.expire_many(names, self._staging_ms, "GT")
 
     async def _stop_keeper(self) -> None:
@@ -270,7 +273,7 @@ class ChunkWriter:
         try:
             if one_trip:
                 assert tail is not None
-                await self.store.commit_one(
+                self.replaced = await self.store.commit_one(
                     self.namespace,
                     info,
                     self.ttl,
@@ -280,7 +283,7 @@ class ChunkWriter:
                     if_absent=self.if_absent,
                 )
             else:
-                await self._publish(info)
+                self.replaced = await self._publish(info)
         except StorageUnavailable:
             # The script may have run and only its reply been lost: never remove
             # chunks that may be visible. Ask; if Valkey cannot say, the chunks
@@ -300,9 +303,10 @@ class ChunkWriter:
     def _one_trip(self) -> bool:
         return self.store.one_trip_small_files
 
-    async def _publish(self, info: FileInfo) -> None:
-        """The atomic step that makes the checked upload the key's file."""
-        await self.store.commit(self.namespace, info, self.ttl, if_absent=self.if_absent)
+    async def _publish(self, info: FileInfo) -> bool:
+        """The atomic step that makes the checked upload the key's file; True when
+        it replaced one."""
+        return await self.store.commit(self.namespace, info, self.ttl, if_absent=self.if_absent)
 
     async def _committed(self) -> bool:
         try:
@@ -344,7 +348,7 @@ class ChunkWriter:
         return (self.ttl + self.store.config.grace) * 1000
 
     def _chunk_names(self) -> list[str]:
-        return [keys.chunk_key(self.vid, i) for i in range(len(self._digests))]
+        return keys.chunk_keys(self.vid, len(self._digests))
 
     async def abort(self) -> None:
         """Discard the upload: remove what was written (or let the staging TTL do it)."""

@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import hashlib
 import json
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from protocol import requests
@@ -26,15 +27,39 @@ from service.http.exchange import Exchange, Header
 from service.http.routes import Target
 from service.operations import Operations
 from storage.errors import BadRange
+from storage.hashing import THREAD_HASH_MIN
 from storage.info import FileInfo
 from storage.reader import Download
 from storage.writer import ChunkWriter
 
-#: Pieces at least this large are hashed in a worker thread, beside their write.
-THREAD_HASH = 256 * 1024
 #: Times a ranged GET reopens a file that changed between its two reads.
 REOPEN = 3
 JSON = ("Content-Type", "application/json")
+
+
+async def pour(
+    read: Callable[[], Awaitable[bytes | None]],
+    writer: ChunkWriter,
+    digest: Any,
+    limit: int,
+    too_large: ProtocolError,
+) -> int:
+    """A request body into ``writer``, piece by piece, hashed into ``digest`` when
+    one is given (a large piece in a worker thread, beside its write); how many
+    bytes. ``too_large`` once it passes ``limit`` (a chunked body declares none)."""
+    received = 0
+    while (piece := await read()) is not None:
+        received += len(piece)
+        if received > limit:
+            raise too_large
+        if digest is None:
+            await writer.write(piece)
+        elif len(piece) < THREAD_HASH_MIN:
+            digest.update(piece)
+            await writer.write(piece)
+        else:
+            await asyncio.gather(asyncio.to_thread(digest.update, piece), writer.write(piece))
+    return received
 
 
 def _json(obj: Any) -> bytes:
@@ -94,8 +119,9 @@ class Files:
         if_absent = self._create_only(ex)
         vouched = h.expected_sha1(f)
         self.ops.require_write(grant, fatal=False)
-        existed = await self.ops.exists(grant, key)
-        if existed and if_absent:
+        # Create-only: refuse before the body is streamed, not after (the commit
+        # checks again, atomically). A plain PUT learns 200 or 201 from its commit.
+        if if_absent and await self.ops.exists(grant, key):
             raise HttpError(412, "exists", "the key already has a file")
         upload = await self.ops.put(
             grant,
@@ -118,8 +144,9 @@ class Files:
         if descendant:
             await ex.respond(200, [JSON], _json({"ok": True}))
             return
+        created = upload.replaced is False
         await ex.respond(
-            201 if not existed else 200, [JSON, *version_headers(info)], _json(info.wire())
+            201 if created else 200, [JSON, *version_headers(info)], _json(info.wire())
         )
 
     @staticmethod
@@ -140,20 +167,10 @@ class Files:
         """
         hasher = hashlib.sha1(usedforsecurity=False) if hashed else None
         limit = self.config.max_file_size
-        received = 0
-        while (piece := await ex.read()) is not None:
-            received += len(piece)
-            if received > limit:  # a chunked body: its size was not declared
-                raise ProtocolError(
-                    ErrorCode.TOO_LARGE, f"upload exceeds max_file_size {limit}", fatal=True
-                )
-            if hasher is None:
-                await upload.write(piece)
-            elif len(piece) < THREAD_HASH:
-                hasher.update(piece)
-                await upload.write(piece)
-            else:
-                await asyncio.gather(asyncio.to_thread(hasher.update, piece), upload.write(piece))
+        too_large = ProtocolError(
+            ErrorCode.TOO_LARGE, f"upload exceeds max_file_size {limit}", fatal=True
+        )
+        received = await pour(ex.read, upload, hasher, limit, too_large)
         return received, hasher.hexdigest() if hasher is not None else None
 
     # -- download -----------------------------------------------------------

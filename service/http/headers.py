@@ -88,7 +88,7 @@ def parse_range(value: str | None) -> ByteRange | None:
     if unit.strip().lower() != "bytes" or "," in spec:
         return None
     first, dash, last = spec.strip().partition("-")
-    if not dash or not _digits(first or "0") or not _digits(last or "0"):
+    if not dash or not digits(first or "0") or not digits(last or "0"):
         return None
     if not first:
         return ByteRange(None, suffix=int(last)) if last else None
@@ -97,7 +97,8 @@ def parse_range(value: str | None) -> ByteRange | None:
     return ByteRange(int(first), int(last) if last else None)
 
 
-def _digits(text: str) -> bool:
+def digits(text: str) -> bool:
+    """Whether ``text`` is a non-negative integer as HTTP fields spell one."""
     return text.isascii() and text.isdigit() and len(text) <= _MAX_DIGITS
 
 
@@ -187,10 +188,10 @@ def parse_repr_digest(value: str) -> str | None:
     return None
 
 
-def parse_hex_sha1(value: str) -> str:
+def parse_hex_sha1(value: str, name: str = "X-Checksum-SHA1") -> str:
     value = value.strip()
     if not _HEX_SHA1.fullmatch(value):
-        raise bad_request("X-Checksum-SHA1 must be 40 hexadecimal characters")
+        raise bad_request(f"{name} must be 40 hexadecimal characters")
     return value.lower()
 
 
@@ -230,7 +231,7 @@ def bearer(value: str | None) -> str | None:
 def seconds(value: str, name: str) -> int:
     """A field holding whole seconds (``X-Valise-TTL``); its range is checked by the caller."""
     value = value.strip()
-    if not _digits(value):
+    if not digits(value):
         raise bad_request(f"{name} must be a whole number of seconds")
     return int(value)
 

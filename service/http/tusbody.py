@@ -24,9 +24,10 @@ from protocol.errors import ErrorCode, ProtocolError
 from service.http import headers as h
 from service.http.errors import HttpError
 from service.http.exchange import Exchange, Header
-from service.http.files import THREAD_HASH, version_headers
+from service.http.files import pour, version_headers
 from service.operations import Operations
 from service.parked import Entry
+from service.peer import read_unless
 from storage.tus import TusWriter
 
 
@@ -96,20 +97,10 @@ class Appender:
         limit: int,
         stops: list[asyncio.Future[None] | None],
     ) -> None:
-        received = 0
-        while (piece := await _read(ex, stops)) is not None:
-            received += len(piece)
-            if received > limit:  # a chunked body: its size was not declared
-                raise ProtocolError(
-                    ErrorCode.TOO_LARGE, "the body goes past Upload-Length", fatal=False
-                )
-            if digest is None:
-                await writer.write(piece)
-            elif len(piece) < THREAD_HASH:
-                digest.update(piece)
-                await writer.write(piece)
-            else:
-                await asyncio.gather(asyncio.to_thread(digest.update, piece), writer.write(piece))
+        too_large = ProtocolError(
+            ErrorCode.TOO_LARGE, "the body goes past Upload-Length", fatal=False
+        )
+        await pour(lambda: _read(ex, stops), writer, digest, limit, too_large)
 
     async def _interrupted(self, entry: Entry, *, checked: bool) -> None:
         """The request ended before its body did: keep what it sent, unless it
@@ -149,14 +140,15 @@ async def _read(ex: Exchange, stops: list[asyncio.Future[None] | None]) -> bytes
     live = [stop for stop in stops if stop is not None]
     if any(stop.done() for stop in live):
         raise _superseded()
-    read: asyncio.Future[bytes | None] = asyncio.ensure_future(ex.read())
-    either: set[asyncio.Future[object]] = {read, *live}  # type: ignore[arg-type]
-    try:
-        await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        if not read.done():
-            read.cancel()
-            await asyncio.gather(read, return_exceptions=True)
-    if not read.cancelled():
-        return read.result()
-    raise _superseded()
+    piece = await read_unless(_piece(ex), live)
+    if piece is None:
+        raise _superseded()
+    return piece or None
+
+
+async def _piece(ex: Exchange) -> bytes:
+    """The body's next non-empty piece, b"" at its end (read_unless's None is a stop)."""
+    while (piece := await ex.read()) is not None:
+        if piece:
+            return piece
+    return b""

@@ -13,6 +13,7 @@ import binascii
 import re
 
 from protocol.errors import ErrorCode
+from service.http import headers
 from service.http.errors import HttpError, bad_request
 
 VERSION = "1.0.0"
@@ -27,8 +28,6 @@ Header = tuple[str, str]
 RESUMABLE: Header = ("Tus-Resumable", VERSION)
 
 _METADATA_KEY = re.compile(r"[\x21-\x2b\x2d-\x7e]+")  # visible ASCII but ","
-_HEX_SHA1 = re.compile(r"[0-9a-fA-F]{40}")
-_MAX_DIGITS = 19
 
 
 def check_resumable(value: str | None) -> None:
@@ -47,7 +46,7 @@ def number(value: str | None, name: str) -> int:
     if value is None:
         raise bad_request(f"{name} is missing")
     value = value.strip()
-    if not (value.isascii() and value.isdigit() and len(value) <= _MAX_DIGITS):
+    if not headers.digits(value):
         raise bad_request(f"{name} must be a non-negative integer")
     return int(value)
 
@@ -93,22 +92,12 @@ def text(metadata: dict[str, bytes], name: str) -> str | None:
 def whole_sha1(metadata: dict[str, bytes]) -> str | None:
     """The ``sha1`` metadata: the whole file's SHA-1, 40 hex characters."""
     value = text(metadata, "sha1")
-    if value is None:
-        return None
-    value = value.strip()
-    if not _HEX_SHA1.fullmatch(value):
-        raise bad_request("Upload-Metadata sha1 must be 40 hexadecimal characters")
-    return value.lower()
+    return None if value is None else headers.parse_hex_sha1(value, "Upload-Metadata sha1")
 
 
 def ttl(metadata: dict[str, bytes]) -> int | None:
     value = text(metadata, "ttl")
-    if value is None:
-        return None
-    value = value.strip()
-    if not (value.isascii() and value.isdigit() and len(value) < 10):
-        raise bad_request("Upload-Metadata ttl must be a whole number of seconds")
-    return int(value)
+    return None if value is None else headers.seconds(value, "Upload-Metadata ttl")
 
 
 def parse_checksum(value: str | None) -> bytes | None:

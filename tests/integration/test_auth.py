@@ -13,6 +13,8 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 
+from client.errors import Unauthorized
+from client.events import subscribe
 from protocol.frames import FrameType
 from service.auth import TokenFileError, Tokens
 from storage.embedded import EmbeddedValkey
@@ -124,6 +126,19 @@ async def test_wrong_token_is_unauthorized(secured: Running, token: str | None) 
     assert "secret" not in reply.body["message"]
     assert await client.closed()
     await client.close()
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize(("token", "says"), [(None, "needs a token"), ("wrong", "did not accept")])
+async def test_a_subscriber_is_told_what_to_change(
+    secured: Running, token: str | None, says: str
+) -> None:
+    # events/follow greet as every client does: the same refusal, the same hint.
+    with pytest.raises(Unauthorized) as refused:
+        await subscribe(secured.host, secured.port, token=token, timeout=5)
+    assert says in (refused.value.hint or "")
+    subscription = await subscribe(secured.host, secured.port, token="alice-secret", timeout=5)
+    subscription.abort()
 
 
 @pytest.mark.asyncio

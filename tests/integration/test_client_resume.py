@@ -352,11 +352,18 @@ async def test_an_upload_left_open_by_a_long_outage_is_continued_by_the_agent(
     async with AsyncClient(*proxy.address, retries=1, max_backoff=0.05) as client:
         with pytest.raises(ConnectionLost) as lost:
             await send_file(client, seen, key, ttl=None, create_only=False)
-        assert lost.value.upload_id is not None
-        # The next pass: only the rest of the file crosses the link.
+        upload_id = lost.value.upload_id
+        assert upload_id is not None
+        # The next pass is cut too: the upload is still open, and the error says which.
+        proxy.arm(100_000)
+        proxy.arm(0)
+        with pytest.raises(ConnectionLost) as again:
+            await send_file(client, seen, key, ttl=None, create_only=False, upload_id=upload_id)
+        assert again.value.upload_id == upload_id
+        # The pass after: only the rest of the file crosses the link.
         record = await send_file(
-            client, seen, key, ttl=None, create_only=False, upload_id=lost.value.upload_id
+            client, seen, key, ttl=None, create_only=False, upload_id=upload_id
         )
     assert record.sha1 == hashlib.sha1(data).hexdigest()
     await stored_as(server, key, data)
-    assert len(proxy.links) == 3 and proxy.links[2].forwarded < SIZE - 400_000
+    assert len(proxy.links) == 5 and proxy.links[4].forwarded < SIZE - 500_000

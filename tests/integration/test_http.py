@@ -6,6 +6,7 @@ Real server, real Valkey, real TCP; every request goes through http.client
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 from collections.abc import Iterator
@@ -92,6 +93,26 @@ async def test_a_file_of_several_chunks_and_its_overwrite(web: Http, prefix: str
     got = await web("GET", path(prefix + "big"))
     assert got.body == BIG[::-1]
     assert got.headers["etag"] == again.headers["etag"]
+
+
+async def test_the_status_says_whether_the_put_replaced_a_file(web: Http, prefix: str) -> None:
+    # The commit itself says whether it replaced a version: a small file (one
+    # trip), after a delete, and racing another PUT of the same key.
+    key = prefix + "small"
+    assert (await put(web, key, b"one")).status == 201
+    assert (await put(web, key, b"two")).status == 200
+    assert (await web("DELETE", path(key))).status == 204
+    assert (await put(web, key, b"three")).status == 201
+    race = prefix + "race"
+    webs = [Http((web.conn.host, web.conn.port), web.token) for _ in range(4)]
+    try:
+        answers = await asyncio.gather(
+            *(put(w, race, bytes([n]) * 100) for n, w in enumerate(webs))
+        )
+    finally:
+        for w in webs:
+            w.close()
+    assert sorted(a.status for a in answers) == [200, 200, 200, 201]
 
 
 async def test_an_empty_file(web: Http, prefix: str) -> None:

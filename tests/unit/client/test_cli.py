@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from client import errors
-from client.cli import exit_code_for, parse_server
+from client.cli import build_parser, exit_code_for, parse_server
 from client.console import describe, error_json
 
 
@@ -86,3 +86,22 @@ def test_errors_print_with_their_key_and_as_json() -> None:
         "path": "/data/out",
         "exit_code": 1,
     }
+
+
+@pytest.mark.parametrize(
+    ("argv", "wait"),
+    [
+        (["follow", "p/", "-o", "out"], 60.0),
+        (["follow", "p/", "-o", "out", "--retry-max-wait", "7"], 7.0),
+        (["follow", "p/", "-o", "out", "--max-backoff", "3"], 3.0),  # the old spelling
+        (["watch", ".", "--retry-max-wait", "7"], 7.0),
+        (["watch", ".", "--max-backoff", "3"], 3.0),
+        (["events", "--retry-max-wait", "7"], 7.0),
+    ],
+)
+def test_one_retry_cap_for_every_command(argv: list[str], wait: float) -> None:
+    # The agents once read a cap of their own and ignored --retry-max-wait;
+    # both spellings now set the one value every command reads.
+    args = build_parser().parse_args(argv)
+    assert args.retry_max_wait == wait
+    assert not hasattr(args, "max_backoff")
