@@ -16,6 +16,8 @@ import logging
 import secrets
 import time
 
+from service import logs
+
 log = logging.getLogger("valise.access")
 
 #: Key hashes remembered at most.
@@ -54,14 +56,23 @@ class AccessLog:
     ) -> None:
         if not log.isEnabledFor(logging.INFO):
             return
+        ms = (time.monotonic() - started) * 1000
+        ref = None if key is None else self.key_ref(key)
+        sole = logs.sole_handler(log)
+        if sole is not None:
+            # Nobody else listens: the line logging would write, without a LogRecord.
+            handler, formatter = sole
+            line = formatter.access_line(time.time(), peer, namespace, op, ref, nbytes, ms, outcome)
+            handler.add_line(line)
+            return
         entry: dict[str, object] = {
             "time": round(time.time(), 3),
             "peer": peer,
             "namespace": namespace,
             "op": op,
-            "key": None if key is None else self.key_ref(key),
+            "key": ref,
             "bytes": nbytes,
-            "ms": round((time.monotonic() - started) * 1000, 2),
+            "ms": round(ms, 2),
             "outcome": outcome,
         }
         # The text line is the JSON; --log-format json takes the fields as they are.

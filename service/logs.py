@@ -12,16 +12,136 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
+import os
+import time
+from collections.abc import Callable
 from datetime import UTC, datetime
+from json.encoder import encode_basestring, encode_basestring_ascii
 
 #: --log-format choices.
 FORMATS = ("text", "json")
+
+
+#: The logger of access records (service/access.py).
+ACCESS = "valise.access"
+
+#: Milliseconds as formatTime() spells them.
+_MILLIS = tuple(f"{n:03d}" for n in range(1000))
+
+
+def rounded(value: float, digits: int) -> str:
+    """``repr(round(value, digits))``, as json.dumps spells it, in one float conversion.
+
+    Both round correctly to ``digits`` places; below 1e12 the shortest repr
+    of the rounded float is that decimal without its trailing zeros.
+    """
+    if not 0 <= value < 1e12:
+        return repr(round(value, digits))
+    text = format(value, f".{digits}f").rstrip("0")
+    return text + "0" if text[-1] == "." else text
+
+
+class _Pid:
+    """This process's id, read again in a forked worker only."""
+
+    def __init__(self) -> None:
+        self.value = os.getpid()
+        os.register_at_fork(after_in_child=self._reset)
+
+    def _reset(self) -> None:
+        self.value = os.getpid()
+
+
+_pid = _Pid()
+
+
+def _json(text: str | None, encode: Callable[[str], str]) -> str:
+    return "null" if text is None else encode(text)
+
+
+class TextFormatter(logging.Formatter):
+    """``time level logger: message``; access records are written by access_line()."""
+
+    def __init__(self, *, pid: bool = False) -> None:
+        # Several workers log to one stderr: say which one.
+        super().__init__(
+            f"%(asctime)s %(levelname)s %(name)s{'[%(process)d]' if pid else ''}: %(message)s"
+        )
+        self.pid = pid
+        self._second = -1
+        self._stamp = ""
+
+    def access_line(
+        self,
+        now: float,
+        peer: str,
+        namespace: str,
+        op: str,
+        key: str | None,
+        nbytes: int,
+        ms: float,
+        outcome: str,
+    ) -> str:
+        """What format() makes of AccessLog's record created at ``now``, without the record.
+
+        ``ms`` comes unrounded. The message is json.dumps() of the entry
+        (ASCII, no spaces); the time stamp is formatTime()'s, made once a second.
+        """
+        second = int(now)
+        if second != self._second:
+            self._stamp = time.strftime(self.default_time_format, self.converter(now))
+            self._second = second
+        msecs = _MILLIS[int((now - second) * 1000)]
+        pid = f"[{_pid.value}]" if self.pid else ""
+        e = encode_basestring_ascii
+        return (
+            f"{self._stamp},{msecs} INFO {ACCESS}{pid}: "
+            f'{{"time":{rounded(now, 3)},"peer":{e(peer)},"namespace":{e(namespace)},'
+            f'"op":{e(op)},"key":{_json(key, e)},"bytes":{nbytes},"ms":{rounded(ms, 2)},'
+            f'"outcome":{e(outcome)}}}'
+        )
 
 
 class JsonFormatter(logging.Formatter):
     def __init__(self, *, pid: bool = False) -> None:
         super().__init__()
         self.pid = pid
+        self._second = -1.0
+        self._stamp = ""
+
+    def access_line(
+        self,
+        now: float,
+        peer: str,
+        namespace: str,
+        op: str,
+        key: str | None,
+        nbytes: int,
+        ms: float,
+        outcome: str,
+    ) -> str:
+        """What format() makes of AccessLog's record created at ``now``, without the record.
+
+        ``ms`` comes unrounded; the RFC 3339 stamp is made once a second.
+        """
+        # datetime.fromtimestamp's rounding: to the nearest microsecond, half to even.
+        fraction, second = math.modf(now)
+        micros = round(fraction * 1e6)
+        if micros >= 1_000_000:
+            second += 1
+            micros -= 1_000_000
+        if second != self._second:
+            self._stamp = datetime.fromtimestamp(second, UTC).isoformat(timespec="seconds")[:-6]
+            self._second = second
+        pid = f',"pid":{_pid.value}' if self.pid else ""
+        e = encode_basestring
+        return (
+            f'{{"time":"{self._stamp}.{_MILLIS[micros // 1000]}+00:00","level":"info",'
+            f'"logger":"{ACCESS}"{pid},"peer":{e(peer)},"namespace":{e(namespace)},'
+            f'"op":{e(op)},"key":{_json(key, e)},"bytes":{nbytes},"ms":{rounded(ms, 2)},'
+            f'"outcome":{e(outcome)}}}'
+        )
 
     def format(self, record: logging.LogRecord) -> str:
         line: dict[str, object] = {
@@ -76,11 +196,27 @@ class BatchingHandler(logging.StreamHandler):  # type: ignore[type-arg]
             self._scheduled = True
             loop.call_soon(self.flush)
 
+    def add_line(self, line: str) -> None:
+        """An info line already formatted: what emit() does after format()."""
+        self._lines.append(line + self.terminator)
+        if not self._scheduled:
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:
+                self.flush()
+                return
+            self._scheduled = True
+            loop.call_soon(self.flush)
+
     def flush(self) -> None:
         self._scheduled = False
         if not self._lines:
             return
-        lines, self._lines = "".join(self._lines), []
+        # Taken before it is joined: a line added meanwhile, from any thread, is
+        # in the list joined or in the new one.
+        kept = self._lines
+        self._lines = []
+        lines = "".join(kept)
         self.acquire()
         try:
             self.stream.write(lines)
@@ -97,11 +233,38 @@ def configure(level: str, log_format: str, *, workers: int = 1) -> None:
     if log_format == "json":
         handler.setFormatter(JsonFormatter(pid=workers > 1))
     else:
-        # Several workers log to one stderr: say which one.
-        pid = "[%(process)d]" if workers > 1 else ""
-        handler.setFormatter(
-            logging.Formatter(f"%(asctime)s %(levelname)s %(name)s{pid}: %(message)s")
-        )
+        handler.setFormatter(TextFormatter(pid=workers > 1))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+
+
+def sole_handler(
+    logger: logging.Logger,
+) -> tuple[BatchingHandler, TextFormatter | JsonFormatter] | None:
+    """The handler that alone would write ``logger``'s info records, if configure()'s.
+
+    None whenever anything else could see or change a record on its way: a
+    filter, another handler on the way up (pytest's caplog adds one), a
+    disabled logger, a handler level above info, another formatter. Then the
+    record must go through logging itself.
+    """
+    if logger.disabled or logger.filters:
+        return None
+    handlers: list[logging.Handler] = []
+    node: logging.Logger | None = logger
+    while node is not None:
+        handlers += node.handlers
+        node = node.parent if node.propagate else None
+    if len(handlers) != 1:
+        return None
+    handler = handlers[0]
+    formatter = handler.formatter
+    if (
+        type(handler) is BatchingHandler
+        and not handler.filters
+        and handler.level <= logging.INFO
+        and (type(formatter) is TextFormatter or type(formatter) is JsonFormatter)
+    ):
+        return handler, formatter
+    return None
