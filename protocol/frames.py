@@ -7,8 +7,8 @@ transport as is (h11's data passthrough).
 
 from __future__ import annotations
 
-import _json as cjson
 import enum
+import json
 import struct
 from dataclasses import dataclass
 from typing import Any
@@ -134,26 +134,10 @@ def list_page(
     return page, cursor
 
 
-def _not_serializable(obj: object) -> Any:
-    raise TypeError(f"Object of type {type(obj).__name__} is not JSON serializable")
-
-
-def _encoder(ascii_only: bool) -> cjson.make_encoder:
-    """``json.dumps(separators=(",", ":"))``'s C encoder, built once: dumps builds a
-    JSONEncoder and its C encoder on every call, a few microseconds per reply.
-    No circular check (``markers``): replies are plain trees we build."""
-    quote = cjson.encode_basestring_ascii if ascii_only else cjson.encode_basestring
-    return cjson.make_encoder(None, _not_serializable, quote, None, ":", ",", False, False, True)
-
-
-_UNICODE = _encoder(False)
-_ASCII = _encoder(True)
-
-
 def _json(obj: dict[str, Any]) -> bytes:
-    text = "".join(_UNICODE(obj, 0))
+    text = json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
     try:
         return text.encode()
     except UnicodeEncodeError:
         # A lone surrogate has no UTF-8 form; JSON's \u escapes spell it.
-        return "".join(_ASCII(obj, 0)).encode()
+        return json.dumps(obj, separators=(",", ":")).encode()

@@ -202,7 +202,7 @@ class Metrics:
 
     def event_published(self, event: str) -> None:
         """A :mod:`storage.observe` event observer."""
-        self._child(self.events_published, event).inc()
+        self.events_published.labels(event).inc()
 
     def observe_storage(self) -> None:
         observe.subscribe(self.valkey_call)
