@@ -162,6 +162,11 @@ class ServerConnection:
         return self._decoder.in_frame
 
     @property
+    def buffered(self) -> int:
+        """Bytes received and not handed out yet: more requests may be waiting."""
+        return self._decoder.buffered
+
+    @property
     def uploading(self) -> bool:
         return self.state is State.UPLOADING
 

@@ -87,7 +87,8 @@ class Connection:
         self._nbytes = 0
         #: True while a request or upload is in progress (shutdown waits for it).
         self.busy = False
-        #: A reply not sent yet: PUT's first OK, until the next write or read.
+        #: Replies not sent yet (PUT's first OK; replies to pipelined requests),
+        #: until the next write or read: one send for the lot.
         self._held = b""
 
     async def run(self, refuse: ProtocolError | None = None) -> None:
@@ -230,7 +231,7 @@ class Connection:
     # -- replies ----------------------------------------------------------
 
     def _write(self, data: bytes | memoryview) -> None:
-        """Write ``data``, after a reply held back until now (see _put)."""
+        """Write ``data``, after the replies held back until now (see _reply)."""
         if self._held:
             held, self._held = self._held, b""
             if len(data) <= GATHER:
@@ -247,13 +248,21 @@ class Connection:
         except TimeoutError:
             raise Closing(fatal(ErrorCode.TIMEOUT, "client stopped reading")) from None
 
-    async def _ok(self, obj: dict[str, Any]) -> None:
-        self._write(encode_control(FrameType.OK, obj))
+    async def _reply(self, frame: bytes) -> None:
+        """Send ``frame``, or hold it while more input is buffered: the next
+        request's reply goes with it. Never waits on the client: any read
+        (``_receive``) and any other write send what is held first."""
+        if self.proto.buffered and len(self._held) + len(frame) <= GATHER:
+            self._held += frame
+            return
+        self._write(frame)
         await self._drain()
 
+    async def _ok(self, obj: dict[str, Any]) -> None:
+        await self._reply(encode_control(FrameType.OK, obj))
+
     async def _error(self, error: ProtocolError) -> None:
-        self._write(encode_control(FrameType.ERROR, error.payload()))
-        await self._drain()
+        await self._reply(encode_control(FrameType.ERROR, error.payload()))
 
     # -- requests ---------------------------------------------------------
 
@@ -285,13 +294,13 @@ class Connection:
             case requests.List():
                 await self._list(event)
             case requests.Ping(payload):
-                self._write(HEADER.pack(FrameType.OK, len(payload)) + payload)
-                await self._drain()
+                await self._reply(HEADER.pack(FrameType.OK, len(payload)) + payload)
             case requests.Subscribe(prefix, since):
                 subscription = await self.ops.subscribe(self.grant, prefix, since)
                 self.subscription = subscription
                 self.proto.subscribed()
                 await self._ok(subscription.ok())
+                self._write(b"")  # from now on the subscription writes too
                 subscription.start(self.writer, self.config.idle_timeout)
             case requests.Hello(token=token):
                 self.grant = await self.ops.authenticate(
@@ -317,7 +326,7 @@ class Connection:
             return
         # Held, not sent: when the file's DATA and END are already here (a small
         # upload), this OK and the stored one leave in one send, not two.
-        self._held = encode_control(FrameType.OK, reply)
+        self._held += encode_control(FrameType.OK, reply)
 
     async def _resume(self, upload_id: str) -> None:
         """RESUME (docs/protocol.md section 6.1): the upload goes on from ``offset``."""
@@ -374,8 +383,7 @@ class Connection:
             return
         digest = bytes.fromhex(download.sha1)
         out.append(HEADER.pack(FrameType.END, len(digest)) + digest)
-        flush()
-        await self._drain()
+        await self._reply(b"".join(out))
 
     async def _list(self, request: requests.List) -> None:
         files, cursor = await self.ops.list(
