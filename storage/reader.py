@@ -153,9 +153,15 @@ class Download:
             await self._lost("chunk checksums")
         return digests, head
 
-    async def _get(self, index: int) -> bytes | None:
+    async def _get(self, index: int) -> bytes | bytearray | None:
         name = keys.chunk_key(self.info.vid, index)
-        chunk = await self.store.get_chunk(name)
+        lane = getattr(self.store.client, "lane", None)
+        if lane is None:  # a cluster: valkey-py's client routes the GET
+            return await self.store.get_chunk(name)
+        # One node: the reply lands in the chunk's own buffer (storage/bulk.py).
+        chunk: bytearray | None = await self.store.run(
+            lambda: lane.get_bulk(name), idempotent=True, kind="chunk_read"
+        )
         return chunk
 
     def _open_digests(self, stored: bytes) -> bytes | bytearray:
@@ -164,7 +170,7 @@ class Download:
         return self.store.sealer.open(digests_place(self.namespace, self.info.vid), stored)
 
     async def _verify(
-        self, index: int, chunk: bytes | None, digest: bytes | bytearray
+        self, index: int, chunk: bytes | bytearray | None, digest: bytes | bytearray
     ) -> bytes | bytearray:
         if chunk is None:
             await self._lost(f"chunk {index}")
