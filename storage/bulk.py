@@ -21,6 +21,7 @@ TLS connections keep valkey-py's reader: the socket carries ciphertext.
 from __future__ import annotations
 
 import asyncio
+import sys
 from typing import Any
 
 import valkey.exceptions as valkey_exc
@@ -30,6 +31,35 @@ HEAD = 64
 _CRLF = b"\r\n"
 
 
+class Buffers:
+    """One download's chunk buffers, each reused once nothing refers to it any more.
+
+    A buffer handed out lives on in memoryviews of it: the piece being
+    sent, a frame of it, a thread hashing it. Reused only when the sole
+    references left are this pool's (CPython's reference count says so),
+    a buffer never changes under a reader; when none is free a new one is
+    made, and kept only up to ``keep`` (the download's chunks in flight).
+    Reuse spares the zeroing of a fresh chunk-sized buffer each time.
+    """
+
+    def __init__(self, keep: int) -> None:
+        self.keep = keep
+        self._kept: list[bytearray] = []
+
+    def take(self, size: int) -> bytearray:
+        for buffer in self._kept:
+            # Referred to by the list, ``buffer`` and getrefcount's argument only.
+            if len(buffer) == size and sys.getrefcount(buffer) == _UNUSED:
+                return buffer
+        buffer = bytearray(size)
+        if len(self._kept) < self.keep:
+            self._kept.append(buffer)
+        return buffer
+
+
+_UNUSED = 3
+
+
 class _Reply(asyncio.BufferedProtocol):
     """Receives one bulk-string reply into a buffer sized by its header.
 
@@ -37,9 +67,12 @@ class _Reply(asyncio.BufferedProtocol):
     passing it what it must still see (the connection's loss, write flow).
     """
 
-    def __init__(self, original: Any, done: asyncio.Future[bytearray | None]) -> None:
+    def __init__(
+        self, original: Any, done: asyncio.Future[bytearray | None], buffers: Buffers | None
+    ) -> None:
         self.original = original
         self.done = done
+        self.buffers = buffers
         self.head = bytearray(HEAD)
         self.got = 0
         #: The value, once the header has been read; None: not a bulk string.
@@ -84,7 +117,7 @@ class _Reply(asyncio.BufferedProtocol):
         if length is None:
             self.done.set_result(None)  # $-1: valkey-py reads it as None
             return
-        self.body = bytearray(length)
+        self.body = bytearray(length) if self.buffers is None else self.buffers.take(length)
         # What came with the header: the start of the value, maybe its CRLF.
         extra = memoryview(self.head)[end + 2 : self.got]
         self.filled = min(len(extra), length)
@@ -137,8 +170,9 @@ def _bulk_length(header: bytearray) -> int | None:
     return int(header[1:])
 
 
-async def read_bulk(conn: Any, command: tuple[Any, ...]) -> Any:
-    """Send ``command`` on ``conn`` and read its reply; a bulk string into its own buffer.
+async def read_bulk(conn: Any, command: tuple[Any, ...], buffers: Buffers | None = None) -> Any:
+    """Send ``command`` on ``conn`` and read its reply; a bulk string into its own
+    buffer, one of ``buffers`` when given.
 
     Returns the value as a ``bytearray``, or what valkey-py's parser reads for
     any other reply (None for a missing key, an error reply as an exception
@@ -151,7 +185,7 @@ async def read_bulk(conn: Any, command: tuple[Any, ...]) -> Any:
         return await conn._parser.read_response()
     original = transport.get_protocol()
     done: asyncio.Future[bytearray | None] = asyncio.get_running_loop().create_future()
-    reply = _Reply(original, done)
+    reply = _Reply(original, done, buffers)
     # Switched before the command goes out: no byte of the reply reaches the StreamReader.
     transport.set_protocol(reply)
     try:

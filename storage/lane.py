@@ -26,6 +26,7 @@ routing, redirects and gate (storage/clients.py) this does not redo.
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any
 
@@ -33,7 +34,7 @@ import valkey.asyncio as valkey_async
 import valkey.exceptions as valkey_exc
 from valkey.commands.core import AsyncScript
 
-from storage.bulk import read_bulk
+from storage.bulk import Buffers, read_bulk
 
 
 class LeanScript(AsyncScript):
@@ -71,12 +72,14 @@ class Lane:
         failed connection raised as valkey-py raises it (the connection is closed)."""
         return await self._on_connection(command, _parsed)
 
-    async def get_bulk(self, name: str) -> bytearray | None:
-        """GET ``name``, its value received straight into its own buffer (storage/bulk.py).
+    async def get_bulk(self, name: str, buffers: Buffers | None = None) -> bytearray | None:
+        """GET ``name``, its value received straight into a buffer (storage/bulk.py).
 
         Raises an error reply, as valkey-py's ``get`` does.
         """
-        reply = await self._on_connection(("GET", name), read_bulk)
+        reply = await self._on_connection(
+            ("GET", name), functools.partial(read_bulk, buffers=buffers)
+        )
         if isinstance(reply, valkey_exc.ResponseError):
             raise reply
         value: bytearray | None = reply

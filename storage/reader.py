@@ -18,6 +18,7 @@ from collections.abc import AsyncGenerator
 from typing import Any, NoReturn
 
 from storage import keys
+from storage.bulk import Buffers
 from storage.crypto import chunk_place, digests_place, open_and_sha1
 from storage.errors import BadRange, Corrupt, FileNotFound
 from storage.hashing import off_loop, sha1_of
@@ -53,6 +54,8 @@ class Download:
         #: Every chunk digest, and chunk 0 when small, when they came with the info.
         self._digests = digests
         self._head = head
+        #: The chunks in flight (received, verified, sent) and one more: see bulk.Buffers.
+        self._buffers = Buffers(AHEAD + 3)
 
     @property
     def sha1(self) -> str:
@@ -160,7 +163,7 @@ class Download:
             return await self.store.get_chunk(name)
         # One node: the reply lands in the chunk's own buffer (storage/bulk.py).
         chunk: bytearray | None = await self.store.run(
-            lambda: lane.get_bulk(name), idempotent=True, kind="chunk_read"
+            lambda: lane.get_bulk(name, self._buffers), idempotent=True, kind="chunk_read"
         )
         return chunk
 
