@@ -47,17 +47,23 @@ class Buffers:
         self._kept: list[bytearray] = []
 
     def take(self, size: int) -> bytearray:
-        for buffer in self._kept:
-            # Referred to by the list, ``buffer`` and getrefcount's argument only.
-            if len(buffer) == size and sys.getrefcount(buffer) == _UNUSED:
-                return buffer
+        kept = self._kept
+        for at in range(len(kept)):
+            if len(kept[at]) == size and _references(kept, at) == _UNUSED:
+                return kept[at]
         buffer = bytearray(size)
         if len(self._kept) < self.keep:
             self._kept.append(buffer)
         return buffer
 
 
-_UNUSED = 3
+def _references(kept: list[bytearray], at: int) -> int:
+    return sys.getrefcount(kept[at])
+
+
+#: What :func:`_references` says of a buffer only its list holds, measured the
+#: same way (an interpreter that counts borrowed references differently agrees).
+_UNUSED = _references([bytearray(1)], 0)
 
 
 class _Reply(asyncio.BufferedProtocol):
