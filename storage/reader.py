@@ -6,7 +6,8 @@ SHA-1 recorded at upload before any of its bytes are handed out.
 
 A download is a three-stage pipeline: one GET in flight, the chunk before it
 being verified in a worker thread, the one before that being sent. Memory is
-three chunks at most, whatever the file size.
+three chunks in flight, whatever the file size; on one node their buffers are
+reused (storage/bulk.py), and one more is kept while the download runs.
 """
 
 from __future__ import annotations
