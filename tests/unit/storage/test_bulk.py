@@ -6,6 +6,7 @@ import asyncio
 from typing import Any
 
 import pytest
+import valkey.asyncio as valkey_async
 import valkey.exceptions as valkey_exc
 
 from storage.bulk import Buffers, _Reply
@@ -101,3 +102,13 @@ def test_buffers_kept_are_bounded() -> None:
     assert len(buffers._kept) == 2
     del held
     assert len(buffers._kept) == 2
+
+
+def test_the_valkey_py_internals_read_bulk_relies_on() -> None:
+    # The transport is reached through the connection's StreamWriter; a reply that
+    # is not a bulk string is handed back through its StreamReader to its parser.
+    pool: Any = valkey_async.BlockingConnectionPool(max_connections=1)
+    connection = pool.get_available_connection()
+    for name in ("_writer", "_reader", "_parser"):
+        assert hasattr(connection, name), name
+    assert hasattr(asyncio.StreamReader, "feed_data")
