@@ -26,12 +26,15 @@ routing, redirects and gate (storage/clients.py) this does not redo.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable, Sequence
+import functools
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any
 
 import valkey.asyncio as valkey_async
 import valkey.exceptions as valkey_exc
 from valkey.commands.core import AsyncScript
+
+from storage.bulk import Buffers, read_bulk
 
 
 class LeanScript(AsyncScript):
@@ -67,6 +70,24 @@ class Lane:
     async def execute(self, command: tuple[Any, ...]) -> Any:
         """The command's reply; an error reply is returned (the connection is fine), a
         failed connection raised as valkey-py raises it (the connection is closed)."""
+        return await self._on_connection(command, _parsed)
+
+    async def get_bulk(self, name: str, buffers: Buffers | None = None) -> bytearray | None:
+        """GET ``name``, its value received straight into a buffer (storage/bulk.py).
+
+        Raises an error reply, as valkey-py's ``get`` does.
+        """
+        reply = await self._on_connection(
+            ("GET", name), functools.partial(read_bulk, buffers=buffers)
+        )
+        if isinstance(reply, valkey_exc.ResponseError):
+            raise reply
+        value: bytearray | None = reply
+        return value
+
+    async def _on_connection(
+        self, command: tuple[Any, ...], read: Callable[[Any, tuple[Any, ...]], Awaitable[Any]]
+    ) -> Any:
         pool = self.pool
         if pool.can_get_connection():
             conn = pool.get_available_connection()
@@ -76,8 +97,7 @@ class Lane:
             try:
                 async with asyncio.timeout(self.timeout):
                     await _ready(conn)
-                    await conn.send_packed_command(conn.pack_command(*command), False)
-                    reply = await conn._parser.read_response()
+                    reply = await read(conn, command)
             except TimeoutError:
                 await conn.disconnect(nowait=True)
                 raise valkey_exc.TimeoutError("Timeout talking to Valkey") from None
@@ -91,6 +111,12 @@ class Lane:
         finally:
             await pool.release(conn)
         return reply
+
+
+async def _parsed(conn: Any, command: tuple[Any, ...]) -> Any:
+    """Send the command, read its reply with the connection's parser (libvalkey)."""
+    await conn.send_packed_command(conn.pack_command(*command), False)
+    return await conn._parser.read_response()
 
 
 async def _ready(conn: Any) -> None:

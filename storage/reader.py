@@ -6,7 +6,8 @@ SHA-1 recorded at upload before any of its bytes are handed out.
 
 A download is a three-stage pipeline: one GET in flight, the chunk before it
 being verified in a worker thread, the one before that being sent. Memory is
-three chunks at most, whatever the file size.
+three chunks in flight, whatever the file size; on one node their buffers are
+reused (storage/bulk.py), and one more is kept while the download runs.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from collections.abc import AsyncGenerator
 from typing import Any, NoReturn
 
 from storage import keys
+from storage.bulk import Buffers
 from storage.crypto import chunk_place, digests_place, open_and_sha1
 from storage.errors import BadRange, Corrupt, FileNotFound
 from storage.hashing import off_loop, sha1_of
@@ -53,6 +55,8 @@ class Download:
         #: Every chunk digest, and chunk 0 when small, when they came with the info.
         self._digests = digests
         self._head = head
+        #: The chunks in flight (received, verified, sent) and one more: see bulk.Buffers.
+        self._buffers = Buffers(AHEAD + 3)
 
     @property
     def sha1(self) -> str:
@@ -153,9 +157,15 @@ class Download:
             await self._lost("chunk checksums")
         return digests, head
 
-    async def _get(self, index: int) -> bytes | None:
+    async def _get(self, index: int) -> bytes | bytearray | None:
         name = keys.chunk_key(self.info.vid, index)
-        chunk = await self.store.get_chunk(name)
+        lane = getattr(self.store.client, "lane", None)
+        if lane is None:  # a cluster: valkey-py's client routes the GET
+            return await self.store.get_chunk(name)
+        # One node: the reply lands in the chunk's own buffer (storage/bulk.py).
+        chunk: bytearray | None = await self.store.run(
+            lambda: lane.get_bulk(name, self._buffers), idempotent=True, kind="chunk_read"
+        )
         return chunk
 
     def _open_digests(self, stored: bytes) -> bytes | bytearray:
@@ -164,7 +174,7 @@ class Download:
         return self.store.sealer.open(digests_place(self.namespace, self.info.vid), stored)
 
     async def _verify(
-        self, index: int, chunk: bytes | None, digest: bytes | bytearray
+        self, index: int, chunk: bytes | bytearray | None, digest: bytes | bytearray
     ) -> bytes | bytearray:
         if chunk is None:
             await self._lost(f"chunk {index}")

@@ -10,12 +10,14 @@ import random
 import socket
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 import pytest_asyncio
 
 from protocol.frames import FrameType
 from storage.embedded import EmbeddedValkey
+from tests.support.faultproxy import FaultProxy
 from tests.support.harness import (
     CHUNK,
     Running,
@@ -241,3 +243,37 @@ async def test_small_files_survive_script_flush_and_dropped_connections(
     assert (await client.request(FrameType.DELETE, {"key": prefix + "b"})).ok
     vk.close()
     await client.close()
+
+
+async def test_valkey_reply_cut_mid_chunk(restartable: Restartable, prefix: str) -> None:
+    """A chunk's reply cut mid-value: retried on a fresh connection, and when every
+    try is cut, `unavailable` after the bytes before it; the next download is whole."""
+    proxy = FaultProxy(("127.0.0.1", restartable.port))
+    host, port = await proxy.start()
+    url = f"valkey://:{quote(restartable.current.password)}@{host}:{port}/0"
+    # One connection: every command of the server goes through the links we cut.
+    running = await start_server(url, make_config(valkey_connections=1, storage_timeout=2.0))
+    data = random.Random(7).randbytes(6 * CHUNK)
+    client = await running.client()
+    try:
+        assert (await client.put(prefix + "k", data)).ok
+        await proxy.release()  # the next command connects afresh, through a faulty link
+        # The first link passes the open (chunk 0 with it) and cuts chunk 1's reply;
+        # the two retries are cut halfway through it.
+        for after in (3 * CHUNK // 2, CHUNK // 2, CHUNK // 2):
+            proxy.arm(after, downstream=True)
+        cut = await client.get(prefix + "k")
+        assert cut.code == "unavailable"
+        assert cut.body["fatal"] is False
+        assert data.startswith(cut.data) and len(cut.data) < len(data)
+        assert [link.struck.is_set() for link in proxy.links[-3:]] == [True] * 3
+        assert (await client.get(prefix + "k")).data == data
+        # Cut once only: the retry brings the chunk, the download is whole.
+        proxy.arm(3 * CHUNK // 2, downstream=True)
+        await proxy.release()
+        assert (await client.get(prefix + "k")).data == data
+        assert proxy.links[-2].struck.is_set()
+    finally:
+        await client.close()
+        await stop_server(running)
+        await proxy.close()
