@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import hashlib
 import importlib
 import json
@@ -245,7 +246,7 @@ def valise_server(
     ``cwd`` is the tree whose server.py runs (another revision's, for --compare).
     """
     log = workdir / f"server-{uuid.uuid4().hex[:6]}.log"
-    command = [sys.executable]
+    command = [target.python if target is not None and target.python else sys.executable]
     if profile is not None:
         command += ["-m", "cProfile", "-o", str(profile)]
     command += ["server.py", "--port", "0", "--valkey-url", url, "--chunk-size", str(chunk_size)]
@@ -557,6 +558,9 @@ class Target:
     server_args: list[str] = field(default_factory=list)
     auth: bool = False
     tls: bool = False
+    #: --server-python: the interpreter the server runs under, and its version.
+    python: str | None = None
+    python_version: str | None = None
 
     def describe(self) -> str:
         parts = ["Valkey Cluster (3 primaries)" if self.cluster else "one valkey-server"]
@@ -566,6 +570,8 @@ class Target:
             parts.append("TLS")
         if self.server_args:
             parts.append("server " + " ".join(self.server_args))
+        if self.python:
+            parts.append(f"server Python {self.python_version} ({self.python})")
         return ", ".join(parts)
 
 
@@ -1193,6 +1199,8 @@ def parse_args(argv: Sequence[str] | None) -> tuple[Settings, argparse.Namespace
     p.add_argument("--server-args", default="", help="more server flags, e.g. '--workers 2'")
     p.add_argument("--compare", metavar="REF", help="A/B: this server against REF's, interleaved")
     p.add_argument("--small-only", action="store_true", help="with --compare: small files only")
+    p.add_argument("--server-python", metavar="PATH", help="the server's interpreter (a venv's)")
+    p.add_argument("--ref-python", metavar="PATH", help="with --compare: REF's (--server-python)")
     ns = p.parse_args(argv)
     quick = ns.quick
     chunks = ns.chunk_sizes or "1MiB,4MiB,8MiB,32MiB"
@@ -1211,6 +1219,12 @@ def parse_args(argv: Sequence[str] | None) -> tuple[Settings, argparse.Namespace
         client=ns.client,
         target=Target(ns.valkey_cluster, shlex.split(ns.server_args), ns.auth, ns.tls),
     )
+    if ns.server_python:
+        s.target.python = ns.server_python
+        s.target.python_version = bench_small.check_python(ns.server_python)
+    ns.ref_python = ns.ref_python or ns.server_python
+    ref_version = bench_small.check_python(ns.ref_python, "--ref-python") if ns.ref_python else None
+    ns.ref_target = dataclasses.replace(s.target, python=ns.ref_python, python_version=ref_version)
     if ns.profile:
         s.default_chunk = ns.default_chunk
     return s, ns
@@ -1236,7 +1250,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if ns.compare:
             from tests.tools import compare  # the A/B mode lives in its own module
 
-            ab = asyncio.run(compare.run(vk, s, workdir, ns.compare, ns.small_only))
+            ab = asyncio.run(compare.run(vk, s, workdir, ns.compare, ns.small_only, ns.ref_target))
             s.json_path.write_text(json.dumps(ab, indent=2) + "\n")
             compare.print_table(ab, s, ns.compare)
             return 0

@@ -12,11 +12,16 @@ The raw side is ``--small-connections`` tasks on one valkey-py client (the
 pool of storage/clients.py, through :func:`tests.tools.bench.raw_client`),
 each doing SET (with the bench's TTL) then GET of its own key and checking
 the bytes, until the deadline; its keys are unlinked after the clock stops.
+
+``--server-python`` runs the server under another interpreter;
+:func:`check_python` refuses one that cannot import the server's
+dependencies and says how to give it them.
 """
 
 from __future__ import annotations
 
 import asyncio
+import subprocess
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -25,6 +30,9 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from tests.tools.bench import CpuMeter, Payload, Settings, ValiseProcess
+
+#: What the server imports from outside the repository (requirements.txt).
+SERVER_IMPORTS = ("valkey", "libvalkey", "h11", "uvloop", "prometheus_client", "cryptography")
 
 #: Valise's pairs/s over raw valkey-py's: issue 21's target.
 TARGET_RATIO = 0.5
@@ -154,3 +162,25 @@ def report(e: dict[str, Any], s: Settings, fmt: Callable[..., str]) -> None:
         f"valkey-server {fmt(e['raw_small_valkey_ms_per_pair'], 3)}, "
         f"client {fmt(e['raw_small_client_ms_per_pair'], 3)}"
     )
+
+
+def check_python(path: str, flag: str = "--server-python") -> str:
+    """``path``'s version when it runs the server's imports; else a SystemExit saying how."""
+    probe = f"import sys; import {', '.join(SERVER_IMPORTS)}; print(sys.version.split()[0])"
+    try:
+        done = subprocess.run(
+            [path, "-c", probe], capture_output=True, text=True, timeout=60, check=False
+        )
+    except OSError as exc:
+        raise SystemExit(f"{flag} {path}: cannot run it: {exc}") from exc
+    version = done.stdout.strip()
+    if done.returncode != 0 or not version:
+        last = (done.stderr.strip().splitlines() or ["no output"])[-1]
+        raise SystemExit(
+            f"{flag} {path}: it cannot import the server's dependencies ({last}). "
+            f"Give it a venv of its own: PY -m venv DIR && DIR/bin/pip install -r "
+            f"requirements.txt, then pass DIR/bin/python"
+        )
+    if tuple(int(p) for p in version.split(".")[:2]) < (3, 11):
+        raise SystemExit(f"{flag} {path}: Python {version}; the server needs 3.11+")
+    return version

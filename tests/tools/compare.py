@@ -17,6 +17,10 @@ the figure to compare by: it moves far less with the machine's load than
 pairs/s does. Each round also runs raw valkey-py's SET then GET of the same
 4 KiB values (tests/tools/bench_small.py), so both sides' small pairs/s
 are given as a fraction of that ceiling too.
+
+Two interpreters on the same code: ``--compare HEAD --ref-python PATH``
+runs REF (this commit) under PATH and this checkout under the bench's own
+Python (or ``--server-python``).
 """
 
 from __future__ import annotations
@@ -104,6 +108,7 @@ async def run(
     workdir: Path,
     ref: str,
     small_only: bool,
+    ref_target: bench.Target,
 ) -> dict[str, Any]:
     """Both servers, ``s.repeat`` interleaved rounds; the figures of each side per round,
     and raw valkey-py's small pairs (``raw``) once per round."""
@@ -124,7 +129,7 @@ async def run(
                 bench.valise_server(vk.url, s.default_chunk, workdir, target=s.target)
             ),
             ref: stack.enter_context(
-                bench.valise_server(vk.url, s.default_chunk, workdir, target=s.target, cwd=tree)
+                bench.valise_server(vk.url, s.default_chunk, workdir, target=ref_target, cwd=tree)
             ),
         }
         # A second of small files each first: imports, connections and caches warm.
@@ -151,6 +156,7 @@ async def run(
         "this": f"{_git('rev-parse', '--short=12', 'HEAD')} (with uncommitted changes, if any)",
         "ref": f"{ref} = {commit[:12]}",
         "target": s.target.describe(),
+        "ref_target": ref_target.describe(),
         "rounds": rounds,
     }
 
@@ -176,7 +182,9 @@ def print_table(result: dict[str, Any], s: bench.Settings, ref: str) -> None:
     print()
     print(f"A/B {result['date']}: this = {result['this']}, REF = {result['ref']}")
     print(
-        f"target: {result['target']}; {s.repeat} interleaved round(s), small files "
+        f"target: {result['target']}"
+        + ("" if result["ref_target"] == result["target"] else f"; REF: {result['ref_target']}")
+        + f"; {s.repeat} interleaved round(s), small files "
         f"{s.small_connections} connections x {s.small_seconds:g} s"
         + ("" if "upload_mbps" not in ours[0] else f", big files {s.size / bench.MB:.0f} MB")
         + "; median (min-max), ratio taken round by round"
