@@ -37,6 +37,16 @@ SERVER_IMPORTS = ("valkey", "libvalkey", "h11", "uvloop", "prometheus_client", "
 #: Valise's pairs/s over raw valkey-py's: issue 21's target.
 TARGET_RATIO = 0.5
 
+#: A round's figures and their names in the results (``small_...``, ``raw_small_...``).
+FIGURES = (
+    ("pairs_per_s", "pairs_per_s"),
+    ("p50_ms", "p50_ms"),
+    ("p99_ms", "p99_ms"),
+    ("server_ms", "server_ms_per_pair"),
+    ("valkey_ms", "valkey_ms_per_pair"),
+    ("client_ms", "client_ms_per_pair"),
+)
+
 
 def per_pair_ms(used: dict[str, float], pairs: float) -> dict[str, float]:
     """CPU milliseconds per pair of each party from a :class:`CpuMeter`'s seconds.
@@ -131,9 +141,8 @@ async def phase(
     ratios = [a / b for a, b in zip(ours["pairs_per_s"], theirs["pairs_per_s"], strict=True) if b]
     found: dict[str, Any] = {"small_cpu_seconds": cpu, "small_x_raw": summary(ratios)}
     for prefix, runs in (("small", ours), ("raw_small", theirs)):
-        for name in ("pairs_per_s", "p50_ms", "p99_ms", "server_ms", "valkey_ms", "client_ms"):
+        for name, label in FIGURES:
             if name in runs:
-                label = name.replace("_ms", "_ms_per_pair") if name.endswith("_ms") else name
                 found[f"{prefix}_{label}"] = summary(runs[name])
     return found
 
