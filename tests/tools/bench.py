@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import dataclasses
 import hashlib
 import importlib
 import json
@@ -1201,6 +1200,7 @@ def parse_args(argv: Sequence[str] | None) -> tuple[Settings, argparse.Namespace
     p.add_argument("--small-only", action="store_true", help="with --compare: small files only")
     p.add_argument("--server-python", metavar="PATH", help="the server's interpreter (a venv's)")
     p.add_argument("--ref-python", metavar="PATH", help="with --compare: REF's (--server-python)")
+    p.add_argument("--ref-server-args", help="with --compare: REF's (default --server-args)")
     ns = p.parse_args(argv)
     quick = ns.quick
     chunks = ns.chunk_sizes or "1MiB,4MiB,8MiB,32MiB"
@@ -1222,9 +1222,9 @@ def parse_args(argv: Sequence[str] | None) -> tuple[Settings, argparse.Namespace
     if ns.server_python:
         s.target.python = ns.server_python
         s.target.python_version = bench_small.check_python(ns.server_python)
-    ns.ref_python = ns.ref_python or ns.server_python
-    ref_version = bench_small.check_python(ns.ref_python, "--ref-python") if ns.ref_python else None
-    ns.ref_target = dataclasses.replace(s.target, python=ns.ref_python, python_version=ref_version)
+    from tests.tools.compare import ref_target
+
+    ns.ref_target = ref_target(s.target, ns.ref_python, ns.ref_server_args)
     if ns.profile:
         s.default_chunk = ns.default_chunk
     return s, ns

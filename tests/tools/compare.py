@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import shlex
 import shutil
 import subprocess
 import tarfile
@@ -72,6 +73,15 @@ def checkout(ref: str) -> Iterator[tuple[Path, str]]:
         shutil.rmtree(target, ignore_errors=True)
         with contextlib.suppress(OSError):
             BUILD.rmdir()  # only when nothing else is in it
+
+
+def ref_target(this: bench.Target, python: str | None, server_args: str | None) -> bench.Target:
+    """REF's server: this side's target, but under ``--ref-python`` and with
+    ``--ref-server-args`` when given (``None``: the same as this side's)."""
+    python = python or this.python
+    version = bench_small.check_python(python, "--ref-python") if python else None
+    args = this.server_args if server_args is None else shlex.split(server_args)
+    return dataclasses.replace(this, python=python, python_version=version, server_args=args)
 
 
 def _paired(ours: list[float], theirs: list[float]) -> dict[str, Any]:
