@@ -6,7 +6,8 @@ chunk size, the Valise server as a subprocess on 127.0.0.1, then measures:
 1. ceiling: raw valkey-py asyncio SET then GET of ``--size`` bytes in chunk-size
    values (one command in flight, the pool settings of storage/store.py);
 2. Valise upload and download of the same bytes over TCP (MB/s, ratio to 1);
-3. small files: ``--small-connections`` connections doing PUT then GET of 4 KiB;
+3. small files: ``--small-connections`` connections doing PUT then GET of 4 KiB,
+   beside raw valkey-py SET then GET of them, CPU per pair (tests/tools/bench_small.py);
 4. the server's peak RSS during 2, and during ``--concurrent`` parallel uploads;
 5. 1 and 2 for every ``--chunk-sizes`` value (the server is restarted per size);
 6. resumable uploads: upload MB/s with ``resumable`` on and off, and the time
@@ -64,7 +65,7 @@ from storage.clients import READ_SIZE
 from storage.embedded import EmbeddedValkey, default_maxmemory, die_with_parent
 from tests.support.cluster import LocalCluster
 from tests.support.harness import ROOT
-from tests.tools import bench_tus
+from tests.tools import bench_small, bench_tus
 
 MB = 1_000_000
 MIB = 1024**2
@@ -244,12 +245,13 @@ def valise_server(
     ``cwd`` is the tree whose server.py runs (another revision's, for --compare).
     """
     log = workdir / f"server-{uuid.uuid4().hex[:6]}.log"
-    command = [sys.executable]
+    command = [target.python if target is not None and target.python else sys.executable]
     if profile is not None:
         command += ["-m", "cProfile", "-o", str(profile)]
     command += ["server.py", "--port", "0", "--valkey-url", url, "--chunk-size", str(chunk_size)]
     # grace 0: a deleted file's chunks are freed at once, so runs do not pile up in Valkey.
-    command += ["--grace", "0", "--shutdown-grace", "5", "--log-level", "warning"]
+    # The log level is the default: issue 21's targets are with the access log on.
+    command += ["--grace", "0", "--shutdown-grace", "5"]
     token = None
     tls = None
     if target is not None and target.tls:
@@ -278,6 +280,7 @@ def valise_server(
             stderr=err,
             start_new_session=True,
             preexec_fn=die_with_parent,
+            env={**os.environ, "TMPDIR": str(workdir)},  # nothing of the run outside workdir
         )
     _children.append(proc)
     try:
@@ -554,6 +557,9 @@ class Target:
     server_args: list[str] = field(default_factory=list)
     auth: bool = False
     tls: bool = False
+    #: --server-python: the interpreter the server runs under, and its version.
+    python: str | None = None
+    python_version: str | None = None
 
     def describe(self) -> str:
         parts = ["Valkey Cluster (3 primaries)" if self.cluster else "one valkey-server"]
@@ -563,6 +569,8 @@ class Target:
             parts.append("TLS")
         if self.server_args:
             parts.append("server " + " ".join(self.server_args))
+        if self.python:
+            parts.append(f"server Python {self.python_version} ({self.python})")
         return ", ".join(parts)
 
 
@@ -992,7 +1000,7 @@ async def run_all(vk: EmbeddedValkey | LocalCluster, s: Settings, workdir: Path)
                     "cpu_seconds_download": cpu_down,
                 }
                 if chunk == s.default_chunk:
-                    entry.update(await default_chunk_phases(server, payload, s, pids))
+                    entry.update(await default_chunk_phases(server, raw, payload, s, pids))
                 results["chunks"][str(chunk)] = entry
     finally:
         await raw.aclose()
@@ -1002,20 +1010,9 @@ async def run_all(vk: EmbeddedValkey | LocalCluster, s: Settings, workdir: Path)
 
 
 async def default_chunk_phases(
-    server: ValiseProcess, payload: Payload, s: Settings, pids: dict[str, int]
+    server: ValiseProcess, raw: Any, payload: Payload, s: Settings, pids: dict[str, int]
 ) -> dict[str, Any]:
-    pairs, p50, p99, server_ms = [], [], [], []
-    small_cpu: list[dict[str, float]] = []
-    for rep in range(s.repeat):
-        print(f"small files, run {rep + 1}/{s.repeat} ...", flush=True)
-        with CpuMeter(pids) as cpu:
-            got = await small_files(server, payload, s)
-        pairs.append(got["pairs_per_s"])
-        p50.append(got["p50_ms"])
-        p99.append(got["p99_ms"])
-        small_cpu.append(cpu.used)
-        # CPU per pair holds still on a busy machine where pairs/s does not.
-        server_ms.append(cpu.used["server"] * 1000 / max(got["pairs"], 1.0))
+    small = await bench_small.phase(server, raw, payload, s, pids)
     seconds, rss = [], []
     for rep in range(s.repeat):
         print(f"{s.concurrent} concurrent uploads, run {rep + 1}/{s.repeat} ...", flush=True)
@@ -1045,11 +1042,7 @@ async def default_chunk_phases(
     return {
         **http,
         "events": {"commits_per_s_unsubscribed": quiet["commits_per_s"], **heard},
-        "small_pairs_per_s": summary(pairs),
-        "small_p50_ms": summary(p50),
-        "small_p99_ms": summary(p99),
-        "small_cpu_seconds": small_cpu,
-        "small_server_ms_per_pair": summary(server_ms),
+        **small,
         "concurrent_mbps": mbps(s.concurrent * s.concurrent_size, seconds),
         "concurrent_rss_mib": summary(rss),
         **await resumable_phases(server, payload, s),
@@ -1103,12 +1096,7 @@ def print_table(results: dict[str, Any], s: Settings) -> None:
     e = results["chunks"].get(str(s.default_chunk))
     if e and "small_pairs_per_s" in e:
         print()
-        print(
-            f"small files (4 KiB, {s.small_connections} connections, {s.small_seconds:g} s, "
-            f"chunk {s.default_chunk // MIB} MiB): {fmt(e['small_pairs_per_s'])} PUT+GET pairs/s, "
-            f"p50 {fmt(e['small_p50_ms'], 1)} ms, p99 {fmt(e['small_p99_ms'], 1)} ms, "
-            f"server CPU {fmt(e['small_server_ms_per_pair'], 3)} ms per pair"
-        )
+        bench_small.report(e, s, fmt)
         if "http_upload_mbps" in e:
             up = e["http_upload_mbps"]["median"] / e["upload_mbps"]["median"]
             down = e["http_download_mbps"]["median"] / e["download_mbps"]["median"]
@@ -1210,6 +1198,9 @@ def parse_args(argv: Sequence[str] | None) -> tuple[Settings, argparse.Namespace
     p.add_argument("--server-args", default="", help="more server flags, e.g. '--workers 2'")
     p.add_argument("--compare", metavar="REF", help="A/B: this server against REF's, interleaved")
     p.add_argument("--small-only", action="store_true", help="with --compare: small files only")
+    p.add_argument("--server-python", metavar="PATH", help="the server's interpreter (a venv's)")
+    p.add_argument("--ref-python", metavar="PATH", help="with --compare: REF's (--server-python)")
+    p.add_argument("--ref-server-args", help="with --compare: REF's (default --server-args)")
     ns = p.parse_args(argv)
     quick = ns.quick
     chunks = ns.chunk_sizes or "1MiB,4MiB,8MiB,32MiB"
@@ -1228,6 +1219,12 @@ def parse_args(argv: Sequence[str] | None) -> tuple[Settings, argparse.Namespace
         client=ns.client,
         target=Target(ns.valkey_cluster, shlex.split(ns.server_args), ns.auth, ns.tls),
     )
+    if ns.server_python:
+        s.target.python = ns.server_python
+        s.target.python_version = bench_small.check_python(ns.server_python)
+    from tests.tools.compare import ref_target
+
+    ns.ref_target = ref_target(s.target, ns.ref_python, ns.ref_server_args)
     if ns.profile:
         s.default_chunk = ns.default_chunk
     return s, ns
@@ -1253,7 +1250,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if ns.compare:
             from tests.tools import compare  # the A/B mode lives in its own module
 
-            ab = asyncio.run(compare.run(vk, s, workdir, ns.compare, small_only=ns.small_only))
+            ab = asyncio.run(compare.run(vk, s, workdir, ns.compare, ns.small_only, ns.ref_target))
             s.json_path.write_text(json.dumps(ab, indent=2) + "\n")
             compare.print_table(ab, s, ns.compare)
             return 0
@@ -1271,9 +1268,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         for proc in list(_children):
             _end(proc, timeout=5.0)
         vk.stop()
-        for path in workdir.iterdir():
-            path.unlink()
-        workdir.rmdir()
+        shutil.rmtree(workdir, ignore_errors=True)
 
 
 if __name__ == "__main__":

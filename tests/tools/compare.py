@@ -14,13 +14,20 @@ the end. The workload is the small-file one (4 KiB PUT then GET on
 ``--small-connections`` connections) and, unless ``--small-only``, one
 upload and one download of ``--size`` bytes. Server CPU per small pair is
 the figure to compare by: it moves far less with the machine's load than
-pairs/s does.
+pairs/s does. Each round also runs raw valkey-py's SET then GET of the same
+4 KiB values (tests/tools/bench_small.py), so both sides' small pairs/s
+are given as a fraction of that ceiling too.
+
+Two interpreters on the same code: ``--compare HEAD --ref-python PATH``
+runs REF (this commit) under PATH and this checkout under the bench's own
+Python (or ``--server-python``).
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import shlex
 import shutil
 import subprocess
 import tarfile
@@ -30,7 +37,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from tests.tools import bench
+from tests.tools import bench, bench_small
 
 #: Where REF's tree is unpacked: ignored by git (.gitignore has build/).
 BUILD = bench.REPO / "build"
@@ -68,6 +75,15 @@ def checkout(ref: str) -> Iterator[tuple[Path, str]]:
             BUILD.rmdir()  # only when nothing else is in it
 
 
+def ref_target(this: bench.Target, python: str | None, server_args: str | None) -> bench.Target:
+    """REF's server: this side's target, but under ``--ref-python`` and with
+    ``--ref-server-args`` when given (``None``: the same as this side's)."""
+    python = python or this.python
+    version = bench_small.check_python(python, "--ref-python") if python else None
+    args = this.server_args if server_args is None else shlex.split(server_args)
+    return dataclasses.replace(this, python=python, python_version=version, server_args=args)
+
+
 def _paired(ours: list[float], theirs: list[float]) -> dict[str, Any]:
     return bench.summary([a / b for a, b in zip(ours, theirs, strict=True) if b])
 
@@ -77,7 +93,7 @@ async def _small_round(
 ) -> dict[str, float]:
     with bench.CpuMeter({**pids, "server": server.pid}) as cpu:
         got = await bench.small_files(server, payload, s)
-    got["server_ms"] = cpu.used["server"] * 1000 / max(got["pairs"], 1.0)
+    got.update(bench_small.per_pair_ms(cpu.used, got["pairs"]))
     return got
 
 
@@ -97,16 +113,25 @@ async def _big_round(
 
 
 async def run(
-    vk: Any, s: bench.Settings, workdir: Path, ref: str, *, small_only: bool
+    vk: Any,
+    s: bench.Settings,
+    workdir: Path,
+    ref: str,
+    small_only: bool,
+    ref_target: bench.Target,
 ) -> dict[str, Any]:
-    """Both servers, ``s.repeat`` interleaved rounds; the figures of each side per round."""
+    """Both servers, ``s.repeat`` interleaved rounds; the figures of each side per round,
+    and raw valkey-py's small pairs (``raw``) once per round."""
     if small_only:
         s.size = s.concurrent_size = 4096
     print(f"generating {s.size / bench.MB:.0f} MB of random data ...", flush=True)
     payload = bench.make_payload(s)
     pids = bench.valkey_pids(vk)
     sides = ("this", ref)
-    rounds: dict[str, list[dict[str, float]]] = {side: [] for side in sides}
+    rounds: dict[str, list[dict[str, float]]] = {side: [] for side in (*sides, "raw")}
+    raw = bench.raw_client(vk.url, s.target.cluster)
+    if s.target.cluster:
+        await raw.initialize()
     with contextlib.ExitStack() as stack:
         tree, commit = stack.enter_context(checkout(ref))
         servers = {
@@ -114,7 +139,7 @@ async def run(
                 bench.valise_server(vk.url, s.default_chunk, workdir, target=s.target)
             ),
             ref: stack.enter_context(
-                bench.valise_server(vk.url, s.default_chunk, workdir, target=s.target, cwd=tree)
+                bench.valise_server(vk.url, s.default_chunk, workdir, target=ref_target, cwd=tree)
             ),
         }
         # A second of small files each first: imports, connections and caches warm.
@@ -129,11 +154,19 @@ async def run(
                 if not small_only:
                     got.update(await _big_round(servers[side], payload, s, pids))
                 rounds[side].append(got)
+            print(f"round {rep + 1}/{s.repeat}: raw valkey-py ...", flush=True)
+            with bench.CpuMeter(pids) as cpu:
+                got = await bench_small.raw_small(
+                    raw, payload, s.small_seconds, s.small_connections
+                )
+            rounds["raw"].append({**got, **bench_small.per_pair_ms(cpu.used, got["pairs"])})
+    await raw.aclose()
     return {
         "date": time.strftime("%Y-%m-%d %H:%M:%S %z"),
         "this": f"{_git('rev-parse', '--short=12', 'HEAD')} (with uncommitted changes, if any)",
         "ref": f"{ref} = {commit[:12]}",
         "target": s.target.describe(),
+        "ref_target": ref_target.describe(),
         "rounds": rounds,
     }
 
@@ -141,6 +174,8 @@ async def run(
 #: (field, label, digits) printed for each side, and the ratio this / REF.
 FIGURES = (
     ("server_ms", "server CPU ms per small PUT+GET pair", 3),
+    ("valkey_ms", "valkey-server CPU ms per small pair", 3),
+    ("client_ms", "bench client CPU ms per small pair", 3),
     ("pairs_per_s", "small PUT+GET pairs/s", 0),
     ("p50_ms", "small pair p50 ms", 1),
     ("p99_ms", "small pair p99 ms", 1),
@@ -157,7 +192,9 @@ def print_table(result: dict[str, Any], s: bench.Settings, ref: str) -> None:
     print()
     print(f"A/B {result['date']}: this = {result['this']}, REF = {result['ref']}")
     print(
-        f"target: {result['target']}; {s.repeat} interleaved round(s), small files "
+        f"target: {result['target']}"
+        + ("" if result["ref_target"] == result["target"] else f"; REF: {result['ref_target']}")
+        + f"; {s.repeat} interleaved round(s), small files "
         f"{s.small_connections} connections x {s.small_seconds:g} s"
         + ("" if "upload_mbps" not in ours[0] else f", big files {s.size / bench.MB:.0f} MB")
         + "; median (min-max), ratio taken round by round"
@@ -174,3 +211,15 @@ def print_table(result: dict[str, Any], s: bench.Settings, ref: str) -> None:
             f"{label:<38} | {bench.fmt(bench.summary(a), digits):>22} | "
             f"{bench.fmt(bench.summary(b), digits):>22} | {bench.fmt(_paired(a, b), 2):>18}"
         )
+    raw = result["rounds"]["raw"]
+    pairs = [r["pairs_per_s"] for r in raw]
+    print(
+        f"raw valkey-py small ceiling (SET then GET of the same 4 KiB, once a round): "
+        f"{bench.fmt(bench.summary(pairs))} pairs/s, "
+        f"p99 {bench.fmt(bench.summary([r['p99_ms'] for r in raw]), 1)} ms, CPU ms per pair "
+        f"valkey-server {bench.fmt(bench.summary([r['valkey_ms'] for r in raw]), 3)}, "
+        f"client {bench.fmt(bench.summary([r['client_ms'] for r in raw]), 3)}; "
+        f"this {bench.fmt(_paired([r['pairs_per_s'] for r in ours], pairs), 2)} x raw, "
+        f"REF {bench.fmt(_paired([r['pairs_per_s'] for r in theirs], pairs), 2)} x raw "
+        f"(target >= {bench_small.TARGET_RATIO})"
+    )
