@@ -158,15 +158,7 @@ class Download:
         return digests, head
 
     async def _get(self, index: int) -> bytes | bytearray | None:
-        name = keys.chunk_key(self.info.vid, index)
-        lane = getattr(self.store.client, "lane", None)
-        if lane is None:  # a cluster: valkey-py's client routes the GET
-            return await self.store.get_chunk(name)
-        # One node: the reply lands in the chunk's own buffer (storage/bulk.py).
-        chunk: bytearray | None = await self.store.run(
-            lambda: lane.get_bulk(name, self._buffers), idempotent=True, kind="chunk_read"
-        )
-        return chunk
+        return await self.store.get_chunk(keys.chunk_key(self.info.vid, index), self._buffers)
 
     def _open_digests(self, stored: bytes) -> bytes | bytearray:
         if not self.info.encrypted:

@@ -199,9 +199,9 @@ class ResumableWriter(ChunkWriter):
     async def _rebuild(self, state: UploadState) -> None:
         """Feed the file's SHA-1 with every stored chunk, each checked against its digest;
         load the partial last chunk into the buffer (hashed when its chunk is full)."""
-        fetching: asyncio.Future[bytes | None] | None = None
+        fetching: asyncio.Future[bytes | bytearray | None] | None = None
 
-        def fetch(index: int) -> asyncio.Future[bytes | None]:
+        def fetch(index: int) -> asyncio.Future[bytes | bytearray | None]:
             return asyncio.ensure_future(self.store.get_chunk(keys.chunk_key(self.vid, index)))
 
         try:

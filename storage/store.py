@@ -25,6 +25,7 @@ import valkey.exceptions as valkey_exc
 
 from storage import checks, keyfile, keys, observe, scripts
 from storage.batch import batches, run_batch
+from storage.bulk import Buffers
 from storage.calls import CLUSTER_TRANSIENT, VALKEY_ERRORS, call, translate
 from storage.clients import cluster_client, single_client
 from storage.config import StorageConfig
@@ -411,11 +412,18 @@ class Store(UploadStore):
             return
         await asyncio.gather(write, self.expire_many(renew, ttl_ms, "GT"))
 
-    async def get_chunk(self, name: str) -> bytes | None:
-        """One chunk's bytes, or None when it is gone."""
-        chunk: bytes | None = await self.run(
-            lambda: self.client.get(name), idempotent=True, kind="chunk_read"
-        )
+    async def get_chunk(
+        self, name: str, buffers: Buffers | None = None
+    ) -> bytes | bytearray | None:
+        """One chunk's bytes, or None when it is gone. On one node the reply is
+        received straight into a buffer of ``buffers`` (storage/bulk.py); a
+        cluster's client routes the GET and gives bytes."""
+        lane = getattr(self.client, "lane", None)
+        if lane is None:
+            get = functools.partial(self.client.get, name)
+        else:
+            get = functools.partial(lane.get_bulk, name, buffers)
+        chunk: bytes | bytearray | None = await self.run(get, idempotent=True, kind="chunk_read")
         return chunk
 
     async def open_for_read(

@@ -153,7 +153,11 @@ async def seal_tail(
 
 
 def open_tail(
-    sealer: Sealer | None, namespace: str, vid: str, state: UploadState, stored: bytes | None
+    sealer: Sealer | None,
+    namespace: str,
+    vid: str,
+    state: UploadState,
+    stored: bytes | bytearray | None,
 ) -> tuple[bytes | bytearray | None, bytes]:
     """The partial chunk a RESUME found (None: gone) and the SHA-1 recorded for it."""
     place = digest_place(namespace, vid, state.chunks, state.tail)
