@@ -16,22 +16,21 @@ from collections.abc import AsyncGenerator, Awaitable, Callable, Iterator
 from types import TracebackType
 from typing import Any, TypeVar
 
+from . import greeting
 from .backoff import full_jitter
 from .connection import Connection
 from .download import Download
 from .errors import (
-    ConnectionLost,
     Exists,
     IntegrityError,
     ProtocolError,
     TransientError,
-    Unauthorized,
     ValiseError,
 )
 from .files import GetDest, PutSource, Sink, Source
 from .resumable import Upload
 from .transfer import Progress
-from .wire import DEFAULT_PORT, PROTOCOL_VERSION, FrameType
+from .wire import DEFAULT_PORT, FrameType
 
 __all__ = ["DEFAULT_PORT", "AsyncClient", "Progress"]
 
@@ -51,20 +50,6 @@ def _about(key: str) -> Iterator[None]:
         if exc.key is None and not isinstance(exc, TransientError):
             exc.key = key
         raise
-
-
-def _silent_close_hint(tls: bool) -> str:
-    """A server that hangs up on HELLO without a byte: most often TLS on one side only."""
-    if not tls:
-        return (
-            "the server hung up without a word: if it uses TLS, add --tls "
-            "(and --tls-ca FILE for a private CA; VALISE_TLS_CA)"
-        )
-    return (
-        "the server hung up right after the TLS handshake: if it wants a client "
-        "certificate (mutual TLS), give --tls-cert FILE and --tls-key FILE "
-        "(VALISE_TLS_CERT, VALISE_TLS_KEY), signed by a CA it trusts"
-    )
 
 
 class AsyncClient:
@@ -150,22 +135,12 @@ class AsyncClient:
         return conn
 
     async def _greet(self, conn: Connection) -> dict[str, Any]:
-        body: dict[str, Any] = {"version": PROTOCOL_VERSION, "client": self._client_name}
-        if self._token is not None:
-            body["token"] = self._token
         try:
-            await conn.send_control(FrameType.HELLO, body)
+            await conn.send_control(FrameType.HELLO, greeting.body(self._client_name, self._token))
             reply = await conn.read_reply()
-        except Unauthorized as exc:
-            exc.hint = (
-                "this server needs a token: set VALISE_TOKEN (or give --token TOKEN)"
-                if self._token is None
-                else "the server did not accept this token: check VALISE_TOKEN (or --token)"
-            )
-            raise
-        except ConnectionLost as exc:
-            if not conn.received_anything:
-                exc.hint = _silent_close_hint(self._ssl is not None)
+        except ValiseError as exc:
+            tls, heard = self._ssl is not None, conn.received_anything
+            greeting.explain(exc, token=self._token is not None, tls=tls, heard=heard)
             raise
         max_frame = reply.get("max_frame")
         if isinstance(max_frame, int) and not isinstance(max_frame, bool):

@@ -17,7 +17,7 @@ import ssl as ssl_mod
 from collections.abc import Mapping
 from typing import Any
 
-from . import wire
+from . import tls, wire
 from .errors import (
     ConnectionFailed,
     ConnectionLost,
@@ -177,26 +177,6 @@ class _FrameProtocol(asyncio.BufferedProtocol):
                 transport.resume_reading()
 
 
-def _tls_hint(error: ConnectionFailed, cause: BaseException) -> None:
-    """What to change when a TLS handshake fails for a reason that will not go away."""
-    reason = str(getattr(cause, "reason", "") or "")
-    if isinstance(cause, ssl_mod.SSLCertVerificationError):
-        error.hint = (
-            "the server's certificate is not trusted here: give the CA that signed it "
-            "with --tls-ca FILE (VALISE_TLS_CA), and connect by a name the certificate holds"
-        )
-    elif reason in ("WRONG_VERSION_NUMBER", "RECORD_LAYER_FAILURE", "PACKET_LENGTH_TOO_LONG"):
-        error.hint = "the server does not use TLS on this port: leave out --tls and --tls-ca"
-    elif "CERTIFICATE_REQUIRED" in reason or "HANDSHAKE_FAILURE" in reason:
-        error.hint = (
-            "the server wants a client certificate (mutual TLS): give --tls-cert FILE "
-            "and --tls-key FILE (VALISE_TLS_CERT, VALISE_TLS_KEY)"
-        )
-    else:
-        return
-    error.permanent = True
-
-
 def _expire(waiter: asyncio.Future[None]) -> None:
     if not waiter.done():
         waiter.set_exception(TimeoutError())
@@ -244,7 +224,7 @@ class Connection:
             raise ConnectionFailed(f"connecting to {host}:{port} timed out") from exc
         except (OSError, ssl_mod.SSLError) as exc:
             error = ConnectionFailed(f"cannot connect to {host}:{port}: {exc}")
-            _tls_hint(error, exc)
+            tls.hint(error, exc)
             raise error from exc
         return cls(transport, protocol, decoder, timeout=io_timeout)
 
