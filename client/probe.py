@@ -68,9 +68,22 @@ class _Expired(Exception):
     """The deadline for connecting passed."""
 
 
+def _numeric(host: str, port: int) -> list[tuple[Any, ...]]:
+    """An IP address as asyncio takes it, without the resolver (its first call costs ms)."""
+    if "%" not in host:  # a scope id needs getaddrinfo
+        for family in (socket.AF_INET, socket.AF_INET6):
+            try:
+                socket.inet_pton(family, host)
+            except OSError:
+                continue
+            address = (host, port) if family == socket.AF_INET else (host, port, 0, 0)
+            return [(family, socket.SOCK_STREAM, socket.IPPROTO_TCP, "", address)]
+    return []
+
+
 def _connect(host: str, port: int, deadline: float) -> socket.socket:
     """A connected socket; each address in turn, failing with asyncio's words."""
-    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    infos = _numeric(host, port) or socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     if not infos:
         raise OSError("getaddrinfo() returned empty list")
     errors: list[OSError] = []
