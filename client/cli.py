@@ -70,8 +70,8 @@ class _Later:
         return call
 
 
-commands, events, follow, watchcli = (
-    _Later(n) for n in ("commands", "events", "follow", "watchcli")
+commands, events, follow, probe, watchcli = (
+    _Later(n) for n in ("commands", "events", "follow", "probe", "watchcli")
 )
 
 #: What a subcommand does with its parsed arguments; returns the exit code.
@@ -174,7 +174,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("ls", "list files", commands.ls)
     p.add_argument("prefix", nargs="?", default="")
     p.add_argument("--limit", type=int, help="page size asked of the server")
-    command("ping", "check the server answers", commands.ping)
+    p = sub.add_parser("ping", help="check the server answers", epilog=_EPILOG)
+    common(p)
+    p.set_defaults(handler=probe.run)  # a blocking socket: no asyncio to import
     frame, decode = nctools.add_parsers(sub, common)
     frame.set_defaults(handler=nctools.run_frame)
     decode.set_defaults(handler=nctools.run_decode)

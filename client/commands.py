@@ -1,4 +1,4 @@
-"""The subcommands that talk to a server: put, get, stat, rm, ls, ping.
+"""The subcommands that talk to a server: put, get, stat, rm, ls (ping: client/probe.py).
 
 Each is ``async def (args, session) -> exit code``. ``put`` and ``get`` move
 one file, or with ``-r`` (or several sources) a whole study through a
@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import time
 from typing import Any
 
 from .batch import Batch, Outcome, Summary
@@ -32,7 +31,7 @@ from .errors import NotFound, ValiseError
 from .localpaths import Planned, PutPlan, UnsafeKey, folder_prefix, local_target, plan_put
 from .progress import ProgressBar, human_bytes
 
-__all__ = ["get", "ls", "ping", "put", "rm", "stat"]
+__all__ = ["get", "ls", "put", "rm", "stat"]
 
 
 def _bar(args: argparse.Namespace, label: str) -> ProgressBar:
@@ -297,18 +296,4 @@ async def ls(args: argparse.Namespace, session: Session) -> int:
             size = human_bytes(info.get("size", 0))
             expires = fmt_time(info.get("expires_at"))
             print(f"{size:>10}  expires {expires}  {info.get('key')}")
-    return EXIT_OK
-
-
-async def ping(args: argparse.Namespace, session: Session) -> int:
-    client = session.client()
-    client.retries = 0  # a probe answers for now: a dead server fails at once
-    started = time.perf_counter()
-    reply = await client.ping({"t": time.time()})
-    ms = (time.perf_counter() - started) * 1000
-    if args.json:
-        print_json({"reply": reply, "server": client.server_info, "ms": ms})
-    elif not args.quiet:
-        server = (client.server_info or {}).get("server", "server")
-        print(f"pong from {server} at {client.host}:{client.port} in {ms:.1f} ms")
     return EXIT_OK

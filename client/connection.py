@@ -17,13 +17,13 @@ import ssl as ssl_mod
 from collections.abc import Mapping
 from typing import Any
 
-from . import wire
+from . import greeting, tls, wire
 from .errors import (
     ConnectionFailed,
     ConnectionLost,
     ProtocolError,
     RequestTimeout,
-    Unauthorized,
+    ValiseError,
     error_from_wire,
 )
 from .wire import Frame, FrameType
@@ -178,26 +178,6 @@ class _FrameProtocol(asyncio.BufferedProtocol):
                 transport.resume_reading()
 
 
-def _tls_hint(error: ConnectionFailed, cause: BaseException) -> None:
-    """What to change when a TLS handshake fails for a reason that will not go away."""
-    reason = str(getattr(cause, "reason", "") or "")
-    if isinstance(cause, ssl_mod.SSLCertVerificationError):
-        error.hint = (
-            "the server's certificate is not trusted here: give the CA that signed it "
-            "with --tls-ca FILE (VALISE_TLS_CA), and connect by a name the certificate holds"
-        )
-    elif reason in ("WRONG_VERSION_NUMBER", "RECORD_LAYER_FAILURE", "PACKET_LENGTH_TOO_LONG"):
-        error.hint = "the server does not use TLS on this port: leave out --tls and --tls-ca"
-    elif "CERTIFICATE_REQUIRED" in reason or "HANDSHAKE_FAILURE" in reason:
-        error.hint = (
-            "the server wants a client certificate (mutual TLS): give --tls-cert FILE "
-            "and --tls-key FILE (VALISE_TLS_CERT, VALISE_TLS_KEY)"
-        )
-    else:
-        return
-    error.permanent = True
-
-
 def _expire(waiter: asyncio.Future[None]) -> None:
     if not waiter.done():
         waiter.set_exception(TimeoutError())
@@ -245,7 +225,7 @@ class Connection:
             raise ConnectionFailed(f"connecting to {host}:{port} timed out") from exc
         except (OSError, ssl_mod.SSLError) as exc:
             error = ConnectionFailed(f"cannot connect to {host}:{port}: {exc}")
-            _tls_hint(error, exc)
+            tls.hint(error, exc)
             raise error from exc
         return cls(transport, protocol, decoder, timeout=io_timeout)
 
@@ -284,24 +264,14 @@ class Connection:
 
     async def greet(self, client_name: str, token: str | None, *, tls: bool) -> dict[str, Any]:
         """HELLO, and the server's reply applied: its ``max_frame`` to both directions,
-        the reply kept as :attr:`hello_reply`. A refusal or a silent hang-up gets a
-        hint saying what to change (a token, TLS on one side only)."""
-        body: dict[str, Any] = {"version": wire.PROTOCOL_VERSION, "client": client_name}
-        if token is not None:
-            body["token"] = token
+        the reply kept as :attr:`hello_reply`. A refusal or a silent hang-up gets the
+        hint client/greeting.py gives it (the blocking probe gives the same)."""
         try:
-            await self.send_control(FrameType.HELLO, body)
+            await self.send_control(FrameType.HELLO, greeting.body(client_name, token))
             reply = await self.read_reply()
-        except Unauthorized as exc:
-            exc.hint = (
-                "this server needs a token: set VALISE_TOKEN (or give --token TOKEN)"
-                if token is None
-                else "the server did not accept this token: check VALISE_TOKEN (or --token)"
-            )
-            raise
-        except ConnectionLost as exc:
-            if not self.received_anything:
-                exc.hint = _silent_close_hint(tls)
+        except ValiseError as exc:
+            heard = self.received_anything
+            greeting.explain(exc, token=token is not None, tls=tls, heard=heard)
             raise
         max_frame = reply.get("max_frame")
         if isinstance(max_frame, int) and not isinstance(max_frame, bool):
@@ -365,17 +335,3 @@ class Connection:
         self._transport.close()
         with contextlib.suppress(Exception):
             await asyncio.wait_for(asyncio.shield(self._protocol.closed), 1.0)
-
-
-def _silent_close_hint(tls: bool) -> str:
-    """A server that hangs up on HELLO without a byte: most often TLS on one side only."""
-    if not tls:
-        return (
-            "the server hung up without a word: if it uses TLS, add --tls "
-            "(and --tls-ca FILE for a private CA; VALISE_TLS_CA)"
-        )
-    return (
-        "the server hung up right after the TLS handshake: if it wants a client "
-        "certificate (mutual TLS), give --tls-cert FILE and --tls-key FILE "
-        "(VALISE_TLS_CERT, VALISE_TLS_KEY), signed by a CA it trusts"
-    )

@@ -1,9 +1,15 @@
-"""TLS for the client: server verification, optional client certificate (mutual TLS)."""
+"""TLS for the client: server verification, optional client certificate (mutual TLS).
+
+Also what a failed handshake asks a person to change (:func:`hint`), for
+every way of connecting (client/connection.py, client/probe.py).
+"""
 
 from __future__ import annotations
 
 import ssl
 from typing import Any
+
+from .errors import ValiseError
 
 
 def context(
@@ -35,3 +41,23 @@ def from_args(args: Any) -> ssl.SSLContext | None:
         cert=getattr(args, "tls_cert", None),
         key=getattr(args, "tls_key", None),
     )
+
+
+def hint(error: ValiseError, cause: BaseException) -> None:
+    """What to change when a TLS handshake fails for a reason that will not go away."""
+    reason = str(getattr(cause, "reason", "") or "")
+    if isinstance(cause, ssl.SSLCertVerificationError):
+        error.hint = (
+            "the server's certificate is not trusted here: give the CA that signed it "
+            "with --tls-ca FILE (VALISE_TLS_CA), and connect by a name the certificate holds"
+        )
+    elif reason in ("WRONG_VERSION_NUMBER", "RECORD_LAYER_FAILURE", "PACKET_LENGTH_TOO_LONG"):
+        error.hint = "the server does not use TLS on this port: leave out --tls and --tls-ca"
+    elif "CERTIFICATE_REQUIRED" in reason or "HANDSHAKE_FAILURE" in reason:
+        error.hint = (
+            "the server wants a client certificate (mutual TLS): give --tls-cert FILE "
+            "and --tls-key FILE (VALISE_TLS_CERT, VALISE_TLS_KEY)"
+        )
+    else:
+        return
+    error.permanent = True

@@ -44,6 +44,8 @@ def command_line(server: str, prefix: str, work: str, data: bytes) -> None:
     with open(src, "wb") as fh:
         fh.write(data)
     key = prefix + "cli/scan.bin"
+    code, out = cli(server, "ping", "--json")  # the blocking probe, not the asyncio client
+    assert code == 0 and json.loads(out)["server"]["version"] == 1, ("ping", code, out)
     code, out = cli(server, "put", src, key, "--json")
     assert code == 0, ("put", code)
     assert json.loads(out)["sha1"] == sha1(data), "put sha1"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -34,13 +35,20 @@ def port(valkey_server: EmbeddedValkey) -> Iterator[int]:
 
 
 def cli(
-    port: int, *args: str, stdin: bytes | None = None, cwd: Path = ROOT
+    port: int,
+    *args: str,
+    stdin: bytes | None = None,
+    cwd: Path = ROOT,
+    python: tuple[str, ...] = (),
 ) -> subprocess.CompletedProcess[bytes]:
-    """Run the CLI as a user would: stdout/stderr are pipes, not a TTY."""
+    """Run the CLI as a user would: stdout/stderr are pipes, not a TTY.
+
+    ``python``: options for the interpreter (``-X importtime``).
+    """
     env = {**os.environ, "VALISE_SERVER": f"127.0.0.1:{port}", "PYTHONPATH": str(ROOT)}
     env.pop("VALISE_TOKEN", None)
     return subprocess.run(
-        [sys.executable, "-m", "client", *args],
+        [sys.executable, *python, "-m", "client", *args],
         input=stdin,
         capture_output=True,
         cwd=cwd,
@@ -160,6 +168,21 @@ def test_json_outputs_parse(port: int, prefix: str) -> None:
     assert json.loads(ping.stdout)["server"]["version"] == 1
     assert [json.loads(line)["key"] for line in ls.stdout.splitlines()] == [key]
     assert json.loads(rm.stdout) == {"key": key, "deleted": True}
+
+
+def test_ping_says_pong_without_importing_asyncio(port: int) -> None:
+    # Issue 21: a probe is mostly start-up, and asyncio was most of that.
+    ping = cli(port, "ping", python=("-X", "importtime"))
+    assert ping.returncode == 0, ping.stderr
+    pong = rf"pong from valise/\S+ at 127\.0\.0\.1:{port} in \d+\.\d ms\n"
+    assert re.fullmatch(pong, ping.stdout.decode()), ping.stdout
+    imported = {
+        line.rsplit("|", 1)[1].strip()
+        for line in ping.stderr.decode().splitlines()
+        if line.startswith("import time:") and line.count("|") == 2
+    }
+    assert {"socket", "client.greeting"} <= imported  # the probe ran
+    assert not {"asyncio", "ssl", "client.aio"} & imported
 
 
 def test_exit_code_not_found(port: int, prefix: str, tmp_path: Path) -> None:

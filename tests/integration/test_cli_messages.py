@@ -1,8 +1,9 @@
 """Messages a person can act on: each mistake a new user makes, and what the CLI says about it.
 
-Real server processes: with tokens, with TLS, with mutual TLS, and plain.
-Each test runs the command as typed at a console and checks the words that
-tell the person what to change.
+Real server processes: with tokens, with TLS, with mutual TLS, and plain;
+and, for what a probe says about a peer that is no Valise server, a bare
+TCP listener. Each test runs the command as typed at a console and checks
+the words that tell the person what to change.
 """
 
 from __future__ import annotations
@@ -10,9 +11,11 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -31,6 +34,9 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
     ca.cert_pem.write_to_path(str(root / "ca.pem"))
     server.cert_chain_pems[0].write_to_path(str(root / "server.pem"))
     server.private_key_pem.write_to_path(str(root / "server.key"))
+    ca.issue_cert("scanner-1").private_key_and_cert_chain_pem.write_to_path(
+        str(root / "client.pem")
+    )
     return root
 
 
@@ -83,9 +89,11 @@ def test_a_server_that_wants_a_token_says_so_and_names_valise_token(with_tokens:
         "  hint: this server needs a token: set VALISE_TOKEN (or give --token TOKEN)",
     ]
     wrong = cli(with_tokens, "ping", "--retries", "0", "--token", "guess")
+    assert wrong.returncode == 1, wrong.stderr
     assert "did not accept this token: check VALISE_TOKEN" in wrong.stderr.decode()
     good = cli(with_tokens, "ping", "--token", "scanner-secret")
     assert good.returncode == 0, good.stderr
+    assert good.stdout.startswith(b"pong from valise/")
 
 
 def test_a_plain_client_against_a_tls_server_is_told_to_add_tls(tls: int) -> None:
@@ -115,6 +123,84 @@ def test_tls_against_a_plain_server_and_an_untrusted_certificate(
     untrusted = cli(tls, "ping", "--tls")  # the system's CAs do not know the test CA
     assert untrusted.returncode == 5, untrusted.stderr
     assert "--tls-ca FILE (VALISE_TLS_CA)" in untrusted.stderr.decode()
+
+
+def test_ping_over_tls_and_mutual_tls_with_the_right_options(
+    tls: int, mtls: int, pki: Path
+) -> None:
+    trust = ("--tls-ca", str(pki / "ca.pem"))
+    for port, mine in ((tls, ()), (mtls, ("--tls-cert", str(pki / "client.pem")))):
+        result = cli(port, "ping", "--json", *trust, *mine)
+        assert result.returncode == 0, result.stderr
+        answer = json.loads(result.stdout)
+        assert answer["server"]["version"] == 1 and "t" in answer["reply"]
+
+
+def _read_hello(conn: socket.socket) -> None:
+    header = conn.recv(5, socket.MSG_WAITALL)
+    conn.recv(int.from_bytes(header[1:], "big"), socket.MSG_WAITALL)
+
+
+@pytest.fixture
+def stranger() -> Iterator[Callable[[Callable[[socket.socket], object]], int]]:
+    """A TCP port whose listener reads the HELLO, then answers with a function of its socket."""
+    threads: list[threading.Thread] = []
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+
+        def listen(answer: Callable[[socket.socket], object]) -> int:
+            def serve() -> None:
+                conn, _ = listener.accept()
+                with conn:
+                    _read_hello(conn)
+                    answer(conn)
+
+            threads.append(threading.Thread(target=serve, daemon=True))
+            threads[-1].start()
+            return int(listener.getsockname()[1])
+
+        yield listen
+        for thread in threads:
+            thread.join(10)
+
+
+@pytest.mark.parametrize(
+    ("answer", "options", "code", "said"),
+    [
+        (
+            lambda conn: conn.sendall(b"HTTP/1.1 400 Bad Request\r\n\r\n"),
+            [],
+            1,
+            ["valise: protocol_error: unknown frame type 0x48"],
+        ),
+        (
+            lambda conn: None,  # hangs up
+            [],
+            5,
+            [
+                "valise: connection_lost: server closed the connection",
+                "  hint: the server hung up without a word: if it uses TLS, add --tls "
+                "(and --tls-ca FILE for a private CA; VALISE_TLS_CA)",
+            ],
+        ),
+        (
+            lambda conn: conn.recv(1),  # says nothing until the client gives up
+            ["--timeout", "0.5"],
+            5,
+            ["valise: client_timeout: no reply from the server within 0.5 s"],
+        ),
+    ],
+    ids=["garbage", "hangs-up", "silent"],
+)
+def test_ping_names_what_is_wrong_with_a_peer_that_is_no_valise_server(
+    stranger: Callable[[Callable[[socket.socket], object]], int],
+    answer: Callable[[socket.socket], object],
+    options: list[str],
+    code: int,
+    said: list[str],
+) -> None:
+    result = cli(stranger(answer), "ping", *options)
+    assert result.returncode == code, result.stderr
+    assert lines(result.stderr) == said
 
 
 @pytest.mark.parametrize("address", ["valise://127.0.0.1:{port}", "tcp://127.0.0.1:{port}/"])

@@ -1,9 +1,10 @@
-"""What `valise --help` imports: only the parser, not the client or the agents.
+"""What `valise --help` and `valise ping` import: not asyncio, ssl or the agents.
 
 A start-up of the CLI is a real share of a small transfer and of every
 file a scanner agent sends; asyncio (with ssl) and the watch agent are most
-of it, and --help needs neither. Checked on the module set Python reports
-(-X importtime), never on a time.
+of it, and --help needs neither; ping runs on a blocking socket (issue 21).
+Checked on the module set Python reports (-X importtime), never on a time.
+tests/integration/test_cli.py checks a ping that reaches a server.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import sys
 from tests.support.harness import ROOT
 
 
-def _imported(*args: str) -> set[str]:
+def _imported(*args: str, code: int = 0) -> set[str]:
     run = subprocess.run(
         [sys.executable, "-X", "importtime", "-m", "client", *args],
         cwd=ROOT,
@@ -23,8 +24,8 @@ def _imported(*args: str) -> set[str]:
         check=False,
         timeout=60,
     )
-    assert run.returncode == 0, run.stderr[-2000:]
-    assert "usage: valise" in run.stdout
+    assert run.returncode == code, run.stderr[-2000:]
+    assert "usage: valise" in run.stdout + run.stderr
     # "import time: self | cumulative | [indent]module" per imported module.
     return {
         line.rsplit("|", 1)[1].strip()
@@ -46,3 +47,13 @@ def test_a_subcommands_help_imports_no_asyncio_either() -> None:
     modules = _imported("watch", "--help")
     assert "asyncio" not in modules
     assert "client.watch" not in modules
+
+
+def test_ping_imports_neither_asyncio_nor_ssl() -> None:
+    # A bad address is refused after the ping module is imported, before any socket.
+    modules = _imported("ping", "--server", "valise://nowhere", code=2)
+    # The command's module came in (importlib's own imports are not reported, its
+    # module's are): what it imports is in the set.
+    assert "client.greeting" in modules
+    for heavy in ("asyncio", "ssl", "client.aio", "client.connection", "client.batch"):
+        assert heavy not in modules, heavy
