@@ -11,8 +11,7 @@ from __future__ import annotations
 import argparse
 from typing import Any, Callable
 
-from .watchscan import DEFAULT_EXCLUDES
-from .watchstate import state_dir
+from .watchdefaults import DEFAULT_EXCLUDES, state_dir
 
 __all__ = ["events", "follow", "watch"]
 

@@ -19,22 +19,9 @@ import stat
 from dataclasses import dataclass
 from typing import Callable, Iterator, Sequence
 
-__all__ = ["DEFAULT_EXCLUDES", "Filters", "Seen", "scan"]
+from .watchdefaults import DEFAULT_EXCLUDES
 
-#: Never scans: thumbnail and folder files, partial downloads and copies, editor swap files.
-DEFAULT_EXCLUDES = (
-    "Thumbs.db",
-    "ehthumbs.db",
-    "desktop.ini",
-    ".DS_Store",
-    "*.tmp",
-    "*.temp",
-    "*.part",
-    "*.partial",
-    "*.crdownload",
-    "~$*",
-    "*.swp",
-)
+__all__ = ["DEFAULT_EXCLUDES", "Filters", "Seen", "scan"]
 
 
 class Filters:

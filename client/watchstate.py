@@ -23,30 +23,18 @@ import hashlib
 import json
 import os
 import re
-import sys
 import tempfile
 from dataclasses import dataclass
 from typing import Any, Callable
 
 from .files import fsync_dir
+from .watchdefaults import state_dir
 
 __all__ = ["LEGACY_NAME", "SentRecord", "StateFile", "default_state_path", "state_dir"]
 
 #: Where versions before the per-user folder kept the state: inside the watched folder.
 LEGACY_NAME = ".valise-sent.json"
 _VERSION = 1
-
-
-def state_dir() -> str:
-    """This user's folder for the agent's state, by the platform's convention."""
-    home = os.path.expanduser("~")
-    if sys.platform == "win32":
-        base = os.environ.get("LOCALAPPDATA") or os.path.join(home, "AppData", "Local")
-    elif sys.platform == "darwin":
-        base = os.path.join(home, "Library", "Application Support")
-    else:
-        base = os.environ.get("XDG_STATE_HOME") or os.path.join(home, ".local", "state")
-    return os.path.join(base, "valise")
 
 
 def default_state_path(root: str, host: str, port: int) -> str:

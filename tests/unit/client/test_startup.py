@@ -57,3 +57,6 @@ def test_ping_imports_neither_asyncio_nor_ssl() -> None:
     assert "client.greeting" in modules
     for heavy in ("asyncio", "ssl", "client.aio", "client.connection", "client.batch"):
         assert heavy not in modules, heavy
+    # dataclasses pulls in inspect: a third of the CLI's own imports, for nothing ping needs.
+    for costly in ("dataclasses", "inspect", "client.watchstate", "client.watchscan"):
+        assert costly not in modules, costly

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from client.watchstate import SentRecord, StateFile, default_state_path, state_dir
+from client.watchdefaults import state_dir
+from client.watchstate import SentRecord, StateFile, default_state_path
 
 
 def test_state_dir_follows_each_platform(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
