@@ -19,6 +19,22 @@ check the pool did on every checkout is replaced by a cheap one: a
 connection the server closed while it was idle, or one with unread bytes,
 is reconnected before use.
 
+Script calls issued in the same event-loop pass share one round trip
+(auto-pipelining, as ioredis does it): they are packed together, written to
+one connection in one write, and their replies read in order, each handed
+to its caller's future. With many requests in flight this makes one send,
+one checkout and one deadline per batch instead of per command. A batch
+holds at most BATCH_COMMANDS commands or about BATCH_BYTES of arguments.
+A caller cancelled before the batch is sent drops its command; one
+cancelled after has its reply read and dropped, so the order holds for the
+others. The deadline runs from the checkout, as before; when it passes,
+every command still waiting fails with valkey-py's TimeoutError (they were
+all issued in the same pass, so the deadline is theirs too); when the
+connection fails otherwise, the command being read gets the error and
+those after it a ConnectionError (storage/calls.py retries those of
+idempotent calls). Chunk GETs (``get_bulk``) are not batched: each has a
+connection to itself.
+
 Single node only: a cluster keeps valkey-py's cluster client, whose
 routing, redirects and gate (storage/clients.py) this does not redo.
 """
@@ -66,11 +82,82 @@ class Lane:
     def __init__(self, pool: Any, timeout: float) -> None:
         self.pool = pool
         self.timeout = timeout
+        self._open: _Batch | None = None  # the batch commands of this loop pass join
+        self._running: set[asyncio.Task[None]] = set()
 
     async def execute(self, command: tuple[Any, ...]) -> Any:
         """The command's reply; an error reply is returned (the connection is fine), a
         failed connection raised as valkey-py raises it (the connection is closed)."""
-        return await self._on_connection(command, _parsed)
+        loop = asyncio.get_running_loop()
+        size = _size(command)
+        batch = self._open
+        if batch is None or batch.full(size):
+            batch = self._open = _Batch()
+            task = loop.create_task(self._run(batch))  # starts in the next loop pass
+            self._running.add(task)
+            task.add_done_callback(self._running.discard)
+        future = loop.create_future()
+        batch.add(command, future, size)
+        return await future
+
+    async def _run(self, batch: _Batch) -> None:
+        """Send the batch on one connection, hand each reply to its caller."""
+        if self._open is batch:
+            self._open = None  # commands from now on start the next batch
+        batch.drop_cancelled()
+        if not batch.futures:
+            return
+        pool = self.pool
+        try:
+            if pool.can_get_connection():
+                conn = pool.get_available_connection()
+            else:
+                conn = await pool.get_connection("EVALSHA")  # waits, bounded by the pool
+        except BaseException as exc:  # the pool's wait ran out (or a cancel)
+            batch.fail(0, exc, exc)
+            if isinstance(exc, asyncio.CancelledError):
+                raise
+            return
+        try:
+            await self._exchange(conn, batch)
+        finally:
+            await pool.release(conn)
+
+    async def _exchange(self, conn: Any, batch: _Batch) -> None:
+        futures = batch.futures
+        read = 0
+        sent = False
+        failed: BaseException
+        rest: BaseException
+        try:
+            async with asyncio.timeout(self.timeout):  # from checkout, as before
+                await _ready(conn)
+                await conn.send_packed_command(_packed(conn, batch.commands), False)
+                sent = True
+                parser = conn._parser
+                for future in futures:
+                    reply = await parser.read_response()
+                    if not future.done():  # else its caller was cancelled: dropped
+                        future.set_result(reply)
+                    read += 1
+            return
+        except TimeoutError:
+            late = valkey_exc.TimeoutError("Timeout talking to Valkey")
+            failed, rest = late, late
+        except OSError as exc:
+            failed = valkey_exc.ConnectionError(f"Error talking to Valkey: {exc}")
+            failed.__cause__ = exc
+            rest = _cut()
+        except BaseException as exc:
+            # Cut short mid-reply (a protocol error, a send that failed, a cancel).
+            failed, rest = exc, _cut()
+        if not sent:  # nothing went out (say, a refused password): one fate for all
+            rest = failed
+        # Replies still on the way would land in the wrong hands: never reuse it.
+        await conn.disconnect(nowait=True)
+        batch.fail(read, failed, rest)
+        if isinstance(failed, asyncio.CancelledError):
+            raise failed
 
     async def get_bulk(self, name: str, buffers: Buffers | None = None) -> bytearray | None:
         """GET ``name``, its value received straight into a buffer (storage/bulk.py).
@@ -113,10 +200,74 @@ class Lane:
         return reply
 
 
-async def _parsed(conn: Any, command: tuple[Any, ...]) -> Any:
-    """Send the command, read its reply with the connection's parser (libvalkey)."""
-    await conn.send_packed_command(conn.pack_command(*command), False)
-    return await conn._parser.read_response()
+#: A batch closes at this many commands ...
+BATCH_COMMANDS = 64
+#: ... or about this many bytes of arguments (a small file's COMMIT_ONE carries it).
+BATCH_BYTES = 1 << 20
+
+
+class _Batch:
+    """Commands issued in one loop pass and their callers' futures."""
+
+    __slots__ = ("commands", "futures", "size")
+
+    def __init__(self) -> None:
+        self.commands: list[tuple[Any, ...]] = []
+        self.futures: list[asyncio.Future[Any]] = []
+        self.size = 0
+
+    def full(self, size: int) -> bool:
+        return len(self.commands) >= BATCH_COMMANDS or (
+            self.size + size > BATCH_BYTES and bool(self.commands)
+        )
+
+    def add(self, command: tuple[Any, ...], future: asyncio.Future[Any], size: int) -> None:
+        self.commands.append(command)
+        self.futures.append(future)
+        self.size += size
+
+    def drop_cancelled(self) -> None:
+        """Callers cancelled before the send: their commands are not sent at all."""
+        if any(future.done() for future in self.futures):
+            kept = [
+                (c, f) for c, f in zip(self.commands, self.futures, strict=True) if not f.done()
+            ]
+            self.commands = [c for c, _ in kept]
+            self.futures = [f for _, f in kept]
+
+    def fail(self, read: int, failed: BaseException, rest: BaseException) -> None:
+        """The command being read gets ``failed``, those after it ``rest``."""
+        for index in range(read, len(self.futures)):
+            future = self.futures[index]
+            if future.done():
+                continue
+            error = failed if index == read else rest
+            if isinstance(error, asyncio.CancelledError):
+                future.cancel()
+            else:
+                future.set_exception(error)
+
+
+def _packed(conn: Any, commands: list[tuple[Any, ...]]) -> list[bytes]:
+    """The batch as one piece, so it goes out in one write (valkey-py's
+    ``pack_commands`` cuts it every 6000 bytes: a write each). At most about
+    BATCH_BYTES is copied; a lone command keeps its pieces (no copy)."""
+    if len(commands) == 1:
+        pieces: list[bytes] = conn.pack_command(*commands[0])
+        return pieces
+    pack = conn.pack_command
+    return [b"".join([piece for command in commands for piece in pack(*command)])]
+
+
+def _cut() -> Exception:
+    return valkey_exc.ConnectionError("Valkey connection closed before this reply")
+
+
+def _size(command: tuple[Any, ...]) -> int:
+    return sum(len(arg) if isinstance(arg, _SIZED) else 8 for arg in command)
+
+
+_SIZED = (bytes, str, bytearray, memoryview)
 
 
 async def _ready(conn: Any) -> None:
