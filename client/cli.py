@@ -30,7 +30,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any, Awaitable, Callable, NoReturn
 
-from . import nctools, subparsers
+from . import subparsers
 from .console import (
     EXIT_ERROR,
     EXIT_USAGE,
@@ -177,9 +177,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("ping", help="check the server answers", epilog=_EPILOG)
     common(p)
     p.set_defaults(handler=probe.run)  # a blocking socket: no asyncio to import
-    frame, decode = nctools.add_parsers(sub, common)
-    frame.set_defaults(handler=nctools.run_frame)
-    decode.set_defaults(handler=nctools.run_decode)
+    frame, decode = subparsers.frame_and_decode(sub, common)
+    frame.set_defaults(handler=_frame)
+    decode.set_defaults(handler=_decode)
     subparsers.watch(sub, common).set_defaults(handler=_watch)
     subparsers.events(sub, common).set_defaults(handler=_events)
     subparsers.follow(sub, common).set_defaults(handler=_follow)
@@ -222,6 +222,18 @@ def _watch(args: argparse.Namespace) -> int:
     if not os.path.isdir(args.dir):
         raise UsageError(f"not a directory: {args.dir}")
     return int(watchcli.run(args, host, port))
+
+
+def _frame(args: argparse.Namespace) -> int:
+    from . import nctools  # here: hashlib and the frame tools only for these two
+
+    return nctools.run_frame(args)
+
+
+def _decode(args: argparse.Namespace) -> int:
+    from . import nctools
+
+    return nctools.run_decode(args)
 
 
 def _address(args: argparse.Namespace) -> tuple[str, int]:

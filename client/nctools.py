@@ -29,7 +29,6 @@ import json
 import os
 import stat
 import sys
-from collections.abc import Callable
 from typing import IO, Any, TextIO
 
 from .console import EXIT_INTEGRITY, exit_code_for
@@ -49,43 +48,7 @@ from .wire import (
     encode_end,
 )
 
-__all__ = ["add_parsers", "decode_stream", "run_decode", "run_frame", "write_frames"]
-
-
-def add_parsers(
-    sub: Any,  # argparse's _SubParsersAction is private
-    common: Callable[[argparse.ArgumentParser], None],
-) -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
-    """Register ``frame`` and ``decode``; returns their parsers, (frame, decode)."""
-    p: argparse.ArgumentParser = sub.add_parser("frame", help="write request frames to stdout")
-    common(p)
-    p.add_argument("--hello", action="store_true", help="start with HELLO (implied by a token)")
-    fsub = p.add_subparsers(dest="frame_command", required=True, metavar="REQUEST")
-    q = fsub.add_parser("put", help="PUT + DATA* + END(hex sha1)")
-    q.add_argument("key")
-    q.add_argument("file", help='path, or "-" for stdin')
-    q.add_argument("--ttl", type=int)
-    q.add_argument("--content-type")
-    q.add_argument("--no-size", action="store_true", help="do not declare the size")
-    q = fsub.add_parser("get", help="GET")
-    q.add_argument("key")
-    q.add_argument("--offset", type=int)
-    q.add_argument("--length", type=int)
-    fsub.add_parser("stat", help="STAT").add_argument("key")
-    fsub.add_parser("delete", help="DELETE").add_argument("key")
-    q = fsub.add_parser("list", help="LIST (one page)")
-    q.add_argument("prefix", nargs="?", default="")
-    q.add_argument("--cursor")
-    q.add_argument("--limit", type=int)
-    q = fsub.add_parser("ping", help="PING")
-    q.add_argument("payload", nargs="?", default="{}", help="JSON object to echo")
-
-    d: argparse.ArgumentParser = sub.add_parser("decode", help="print server frames from stdin")
-    common(d)
-    d.add_argument("--any", action="store_true", help="accept client frames too")
-    d.add_argument("-o", "--output", help="write the DATA bytes to this file")
-    d.add_argument("--max-frame", type=int, default=DEFAULT_MAX_DATA_IN, help="DATA limit")
-    return p, d
+__all__ = ["decode_stream", "run_decode", "run_frame", "write_frames"]
 
 
 def run_frame(args: argparse.Namespace) -> int:

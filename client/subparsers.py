@@ -1,4 +1,5 @@
-"""The parsers of the agent commands (watch, events, follow), apart from the agents.
+"""The parsers of the agent commands (watch, events, follow) and of the nc tools (frame,
+decode), apart from the modules that run them.
 
 ``valise --help`` and ``valise ping`` build every subcommand's parser, but
 run at most one command: the modules that run the agents import asyncio,
@@ -12,6 +13,7 @@ import argparse
 from typing import Any, Callable
 
 from .watchdefaults import DEFAULT_EXCLUDES, state_dir
+from .wire import DEFAULT_MAX_DATA_IN
 
 __all__ = ["events", "follow", "watch"]
 
@@ -125,3 +127,39 @@ def follow(sub: Any, common: Callable[[argparse.ArgumentParser], None]) -> Any:
     p.add_argument("--exec", dest="exec_cmd", metavar="CMD", help="run CMD PATH per file")
     _max_backoff_alias(p)
     return p
+
+
+def frame_and_decode(
+    sub: Any,  # argparse's _SubParsersAction is private
+    common: Callable[[argparse.ArgumentParser], None],
+) -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
+    """Register ``frame`` and ``decode`` (client/nctools.py runs them); their parsers."""
+    p: argparse.ArgumentParser = sub.add_parser("frame", help="write request frames to stdout")
+    common(p)
+    p.add_argument("--hello", action="store_true", help="start with HELLO (implied by a token)")
+    fsub = p.add_subparsers(dest="frame_command", required=True, metavar="REQUEST")
+    q = fsub.add_parser("put", help="PUT + DATA* + END(hex sha1)")
+    q.add_argument("key")
+    q.add_argument("file", help='path, or "-" for stdin')
+    q.add_argument("--ttl", type=int)
+    q.add_argument("--content-type")
+    q.add_argument("--no-size", action="store_true", help="do not declare the size")
+    q = fsub.add_parser("get", help="GET")
+    q.add_argument("key")
+    q.add_argument("--offset", type=int)
+    q.add_argument("--length", type=int)
+    fsub.add_parser("stat", help="STAT").add_argument("key")
+    fsub.add_parser("delete", help="DELETE").add_argument("key")
+    q = fsub.add_parser("list", help="LIST (one page)")
+    q.add_argument("prefix", nargs="?", default="")
+    q.add_argument("--cursor")
+    q.add_argument("--limit", type=int)
+    q = fsub.add_parser("ping", help="PING")
+    q.add_argument("payload", nargs="?", default="{}", help="JSON object to echo")
+
+    d: argparse.ArgumentParser = sub.add_parser("decode", help="print server frames from stdin")
+    common(d)
+    d.add_argument("--any", action="store_true", help="accept client frames too")
+    d.add_argument("-o", "--output", help="write the DATA bytes to this file")
+    d.add_argument("--max-frame", type=int, default=DEFAULT_MAX_DATA_IN, help="DATA limit")
+    return p, d

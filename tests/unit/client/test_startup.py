@@ -58,5 +58,5 @@ def test_ping_imports_neither_asyncio_nor_ssl() -> None:
     for heavy in ("asyncio", "ssl", "client.aio", "client.connection", "client.batch"):
         assert heavy not in modules, heavy
     # dataclasses pulls in inspect: a third of the CLI's own imports, for nothing ping needs.
-    for costly in ("dataclasses", "inspect", "client.watchstate", "client.watchscan"):
+    for costly in ("dataclasses", "inspect", "hashlib", "client.watchstate", "client.nctools"):
         assert costly not in modules, costly
