@@ -107,6 +107,17 @@ def percentile(sorted_values: Sequence[float], q: float) -> float:
     return sorted_values[index]
 
 
+def pair_rates(latencies: list[float], elapsed: float) -> dict[str, float]:
+    """Pairs per second, p50 and p99 (ms) of one small-file run's pair latencies."""
+    latencies.sort()
+    return {
+        "pairs_per_s": len(latencies) / elapsed,
+        "p50_ms": percentile(latencies, 0.50) * 1000,
+        "p99_ms": percentile(latencies, 0.99) * 1000,
+        "pairs": float(len(latencies)),
+    }
+
+
 def cpu_seconds(pid: int) -> float:
     """User + system CPU of a whole process (all threads) and its workers, from /proc."""
     total = 0
@@ -700,14 +711,7 @@ async def small_files(server: ValiseProcess, payload: Payload, s: Settings) -> d
     finally:
         for wire in wires:
             wire.close()
-    elapsed = time.perf_counter() - started
-    latencies.sort()
-    return {
-        "pairs_per_s": len(latencies) / elapsed,
-        "p50_ms": percentile(latencies, 0.50) * 1000,
-        "p99_ms": percentile(latencies, 0.99) * 1000,
-        "pairs": float(len(latencies)),
-    }
+    return pair_rates(latencies, time.perf_counter() - started)
 
 
 def curl_up_down(server: ValiseProcess, payload: Payload, size: int) -> tuple[float, float]:

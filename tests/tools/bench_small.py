@@ -68,7 +68,7 @@ async def raw_small(
     client: Any, payload: Payload, seconds: float, connections: int
 ) -> dict[str, float]:
     """``connections`` tasks doing SET then GET of the 4 KiB value until the deadline."""
-    from tests.tools.bench import TTL, BenchError, percentile
+    from tests.tools.bench import TTL, BenchError, pair_rates
 
     latencies: list[float] = []
     names: list[str] = []
@@ -93,13 +93,7 @@ async def raw_small(
     elapsed = time.perf_counter() - started
     for at in range(0, len(names), 512):
         await client.unlink(*names[at : at + 512])
-    latencies.sort()
-    return {
-        "pairs_per_s": len(latencies) / elapsed,
-        "p50_ms": percentile(latencies, 0.50) * 1000,
-        "p99_ms": percentile(latencies, 0.99) * 1000,
-        "pairs": float(len(latencies)),
-    }
+    return pair_rates(latencies, elapsed)
 
 
 async def metered(
