@@ -60,8 +60,40 @@ def _json(text: str | None, encode: Callable[[str], str]) -> str:
     return "null" if text is None else encode(text)
 
 
-class TextFormatter(logging.Formatter):
+class _AccessLines:
+    """What format() makes of an access record, without the record: the line's head
+    is the format's (``_head``), its fields the same JSON in both (ASCII-escaped in
+    text, as json.dumps does by default; not in JSON lines, as JsonFormatter's)."""
+
+    _ascii = False
+
+    def access_line(
+        self,
+        now: float,
+        peer: str,
+        namespace: str,
+        op: str,
+        key: str | None,
+        nbytes: int,
+        ms: float,
+        outcome: str,
+    ) -> str:
+        """AccessLog's record created at ``now``; ``ms`` comes unrounded."""
+        e = encode_basestring_ascii if self._ascii else encode_basestring
+        return (
+            f'{self._head(now)}"peer":{e(peer)},"namespace":{e(namespace)},'
+            f'"op":{e(op)},"key":{_json(key, e)},"bytes":{nbytes},"ms":{rounded(ms, 2)},'
+            f'"outcome":{e(outcome)}}}'
+        )
+
+    def _head(self, now: float) -> str:
+        raise NotImplementedError
+
+
+class TextFormatter(_AccessLines, logging.Formatter):
     """``time level logger: message``; access records are written by access_line()."""
+
+    _ascii = True
 
     def __init__(self, *, pid: bool = False) -> None:
         # Several workers log to one stderr: say which one.
@@ -72,59 +104,28 @@ class TextFormatter(logging.Formatter):
         self._second = -1
         self._stamp = ""
 
-    def access_line(
-        self,
-        now: float,
-        peer: str,
-        namespace: str,
-        op: str,
-        key: str | None,
-        nbytes: int,
-        ms: float,
-        outcome: str,
-    ) -> str:
-        """What format() makes of AccessLog's record created at ``now``, without the record.
-
-        ``ms`` comes unrounded. The message is json.dumps() of the entry
-        (ASCII, no spaces); the time stamp is formatTime()'s, made once a second.
-        """
+    def _head(self, now: float) -> str:
+        """``time INFO valise.access: {"time":...,``: formatTime()'s stamp, made once a
+        second; the message is json.dumps() of the entry (ASCII, no spaces)."""
         second = int(now)
         if second != self._second:
             self._stamp = time.strftime(self.default_time_format, self.converter(now))
             self._second = second
         msecs = _MILLIS[int((now - second) * 1000)]
         pid = f"[{_pid.value}]" if self.pid else ""
-        e = encode_basestring_ascii
-        return (
-            f"{self._stamp},{msecs} INFO {ACCESS}{pid}: "
-            f'{{"time":{rounded(now, 3)},"peer":{e(peer)},"namespace":{e(namespace)},'
-            f'"op":{e(op)},"key":{_json(key, e)},"bytes":{nbytes},"ms":{rounded(ms, 2)},'
-            f'"outcome":{e(outcome)}}}'
-        )
+        return f'{self._stamp},{msecs} INFO {ACCESS}{pid}: {{"time":{rounded(now, 3)},'
 
 
-class JsonFormatter(logging.Formatter):
+class JsonFormatter(_AccessLines, logging.Formatter):
     def __init__(self, *, pid: bool = False) -> None:
         super().__init__()
         self.pid = pid
         self._second = -1.0
         self._stamp = ""
 
-    def access_line(
-        self,
-        now: float,
-        peer: str,
-        namespace: str,
-        op: str,
-        key: str | None,
-        nbytes: int,
-        ms: float,
-        outcome: str,
-    ) -> str:
-        """What format() makes of AccessLog's record created at ``now``, without the record.
-
-        ``ms`` comes unrounded; the RFC 3339 stamp is made once a second.
-        """
+    def _head(self, now: float) -> str:
+        """``{"time":"<RFC 3339>","level":"info","logger":"valise.access",``, the stamp
+        made once a second."""
         # datetime.fromtimestamp's rounding: to the nearest microsecond, half to even.
         fraction, second = math.modf(now)
         micros = round(fraction * 1e6)
@@ -135,12 +136,9 @@ class JsonFormatter(logging.Formatter):
             self._stamp = datetime.fromtimestamp(second, UTC).isoformat(timespec="seconds")[:-6]
             self._second = second
         pid = f',"pid":{_pid.value}' if self.pid else ""
-        e = encode_basestring
         return (
             f'{{"time":"{self._stamp}.{_MILLIS[micros // 1000]}+00:00","level":"info",'
-            f'"logger":"{ACCESS}"{pid},"peer":{e(peer)},"namespace":{e(namespace)},'
-            f'"op":{e(op)},"key":{_json(key, e)},"bytes":{nbytes},"ms":{rounded(ms, 2)},'
-            f'"outcome":{e(outcome)}}}'
+            f'"logger":"{ACCESS}"{pid},'
         )
 
     def format(self, record: logging.LogRecord) -> str:
@@ -187,26 +185,25 @@ class BatchingHandler(logging.StreamHandler):  # type: ignore[type-arg]
         if record.levelno >= logging.WARNING:
             self.flush()
             return
-        if not self._scheduled:
-            try:
-                loop = asyncio.get_running_loop()
-            except RuntimeError:
-                self.flush()
-                return
-            self._scheduled = True
-            loop.call_soon(self.flush)
+        self._later()
 
     def add_line(self, line: str) -> None:
         """An info line already formatted: what emit() does after format()."""
         self._lines.append(line + self.terminator)
-        if not self._scheduled:
-            try:
-                loop = asyncio.get_running_loop()
-            except RuntimeError:
-                self.flush()
-                return
-            self._scheduled = True
-            loop.call_soon(self.flush)
+        self._later()
+
+    def _later(self) -> None:
+        """Write the kept lines once the loop has run what it had ready (at once
+        without a running loop)."""
+        if self._scheduled:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            self.flush()
+            return
+        self._scheduled = True
+        loop.call_soon(self.flush)
 
     def flush(self) -> None:
         self._scheduled = False
