@@ -242,6 +242,7 @@ class EventHub:
             feed.task.cancel()
         await self.log.close()
         await asyncio.gather(*(feed.stop() for feed in feeds), *self._stopping)
+        await self.log.close()  # what a reader still connecting opened meanwhile
 
 
 def _honour_cancel() -> None:

@@ -29,7 +29,7 @@ from storage.calls import VALKEY_ERRORS, translate
 from storage.clients import reader_client
 from storage.config import StorageConfig
 from storage.crypto import Sealer
-from storage.errors import StorageError
+from storage.errors import StorageError, StorageUnavailable
 from storage.info import FileInfo
 
 log = logging.getLogger("valise.storage")
@@ -157,6 +157,7 @@ class EventLog:
     def __init__(self, store: Store) -> None:
         self.store = store
         self._reader: Any = None
+        self._closed = False
 
     def publish_args(self, event: str) -> list[Any]:
         """The last three ARGV of a script that publishes (storage.scripts)."""
@@ -189,6 +190,10 @@ class EventLog:
 
         On a connection of the reader client: one per follower at a time.
         """
+        if self._closed:
+            # A follower still running after close() must not open a new reader:
+            # nothing would close its connections.
+            raise StorageUnavailable("the event log is closed: the server is stopping")
         if self._reader is None:
             self._reader = reader_client(self.store.config, BLOCK_MS / 1000)
         stream = keys.NamespaceKeys(namespace).events
@@ -200,6 +205,12 @@ class EventLog:
         return _records(reply[0][1], self.store.sealer, namespace) if reply else []
 
     async def close(self) -> None:
-        reader, self._reader = self._reader, None
-        if reader is not None:
-            await reader.aclose()
+        """Close the reader, ending any XREAD BLOCK in flight; no new one opens after.
+
+        Safe to call again once the followers have stopped: a cluster client
+        closed while it was still connecting finishes connecting after the
+        close, and only a second close reaches those connections.
+        """
+        self._closed = True
+        if self._reader is not None:
+            await self._reader.aclose()

@@ -137,6 +137,8 @@ async def test_a_subscriber_is_told_what_to_change(
     with pytest.raises(Unauthorized) as refused:
         await subscribe(secured.host, secured.port, token=token, timeout=5)
     assert says in (refused.value.hint or "")
+    subscription = await subscribe(secured.host, secured.port, token="alice-secret", timeout=5)
+    subscription.abort()  # then the server stops with its follower in XREAD BLOCK
 
 
 @pytest.mark.asyncio
