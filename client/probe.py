@@ -20,7 +20,7 @@ import socket
 import time
 from typing import TYPE_CHECKING, Any
 
-from . import greeting, wire
+from . import greeting, tls, wire
 from .console import EXIT_OK, UsageError, parse_server, print_json
 from .errors import (
     ConnectionFailed,
@@ -44,11 +44,7 @@ def run(args: argparse.Namespace) -> int:
         host, port = parse_server(args.server)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
-    context = None
-    if args.tls or args.tls_ca or args.tls_cert:
-        from . import tls
-
-        context = tls.from_args(args)
+    context = tls.from_args(args)  # imports ssl only when a TLS option is given
     started = time.perf_counter()
     link = _Link.open(host, port, args.timeout, context)
     try:
@@ -163,8 +159,6 @@ class _Link:
         except OSError as exc:  # ssl.SSLError is one
             error = ConnectionFailed(f"cannot connect to {host}:{port}: {exc}")
             if context is not None:
-                from . import tls
-
                 tls.hint(error, exc)
             raise error from exc
         sock.settimeout(timeout)

@@ -6,10 +6,12 @@ every way of connecting (client/connection.py, client/probe.py).
 
 from __future__ import annotations
 
-import ssl
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .errors import ValiseError
+
+if TYPE_CHECKING:
+    import ssl
 
 
 def context(
@@ -26,6 +28,8 @@ def context(
     """
     if not (tls or ca or cert):
         return None
+    import ssl  # here: plain TCP (valise ping) never loads it
+
     ctx = ssl.create_default_context(cafile=ca)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     if cert:
@@ -45,6 +49,8 @@ def from_args(args: Any) -> ssl.SSLContext | None:
 
 def hint(error: ValiseError, cause: BaseException) -> None:
     """What to change when a TLS handshake fails for a reason that will not go away."""
+    import ssl  # loaded already: a handshake failed
+
     reason = str(getattr(cause, "reason", "") or "")
     if isinstance(cause, ssl.SSLCertVerificationError):
         error.hint = (
