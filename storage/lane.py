@@ -109,10 +109,7 @@ class Lane:
             return
         pool = self.pool
         try:
-            if pool.can_get_connection():
-                conn = pool.get_available_connection()
-            else:
-                conn = await pool.get_connection("EVALSHA")  # waits, bounded by the pool
+            conn = await _checkout(pool, "EVALSHA")
         except BaseException as exc:  # the pool's wait ran out (or a cancel)
             batch.fail(0, exc, exc)
             if isinstance(exc, asyncio.CancelledError):
@@ -141,16 +138,11 @@ class Lane:
                         future.set_result(reply)
                     read += 1
             return
-        except TimeoutError:
-            late = valkey_exc.TimeoutError("Timeout talking to Valkey")
-            failed, rest = late, late
-        except OSError as exc:
-            failed = valkey_exc.ConnectionError(f"Error talking to Valkey: {exc}")
-            failed.__cause__ = exc
-            rest = _cut()
         except BaseException as exc:
-            # Cut short mid-reply (a protocol error, a send that failed, a cancel).
-            failed, rest = exc, _cut()
+            # Past the deadline, every command waiting shares it; else the one being
+            # read gets the error (a socket's, a protocol error, a cancel), the rest _cut().
+            failed = _as_valkey(exc)
+            rest = failed if isinstance(exc, TimeoutError) else _cut()
         if not sent:  # nothing went out (say, a refused password): one fate for all
             rest = failed
         # Replies still on the way would land in the wrong hands: never reuse it.
@@ -176,25 +168,19 @@ class Lane:
         self, command: tuple[Any, ...], read: Callable[[Any, tuple[Any, ...]], Awaitable[Any]]
     ) -> Any:
         pool = self.pool
-        if pool.can_get_connection():
-            conn = pool.get_available_connection()
-        else:
-            conn = await pool.get_connection(command[0])  # waits, bounded by the pool
+        conn = await _checkout(pool, command[0])
         try:
             try:
                 async with asyncio.timeout(self.timeout):
                     await _ready(conn)
                     reply = await read(conn, command)
-            except TimeoutError:
+            except BaseException as exc:
+                # Cut short mid-reply (a timeout, a cancel, a protocol error): never reuse it.
                 await conn.disconnect(nowait=True)
-                raise valkey_exc.TimeoutError("Timeout talking to Valkey") from None
-            except OSError as exc:
-                await conn.disconnect(nowait=True)
-                raise valkey_exc.ConnectionError(f"Error talking to Valkey: {exc}") from exc
-            except BaseException:
-                # Cut short mid-reply (a cancel, a protocol error): never reuse it.
-                await conn.disconnect(nowait=True)
-                raise
+                error = _as_valkey(exc)
+                if error is exc:
+                    raise
+                raise error from error.__cause__
         finally:
             await pool.release(conn)
         return reply
@@ -259,6 +245,18 @@ def _packed(conn: Any, commands: list[tuple[Any, ...]]) -> list[bytes]:
     return [b"".join([piece for command in commands for piece in pack(*command)])]
 
 
+def _as_valkey(exc: BaseException) -> BaseException:
+    """A deadline or a socket error as valkey-py raises it (storage/calls.py
+    translates those); anything else as it is."""
+    if isinstance(exc, TimeoutError):
+        return valkey_exc.TimeoutError("Timeout talking to Valkey")
+    if isinstance(exc, OSError):
+        error = valkey_exc.ConnectionError(f"Error talking to Valkey: {exc}")
+        error.__cause__ = exc
+        return error
+    return exc
+
+
 def _cut() -> Exception:
     return valkey_exc.ConnectionError("Valkey connection closed before this reply")
 
@@ -268,6 +266,13 @@ def _size(command: tuple[Any, ...]) -> int:
 
 
 _SIZED = (bytes, str, bytearray, memoryview)
+
+
+async def _checkout(pool: Any, command_name: str) -> Any:
+    """A free connection of the pool at once; the pool's bounded wait only when none is."""
+    if pool.can_get_connection():
+        return pool.get_available_connection()
+    return await pool.get_connection(command_name)
 
 
 async def _ready(conn: Any) -> None:
