@@ -418,11 +418,10 @@ class Store(UploadStore):
         """One chunk's bytes, or None when it is gone. On one node the reply is
         received straight into a buffer of ``buffers`` (storage/bulk.py); a
         cluster's client routes the GET and gives bytes."""
-        lane = getattr(self.client, "lane", None)
-        if lane is None:
+        if self.config.cluster:
             get = functools.partial(self.client.get, name)
-        else:
-            get = functools.partial(lane.get_bulk, name, buffers)
+        else:  # single_client's LeanValkey (storage/clients.py)
+            get = functools.partial(self.client.lane.get_bulk, name, buffers)
         chunk: bytes | bytearray | None = await self.run(get, idempotent=True, kind="chunk_read")
         return chunk
 
