@@ -156,12 +156,7 @@ def reader_client(config: StorageConfig, block: float) -> Any:
         "retry": Retry(NoBackoff(), 0),
     }
     if config.cluster:
-        # No retry inside the client: a read whose connection was closed under
-        # it (shutdown) would re-initialise the cluster and reconnect after the
-        # close, leaving connections open for good. The follower retries itself.
-        return valkey_async.ValkeyCluster.from_url(
-            config.url, reinitialize_steps=0, cluster_error_retry_attempts=0, **options
-        )
+        return valkey_async.ValkeyCluster.from_url(config.url, reinitialize_steps=0, **options)
     return valkey_async.Valkey.from_url(config.url, **options)
 
 
