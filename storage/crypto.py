@@ -46,7 +46,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from protocol.errors import ErrorCode
 from storage.errors import Corrupt, StorageError
-from storage.hashing import sha1_digest
+from storage.hashing import chunk_digest
 from storage.info import FileInfo
 
 T = TypeVar("T")
@@ -262,6 +262,7 @@ class Sealer:
             "created_at": info.created_at,
             "expires_at": info.expires_at,
             "vid": info.vid,
+            "check": info.check,
             "sealed": sealed,
         }
         return json.dumps(stored, separators=(",", ":"), ensure_ascii=False), sealed
@@ -306,22 +307,26 @@ def clear_info(raw: bytes | str) -> FileInfo:
     return FileInfo(sha1="", content_type=None, encrypted=True, **stored)
 
 
-def seal_and_sha1(
-    sealer: Sealer, place: Place, data: memoryview, feed: Callable[[memoryview], Any] | None = None
+def seal_and_digest(
+    sealer: Sealer,
+    place: Place,
+    data: memoryview,
+    check: str,
+    feed: Callable[[memoryview], Any] | None = None,
 ) -> tuple[memoryview, bytes]:
-    """Upload side, in one worker thread: ``data``'s SHA-1 and its sealed form
-    (``feed`` first gets ``data``: the whole file's running SHA-1)."""
+    """Upload side, in one worker thread: ``data``'s checksum by ``check`` and its
+    sealed form (``feed`` first gets ``data``: the whole file's running SHA-1)."""
     if feed is not None:
         feed(data)
-    return sealer.seal(place, data), sha1_digest(data)
+    return sealer.seal(place, data), chunk_digest(data, check)
 
 
-def open_and_sha1(
-    sealer: Sealer, place: Place, value: bytes | bytearray | memoryview
+def open_and_digest(
+    sealer: Sealer, place: Place, value: bytes | bytearray | memoryview, check: str
 ) -> tuple[bytes | bytearray, bytes]:
-    """Download side, in one worker thread: the plaintext and its SHA-1."""
+    """Download side, in one worker thread: the plaintext and its checksum by ``check``."""
     plain = sealer.open(place, value)
-    return plain, sha1_digest(memoryview(plain))
+    return plain, chunk_digest(memoryview(plain), check)
 
 
 def _key_id(view: memoryview, place: Place) -> str:

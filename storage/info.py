@@ -7,6 +7,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from storage.hashing import SHA1
 from storage.keys import NamespaceKeys
 
 
@@ -26,6 +27,9 @@ class FileInfo:
     #: Its chunks, digest list, SHA-1 and content type are sealed in Valkey
     #: (storage/crypto.py); kept in the stored info, never on the wire.
     encrypted: bool = False
+    #: How its chunks are checked (storage/hashing.py): an info stored by an
+    #: older server names none, and its chunks have SHA-1s. Never on the wire.
+    check: str = SHA1
 
     def wire(self) -> dict[str, Any]:
         """The file info object of docs/protocol.md section 2 (PUT)."""
@@ -45,6 +49,7 @@ class FileInfo:
         # Not dataclasses.asdict: it deep-copies, a tenth of a small PUT+GET's CPU.
         stored = self.wire()
         stored["vid"] = stored.pop("version")
+        stored["check"] = self.check
         return json.dumps(stored, separators=(",", ":"), ensure_ascii=False)
 
 

@@ -6,7 +6,8 @@ Per namespace, under one hash tag so the commit is one atomic step in one slot:
 - ``valise:{ns=NS}:ix``     sorted set, all scores 0: keys in byte order for LIST
 - ``valise:{ns=NS}:ex``     sorted set: key -> expiry (ms), to prune ``ix``
 - ``valise:{ns=NS}:u:ID``   hash: the state of resumable upload ID (section 6.1)
-- ``valise:{ns=NS}:ud:ID``  its recorded chunks' SHA-1 digests, 20 raw bytes each
+- ``valise:{ns=NS}:ud:ID``  its recorded chunks' checksums, raw, 16 bytes each (xxh3-128;
+  20, SHA-1, for an upload an older server began: storage/hashing.py)
   (each sealed alone with encryption on: storage/upload_seals.py)
 - ``valise:{ns=NS}:ux``     sorted set: open resumable upload ids -> deadline (ms)
 - ``valise:{ns=NS}:ev``     stream: the namespace's change events, oldest first
@@ -16,7 +17,7 @@ Per stored version (a random ``vid``), with no hash tag, so the chunks of one
 file spread over a cluster's shards:
 
 - ``valise:c:VID:I``  chunk I, exactly those file bytes (sealed: storage/crypto.py)
-- ``valise:s:VID``    the chunks' SHA-1 digests, 20 raw bytes each, in order (sealed whole)
+- ``valise:s:VID``    the chunks' checksums, as ``ud:`` has them, in order (sealed whole)
 - ``valise:p:VID:T``  a resumable upload's partial last chunk, written by attachment T
 
 The file key follows a fixed prefix and Valkey keys are binary-safe, so two

@@ -2,7 +2,7 @@
 
 A download pins the version (vid) it starts on and reads only that version's
 chunks, so it never mixes two versions. Every chunk is checked against the
-SHA-1 recorded at upload before any of its bytes are handed out.
+checksum recorded at upload before any of its bytes are handed out.
 
 A download is a three-stage pipeline: one GET in flight, the chunk before it
 being verified in a worker thread, the one before that being sent. Memory is
@@ -20,9 +20,9 @@ from typing import Any, NoReturn
 
 from storage import keys
 from storage.bulk import Buffers
-from storage.crypto import chunk_place, digests_place, open_and_sha1
+from storage.crypto import chunk_place, digests_place, open_and_digest
 from storage.errors import BadRange, Corrupt, FileNotFound
-from storage.hashing import off_loop, sha1_of
+from storage.hashing import chunk_digest_of, digest_size, off_loop
 from storage.info import FileInfo
 from storage.store import Store
 
@@ -115,8 +115,9 @@ class Download:
         been checked: receiving and hashing overlap (measured: +20 %). The
         queue holds AHEAD chunks, so a slow reader stops the fetching.
         """
+        width = len(digests) // (last - first + 1)
         for index in range(first, last + 1):
-            at = (index - first) * 20
+            at = (index - first) * width
             try:
                 chunk = head if index == first and head is not None else await self._get(index)
             except Exception as exc:
@@ -127,15 +128,22 @@ class Download:
                 failed.set_exception(exc)
                 await ready.put(failed)
                 return
-            verified = asyncio.ensure_future(self._verify(index, chunk, digests[at : at + 20]))
+            verified = asyncio.ensure_future(self._verify(index, chunk, digests[at : at + width]))
             await ready.put(verified)
 
     async def _start(self, first: int, last: int) -> tuple[bytes | bytearray, bytes | None]:
         """The range's chunk digests and its first chunk (None: fetch it), in one round trip."""
+        try:
+            width = digest_size(self.info.check)
+        except ValueError:
+            raise Corrupt(
+                f"the file's chunks are checked by {self.info.check!r}, unknown to this server"
+            ) from None
+        start, stop = first * width, (last + 1) * width
         if self._digests is not None:
             # They came with the info (one node); chunk 0 too when it is small.
-            digests = self._open_digests(self._digests)[first * 20 : (last + 1) * 20]
-            if len(digests) != (last - first + 1) * 20:
+            digests = self._open_digests(self._digests)[start:stop]
+            if len(digests) != stop - start:
                 await self._lost("chunk checksums")
             return digests, self._head if first == 0 else None
         digests_name = keys.digests_key(self.info.vid)
@@ -145,15 +153,15 @@ class Download:
             if self.info.encrypted:  # sealed whole: no range of it can be checked
                 pipe.get(digests_name)
             else:
-                pipe.getrange(digests_name, first * 20, (last + 1) * 20 - 1)
+                pipe.getrange(digests_name, start, stop - 1)
             pipe.get(chunk_name)
 
         digests, head = await self.store.run(
             functools.partial(self.store.batch, queue), idempotent=True, kind="chunk_read"
         )
         if self.info.encrypted and digests is not None:
-            digests = self._open_digests(digests)[first * 20 : (last + 1) * 20]
-        if digests is None or len(digests) != (last - first + 1) * 20:
+            digests = self._open_digests(digests)[start:stop]
+        if digests is None or len(digests) != stop - start:
             await self._lost("chunk checksums")
         return digests, head
 
@@ -172,13 +180,15 @@ class Download:
             await self._lost(f"chunk {index}")
         expected = min(self.info.chunk_size, self.info.size - index * self.info.chunk_size)
         if self.info.encrypted:
-            # Opened (its tag checked) and hashed in one worker thread.
+            # Opened (its tag checked) and its checksum taken in one worker thread.
             place = chunk_place(self.namespace, self.info.vid, index)
-            plain, sha = await off_loop(len(chunk), open_and_sha1, self.store.sealer, place, chunk)
+            plain, sha = await off_loop(
+                len(chunk), open_and_digest, self.store.sealer, place, chunk, self.info.check
+            )
             if len(plain) != expected or sha != digest:
                 raise Corrupt(f"chunk {index} does not match its recorded checksum")
             return plain
-        if len(chunk) != expected or await sha1_of(memoryview(chunk)) != digest:
+        if len(chunk) != expected or await chunk_digest_of(chunk, self.info.check) != digest:
             raise Corrupt(f"chunk {index} does not match its recorded checksum")
         return chunk
 

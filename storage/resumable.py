@@ -2,7 +2,7 @@
 
 It writes chunks exactly as :class:`~storage.writer.ChunkWriter` does, and
 records each one in the upload's state in Valkey (:mod:`storage.uploads`) as
-soon as it is stored, with its SHA-1. When the connection ends, whatever the
+soon as it is stored, with its checksum. When the connection ends, whatever the
 reason, :meth:`ResumableWriter.detach` stores the partial last chunk too, so
 a RESUME (on any server sharing the Valkey) goes on from the last byte read.
 
@@ -20,7 +20,6 @@ size (docs/decisions/0010-resumable-uploads.md measures what it costs).
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import math
 import secrets
@@ -30,7 +29,7 @@ from typing import Self
 from storage import keys
 from storage import upload_seals as seals
 from storage.errors import Corrupt, FileNotFound, StorageError, Superseded, TooManyUploads
-from storage.hashing import new_vid, off_loop, sha1_of
+from storage.hashing import CHECK, chunk_digest, chunk_digest_of, digest_size, new_vid, off_loop
 from storage.info import FileInfo
 from storage.store import Store
 from storage.uploads import Recorded, UploadFacts, UploadState
@@ -73,6 +72,7 @@ class ResumableWriter(ChunkWriter):
             if_absent=facts.if_absent,
         )
         self._upload_id = upload_id
+        self.check = facts.check
         # Sealed or not as its PUT began it (storage/upload_seals.py).
         self._sealer = store.sealer if facts.encrypted else None
         #: This attachment's token: the upload's owner while nobody resumes it elsewhere.
@@ -130,7 +130,7 @@ class ResumableWriter(ChunkWriter):
         """
         chunk_size, encrypted = store.config.chunk_size, store.sealer.encrypting
         facts = UploadFacts(
-            key, new_vid(), size, ttl, content_type, chunk_size, if_absent, encrypted
+            key, new_vid(), size, ttl, content_type, chunk_size, if_absent, encrypted, check=CHECK
         )
         return await cls._record(store, namespace, new_upload_id(), facts, max_open)
 
@@ -184,7 +184,13 @@ class ResumableWriter(ChunkWriter):
         return writer
 
     async def _restore(self, state: UploadState) -> None:
-        self._digests = seals.open_digests(self._sealer, self.namespace, self.vid, state.digests)
+        try:
+            width = digest_size(self.check)
+        except ValueError:
+            raise Corrupt(f"the upload's chunks are checked by {self.check!r}") from None
+        self._digests = seals.open_digests(
+            self._sealer, self.namespace, self.vid, state.digests, width
+        )
         if len(self._digests) != state.chunks:
             raise Corrupt("the upload's chunk digests do not match its chunk count")
         self._tail, self._tail_len = state.tail, state.tail_len
@@ -220,10 +226,13 @@ class ResumableWriter(ChunkWriter):
                 await asyncio.gather(fetching, return_exceptions=True)
         if state.tail:
             stored = await self.store.get_chunk(keys.partial_key(self.vid, state.tail))
-            tail, expected = seals.open_tail(self._sealer, self.namespace, self.vid, state, stored)
+            width = digest_size(self.check)
+            tail, expected = seals.open_tail(
+                self._sealer, self.namespace, self.vid, state, stored, width
+            )
             if tail is None or len(tail) != state.tail_len:
                 raise FileNotFound("the upload's partial last chunk is gone")
-            if await sha1_of(memoryview(tail)) != expected:
+            if await chunk_digest_of(tail, self.check) != expected:
                 raise Corrupt("the upload's partial last chunk does not match its digest")
             self._buffers[0] = bytearray(tail)
             self._fill = len(tail)
@@ -236,7 +245,7 @@ class ResumableWriter(ChunkWriter):
             chunk = seals.open_chunk(self._sealer, self.namespace, self.vid, index, chunk)
         if len(chunk) != self.chunk_size:
             return False
-        if hashlib.sha1(chunk, usedforsecurity=False).digest() != digest:
+        if chunk_digest(chunk, self.check) != digest:
             return False
         self._file_hash.update(chunk)
         return True
@@ -370,7 +379,7 @@ class ResumableWriter(ChunkWriter):
         for its place with encryption, storage/upload_seals.py)."""
         tail = memoryview(self._buffers[0])[: self._fill]
         digest, stored = await seals.seal_tail(
-            self._sealer, self.namespace, self.vid, len(self._digests), token, tail
+            self._sealer, self.namespace, self.vid, len(self._digests), token, tail, self.check
         )
         await self.store.set_chunk(keys.partial_key(self.vid, token), stored, self._staging_ms)
         return digest

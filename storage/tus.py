@@ -32,7 +32,7 @@ from typing import Any
 from storage import keys
 from storage import upload_seals as seals
 from storage.errors import StorageError
-from storage.hashing import new_vid, off_loop
+from storage.hashing import CHECK, new_vid, off_loop
 from storage.resumable import ResumableWriter, new_upload_id
 from storage.store import Store
 from storage.uploads import UploadFacts
@@ -83,6 +83,7 @@ class TusWriter(ResumableWriter):
             store.config.chunk_size,
             encrypted=store.sealer.encrypting,
             tus=tus,
+            check=CHECK,
         )
         return await cls._record(store, namespace, TUS_PREFIX + new_upload_id(), facts, max_open)
 

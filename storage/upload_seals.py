@@ -6,10 +6,10 @@ docs/decisions/0012-encryption-at-rest.md): its chunks and its partial last
 chunk are sealed like any version's (the partial one for the place of the
 chunk it becomes), and so is what the upload's state records of them:
 
-- each chunk's SHA-1 in the ``ud:`` list is sealed alone, for the place of
+- each chunk's checksum in the ``ud:`` list is sealed alone, for the place of
   that chunk's digest, and APPENDed as it is recorded: the list is a run of
   self-delimiting sealed values (:func:`open_digests` splits it);
-- the partial chunk's SHA-1 is sealed for its chunk's place and the token of
+- the partial chunk's checksum is sealed for its chunk's place and the token of
   the attachment that wrote it;
 - the upload's facts seal the content type and a tus upload's metadata; the rest stays in clear (the
   scripts and a RESUME's answer need them) and is bound as associated data.
@@ -33,17 +33,13 @@ from storage.crypto import (
     Place,
     Sealer,
     chunk_place,
-    seal_and_sha1,
+    seal_and_digest,
 )
 from storage.errors import Corrupt
-from storage.hashing import off_loop, sha1_of
+from storage.hashing import chunk_digest_of, off_loop
 
 if TYPE_CHECKING:
     from storage.uploads import UploadFacts, UploadState
-
-#: A SHA-1 digest, as the scripts record it.
-DIGEST = 20
-
 
 #: What the facts seal: the content type, and a tus upload's metadata and sha1.
 SEALED_FACTS = ("content_type", "tus")
@@ -57,7 +53,7 @@ def facts_place(namespace: str, fields: dict[str, Any]) -> Place:
 
 
 def digest_place(namespace: str, vid: str, index: int, token: str = "") -> Place:
-    """Chunk ``index``'s SHA-1; with ``token``, the partial chunk's that it wrote."""
+    """Chunk ``index``'s checksum; with ``token``, the partial chunk's that it wrote."""
     return Place(b"digest", namespace, vid, index, detail=token.encode())
 
 
@@ -90,45 +86,47 @@ def load_facts(sealer: Sealer, namespace: str, raw: bytes | str) -> dict[str, An
 
 
 def seal_digest(sealer: Sealer | None, place: Place, digest: bytes) -> bytes:
-    """A SHA-1 as the upload's state records it (unchanged when not encrypted)."""
+    """A checksum as the upload's state records it (unchanged when not encrypted)."""
     if sealer is None:
         return digest
     return bytes(sealer.seal(place, digest))
 
 
 def record_digest(sealer: Sealer | None, namespace: str, vid: str, index: int, sha: bytes) -> bytes:
-    """Chunk ``index``'s SHA-1 as the ``ud:`` list records it."""
+    """Chunk ``index``'s checksum as the ``ud:`` list records it."""
     return seal_digest(sealer, digest_place(namespace, vid, index), sha)
 
 
-def open_digest(sealer: Sealer | None, place: Place, recorded: bytes) -> bytes:
-    """The SHA-1 :func:`seal_digest` recorded."""
+def open_digest(sealer: Sealer | None, place: Place, recorded: bytes, width: int) -> bytes:
+    """The checksum (``width`` bytes) :func:`seal_digest` recorded."""
     if sealer is None:
         return recorded
     digest = bytes(sealer.open(place, recorded))
-    if len(digest) != DIGEST:
+    if len(digest) != width:
         raise Corrupt(f"integrity check failed (encrypted): {place.describe()}")
     return digest
 
 
-def open_digests(sealer: Sealer | None, namespace: str, vid: str, recorded: bytes) -> list[bytes]:
-    """The chunk digests of the ``ud:`` list, in order; :class:`Corrupt` when it
-    does not split into whole entries."""
+def open_digests(
+    sealer: Sealer | None, namespace: str, vid: str, recorded: bytes, width: int
+) -> list[bytes]:
+    """The chunk checksums (``width`` bytes each) of the ``ud:`` list, in order;
+    :class:`Corrupt` when it does not split into whole entries."""
     entries: list[bytes] = []
     at = 0
     while at < len(recorded):
         if sealer is None:
-            size = DIGEST
+            size = width
         elif recorded[at] != VERSION or at + 2 > len(recorded):
             raise Corrupt("the upload's chunk digests are damaged")
         else:
-            size = 2 + recorded[at + 1] + NONCE_BYTES + DIGEST + TAG_BYTES
+            size = 2 + recorded[at + 1] + NONCE_BYTES + width + TAG_BYTES
         if at + size > len(recorded):
             raise Corrupt("the upload's chunk digests are damaged")
         entries.append(recorded[at : at + size])
         at += size
     return [
-        open_digest(sealer, digest_place(namespace, vid, index), entry)
+        open_digest(sealer, digest_place(namespace, vid, index), entry, width)
         for index, entry in enumerate(entries)
     ]
 
@@ -141,14 +139,21 @@ def open_chunk(
 
 
 async def seal_tail(
-    sealer: Sealer | None, namespace: str, vid: str, index: int, token: str, tail: memoryview
+    sealer: Sealer | None,
+    namespace: str,
+    vid: str,
+    index: int,
+    token: str,
+    tail: memoryview,
+    check: str,
 ) -> tuple[bytes, memoryview]:
-    """A partial chunk ``index`` written by attachment ``token``: its SHA-1 as
-    recorded and the chunk as stored (sealed for the place of the chunk it becomes)."""
+    """A partial chunk ``index`` written by attachment ``token``: its checksum by
+    ``check`` as recorded and the chunk as stored (sealed for the place of the
+    chunk it becomes)."""
     if sealer is None:
-        return await sha1_of(tail), tail
+        return await chunk_digest_of(tail, check), tail
     place = chunk_place(namespace, vid, index)
-    sealed, sha = await off_loop(len(tail), seal_and_sha1, sealer, place, tail)
+    sealed, sha = await off_loop(len(tail), seal_and_digest, sealer, place, tail, check)
     return seal_digest(sealer, digest_place(namespace, vid, index, token), sha), sealed
 
 
@@ -158,10 +163,11 @@ def open_tail(
     vid: str,
     state: UploadState,
     stored: bytes | bytearray | None,
+    width: int,
 ) -> tuple[bytes | bytearray | None, bytes]:
-    """The partial chunk a RESUME found (None: gone) and the SHA-1 recorded for it."""
+    """The partial chunk a RESUME found (None: gone) and the checksum recorded for it."""
     place = digest_place(namespace, vid, state.chunks, state.tail)
-    expected = open_digest(sealer, place, state.tail_sha1)
+    expected = open_digest(sealer, place, state.tail_sha1, width)
     if sealer is None or stored is None:
         return stored, expected
     # Opened on the event loop: less than a chunk, and a RESUME's last step.

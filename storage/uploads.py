@@ -22,6 +22,7 @@ from storage import keys, scripts
 from storage.crypto import Sealer
 from storage.errors import StorageError, Superseded
 from storage.events import EventLog, stored_event
+from storage.hashing import SHA1
 from storage.info import FileInfo, commit_args
 from storage.upload_seals import dump_facts, load_facts
 
@@ -49,6 +50,9 @@ class UploadFacts:
     #: A tus upload's own facts (its metadata, the whole-file SHA-1 it vouches
     #: for): docs/http.md section 7. None for an upload of the binary door.
     tus: dict[str, str] | None = None
+    #: How its chunks are checked (storage/hashing.py); facts an older server
+    #: stored name none, and its chunks have SHA-1s.
+    check: str = SHA1
 
     def dumps(self) -> str:
         return json.dumps(
@@ -62,6 +66,7 @@ class UploadFacts:
                 "if_absent": self.if_absent,
                 "encrypted": self.encrypted,
                 "tus": self.tus,
+                "check": self.check,
             },
             separators=(",", ":"),
             ensure_ascii=False,
@@ -77,10 +82,10 @@ class UploadState:
     """A resumable upload as a RESUME finds it."""
 
     facts: UploadFacts
-    #: Whole chunks stored, and their SHA-1 digests (20 raw bytes each).
+    #: Whole chunks stored, and their checksums (raw, ``facts.check``'s size each).
     chunks: int
     digests: bytes
-    #: The partial last chunk: its attachment token ('' for none), length, SHA-1.
+    #: The partial last chunk: its attachment token ('' for none), length, checksum.
     tail: str
     tail_len: int
     tail_sha1: bytes

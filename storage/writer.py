@@ -3,8 +3,8 @@
 DATA frames of any size are copied into a chunk buffer; each full buffer is
 written as one ``SET valise:c:VID:I`` with the short staging TTL while the next
 buffer fills (two buffers, one SET in flight: memory per upload is bounded by
-two chunks whatever the file size). Each chunk's SHA-1, and the whole file's
-running SHA-1, are computed in a worker thread alongside its SET, in chunk
+two chunks whatever the file size). Each chunk's checksum (storage/hashing.py)
+and the whole file's running SHA-1 are computed in a worker thread alongside its SET, in chunk
 order, off the event loop. Nothing is visible until :meth:`ChunkWriter.commit`,
 and only when the whole file's SHA-1 matches END's.
 
@@ -24,9 +24,9 @@ import time
 from typing import Any
 
 from storage import keys
-from storage.crypto import chunk_place, digests_place, seal_and_sha1
+from storage.crypto import chunk_place, digests_place, seal_and_digest
 from storage.errors import ChecksumMismatch, StorageError, StorageUnavailable
-from storage.hashing import new_vid, off_loop
+from storage.hashing import CHECK, chunk_digest, new_vid, off_loop
 from storage.info import FileInfo
 from storage.store import SMALL_FILE, Store
 
@@ -60,6 +60,8 @@ class ChunkWriter:
         #: Sealing this version's values (--encryption-key-file), decided once.
         self._sealer = store.sealer if store.sealer.encrypting else None
         self.chunk_size = chunk_size or store.config.chunk_size
+        #: How each chunk is checked (storage/hashing.py); a resumed upload keeps its own.
+        self.check = CHECK
         # Grown as bytes arrive; full-size buffers only once a chunk has filled.
         self._buffers = [bytearray(), bytearray()]
         self._fill = 0
@@ -144,7 +146,7 @@ class ChunkWriter:
             renew = keys.chunk_keys(self.vid, index)
             self._renewed_at = now
         if self._sealer is not None:
-            # Sealed before it leaves: the SHA-1 and the seal in one worker thread.
+            # Sealed before it leaves: the checksum and the seal in one worker thread.
             sha, sealed = await self._hash_and_seal(index, chunk)
             await self.store.set_chunk(name, sealed, staging_ms, renew=renew)
             await self._chunk_stored(index, sha)
@@ -171,19 +173,25 @@ class ChunkWriter:
         """Chunk ``index`` is in Valkey (a resumable upload records it)."""
 
     async def _hash(self, chunk: memoryview) -> bytes:
-        """The chunk's SHA-1, and the file's SHA-1 fed; in a worker thread when large."""
+        """The chunk's checksum, and the file's SHA-1 fed; in a worker thread when large."""
         return await off_loop(len(chunk), self._hash_now, chunk)
 
     def _hash_now(self, chunk: memoryview) -> bytes:
         self._file_hash.update(chunk)
-        return hashlib.sha1(chunk, usedforsecurity=False).digest()
+        return chunk_digest(chunk, self.check)
 
     async def _hash_and_seal(self, index: int, chunk: memoryview) -> tuple[bytes, memoryview]:
         """:meth:`_hash` and the chunk sealed for its place, in one worker thread."""
         assert self._sealer is not None
         place = chunk_place(self.namespace, self.vid, index)
         sealed, sha = await off_loop(
-            len(chunk), seal_and_sha1, self._sealer, place, chunk, self._file_hash.update
+            len(chunk),
+            seal_and_digest,
+            self._sealer,
+            place,
+            chunk,
+            self.check,
+            self._file_hash.update,
         )
         return sha, sealed
 
@@ -257,6 +265,7 @@ class ChunkWriter:
                 expires_at=now + self.ttl,
                 vid=self.vid,
                 encrypted=self._sealer is not None,
+                check=self.check,
             )
             # On one node a small one-chunk file is written with its commit.
             one_trip = (

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import os
+from collections.abc import Callable
 
 import pytest
+import xxhash
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -19,11 +22,11 @@ from storage.crypto import (
     chunk_place,
     clear_info,
     digests_place,
-    open_and_sha1,
-    seal_and_sha1,
+    open_and_digest,
+    seal_and_digest,
 )
 from storage.errors import Corrupt
-from storage.hashing import sha1_digest
+from storage.hashing import SHA1, XXH3
 from storage.info import FileInfo
 
 K1 = ("k1", bytes(range(32)))
@@ -187,13 +190,19 @@ def test_a_plaintext_info_is_stored_and_read_as_before() -> None:
     assert Sealer().loads("ns", plain.dumps()) == plain
 
 
-def test_the_worker_helpers_hash_the_plaintext() -> None:
+@pytest.mark.parametrize(
+    ("check", "digest"),
+    [(XXH3, xxhash.xxh3_128_digest), (SHA1, lambda data: hashlib.sha1(data).digest())],
+)
+def test_the_worker_helpers_check_the_plaintext(
+    check: str, digest: Callable[[memoryview], bytes]
+) -> None:
     data = memoryview(os.urandom(PIECE + 3))
     fed: list[memoryview] = []
-    stored, sha = seal_and_sha1(sealer(), HERE, data, fed.append)
-    assert sha == sha1_digest(data)
+    stored, sha = seal_and_digest(sealer(), HERE, data, check, fed.append)
+    assert sha == digest(data)
     assert fed == [data]
-    plain, again = open_and_sha1(sealer(), HERE, stored)
+    plain, again = open_and_digest(sealer(), HERE, stored, check)
     assert (bytes(plain), again) == (bytes(data), sha)
 
 
