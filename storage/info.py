@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass
 from typing import Any
 
+from protocol import compact_json
 from storage.keys import NamespaceKeys
 
 
@@ -45,7 +45,7 @@ class FileInfo:
         # Not dataclasses.asdict: it deep-copies, a tenth of a small PUT+GET's CPU.
         stored = self.wire()
         stored["vid"] = stored.pop("version")
-        return json.dumps(stored, separators=(",", ":"), ensure_ascii=False)
+        return compact_json.dumps_str(stored)
 
 
 def commit_args(
