@@ -12,10 +12,10 @@ header plus one maximal payload plus whatever one ``receive_data`` call added.
 from __future__ import annotations
 
 import enum
-import json
 from collections.abc import Callable
 from typing import Any
 
+from protocol import compact_json
 from protocol.errors import ErrorCode, ProtocolError, bad_frame
 from protocol.frames import (
     CLIENT_TYPES,
@@ -146,7 +146,7 @@ def decode_control(frame: Frame) -> dict[str, Any]:
     if not frame.payload:
         return {}
     try:
-        obj = json.loads(frame.payload.decode("utf-8"))
+        obj = compact_json.loads(frame.payload.decode("utf-8"))
     except (UnicodeDecodeError, ValueError, RecursionError):
         # RecursionError: 64 KiB of "[[[[..." nests deeper than the parser goes.
         raise bad_frame(f"{frame.type.name} payload is not UTF-8 JSON") from None

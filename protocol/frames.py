@@ -13,6 +13,8 @@ import struct
 from dataclasses import dataclass
 from typing import Any
 
+from protocol import compact_json
+
 #: ``type u8 | length u32``, network byte order.
 HEADER = struct.Struct("!BI")
 HEADER_SIZE = HEADER.size
@@ -135,9 +137,8 @@ def list_page(
 
 
 def _json(obj: dict[str, Any]) -> bytes:
-    text = json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
     try:
-        return text.encode()
+        return compact_json.dumps(obj)
     except UnicodeEncodeError:
         # A lone surrogate has no UTF-8 form; JSON's \u escapes spell it.
         return json.dumps(obj, separators=(",", ":")).encode()

@@ -44,6 +44,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from protocol import compact_json
 from protocol.errors import ErrorCode
 from storage.errors import Corrupt, StorageError
 from storage.hashing import chunk_digest
@@ -265,7 +266,7 @@ class Sealer:
             "check": info.check,
             "sealed": sealed,
         }
-        return json.dumps(stored, separators=(",", ":"), ensure_ascii=False), sealed
+        return compact_json.dumps_str(stored), sealed
 
     def dumps(self, namespace: str, info: FileInfo) -> str:
         """The info as stored: an encrypted version's SHA-1 and content type sealed."""
@@ -277,7 +278,7 @@ class Sealer:
         With ``key`` (the key it was found under), an encrypted info that names
         another key is :class:`Corrupt`: it was moved there.
         """
-        stored = json.loads(raw)
+        stored = compact_json.loads(raw)
         sealed = stored.pop("sealed", None)
         if sealed is None:
             return FileInfo(**stored)

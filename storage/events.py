@@ -24,6 +24,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
+from protocol import compact_json
 from storage import keys
 from storage.calls import VALKEY_ERRORS, translate
 from storage.clients import reader_client
@@ -96,7 +97,7 @@ def stored_event(info: FileInfo, sealed: str | None = None) -> str:
     if sealed is not None:
         del event["sha1"], event["content_type"]
         event["sealed"] = sealed
-    return json.dumps(event, separators=(",", ":"), ensure_ascii=False)
+    return compact_json.dumps_str(event)
 
 
 def opened_event(sealer: Sealer, namespace: str, event: bytes) -> bytes:

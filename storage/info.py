@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass
 from typing import Any
 
+from protocol import compact_json
 from storage.hashing import SHA1
 from storage.keys import NamespaceKeys
 
@@ -50,7 +50,7 @@ class FileInfo:
         stored = self.wire()
         stored["vid"] = stored.pop("version")
         stored["check"] = self.check
-        return json.dumps(stored, separators=(",", ":"), ensure_ascii=False)
+        return compact_json.dumps_str(stored)
 
 
 def commit_args(
