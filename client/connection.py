@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ssl as ssl_mod
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from . import greeting, tls, wire
@@ -288,12 +288,24 @@ class Connection:
         (a slow frame is fine while its bytes keep coming), unless
         ``wait_forever`` (the watcher task that runs during an upload).
         """
+        frame = await self._read(self._decoder.next_frame, wait_forever)
+        assert isinstance(frame, Frame)
+        return frame
+
+    async def read_data(self) -> memoryview | Frame:
+        """The next frame, a DATA frame as its bare payload: a view valid only
+        until the next read (see :meth:`wire.FrameDecoder.next_data`)."""
+        return await self._read(self._decoder.next_data, False)
+
+    async def _read(
+        self, take: Callable[[], memoryview | Frame | wire.NeedData], wait_forever: bool
+    ) -> memoryview | Frame:
         limit = None if wait_forever else self.timeout
         protocol = self._protocol
         while True:
-            frame = self._decoder.next_frame()
+            frame = take()
             if frame is not wire.NEED_DATA:
-                assert isinstance(frame, Frame)
+                assert not isinstance(frame, wire.NeedData)
                 return frame
             if protocol.error is not None:
                 error = protocol.error

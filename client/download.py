@@ -108,7 +108,7 @@ class Download:
         # END and the whole-file check. A resumed range has its own for END.
         first = self.got == 0
 
-        def take(payload: bytes) -> None:
+        def take(payload: memoryview) -> None:
             if not first:
                 self._whole.update(payload)
             self.sink.write(payload)

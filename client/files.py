@@ -14,10 +14,11 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import io
 import os
 import stat
 import tempfile
-from typing import IO, Any, Protocol, Union
+from typing import IO, Any, Protocol, Union, cast
 
 from .wire import Bytes
 
@@ -150,10 +151,15 @@ class Sink:
     def __init__(self, dest: GetDest) -> None:
         self._path: str | None = None
         self._stream: Writable | None = None
+        #: Whether a view of the receive buffer may be handed to the stream:
+        #: io's streams use it only during write() (their documented contract);
+        #: any other object might keep it, so it gets bytes of its own.
+        self._lends = False
         if isinstance(dest, (str, os.PathLike)):
             self._path = os.path.abspath(os.fspath(dest))
         else:
             self._stream = dest
+            self._lends = isinstance(dest, io.IOBase)
         self._tmp_name: str | None = None
         self._tmp: IO[bytes] | None = None
         #: Bytes written to the destination in the current attempt.
@@ -191,12 +197,16 @@ class Sink:
             )
             self._tmp = os.fdopen(fd, "wb")
 
-    def write(self, data: bytes) -> None:
+    def write(self, data: Bytes) -> None:
+        """``data`` may be a view of the receive buffer, valid only during this call."""
         if self._tmp is not None:
             self._tmp.write(data)
         else:
             assert self._stream is not None
-            self._stream.write(data)
+            if self._lends:
+                cast(io.IOBase, self._stream).write(data)  # io streams take any buffer
+            else:
+                self._stream.write(bytes(data))
             self.stream_written += len(data)
         self.written += len(data)
 

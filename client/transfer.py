@@ -183,7 +183,7 @@ async def download(
         progress(0, expected)
     done = 0
 
-    def take(payload: bytes) -> None:
+    def take(payload: memoryview) -> None:
         nonlocal done
         sink.write(payload)
         done += len(payload)
@@ -205,7 +205,7 @@ def reply_length(reply: dict[str, Any]) -> int:
 
 
 async def receive(
-    conn: Connection, expected: int, take: Callable[[bytes], None], sha1: Any = None
+    conn: Connection, expected: int, take: Callable[[memoryview], None], sha1: Any = None
 ) -> tuple[int, bytes, bytes]:
     """A GET's DATA frames until END, each handed to ``take``.
 
@@ -216,13 +216,14 @@ async def receive(
     sha1 = hashlib.sha1() if sha1 is None else sha1
     received = 0
     while True:
-        frame = await conn.read_frame()
-        if frame.type is FrameType.DATA:
-            received += len(frame.payload)
+        frame = await conn.read_data()
+        if isinstance(frame, memoryview):
+            # A DATA payload, borrowed from the receive buffer: used up before the next read.
+            received += len(frame)
             if received > expected:
                 raise ProtocolError(f"server sent more than the {expected} bytes announced")
-            sha1.update(frame.payload)
-            take(frame.payload)
+            sha1.update(frame)
+            take(frame)
         elif frame.type is FrameType.END:
             return received, sha1.digest(), frame.digest()
         else:

@@ -60,6 +60,7 @@ CLIENT_SIDE = frozenset(
         "test_cli_messages.py",
         "test_client_resume.py",
         "test_client_pythons.py",
+        "test_client_sinks.py",
         "test_client_pyz.py",
         "test_loadtest.py",
         "test_watch.py",

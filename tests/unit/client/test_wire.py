@@ -118,6 +118,29 @@ def test_roundtrip_server_frames(step: int | None) -> None:
     assert frames[5].json() == {}
 
 
+def test_next_data_lends_data_payloads_and_copies_the_rest() -> None:
+    decoder = FrameDecoder()
+    decoder.receive_data(
+        join(
+            encode_control(FrameType.OK, {"length": 6})
+            + encode_data(b"abc")
+            + encode_data(b"def")
+            + encode_end(hashlib.sha1(b"abcdef").digest())
+        )
+    )
+    reply = decoder.next_data()
+    assert isinstance(reply, wire.Frame) and reply.json() == {"length": 6}
+    first = decoder.next_data()
+    assert isinstance(first, memoryview) and first.tobytes() == b"abc"
+    # next_frame still hands out a copy of its own.
+    second = decoder.next_frame()
+    assert isinstance(second, wire.Frame) and type(second.payload) is bytes
+    assert second.payload == b"def"
+    end = decoder.next_data()
+    assert isinstance(end, wire.Frame) and end.type is FrameType.END
+    assert decoder.next_data() is wire.NEED_DATA
+
+
 @pytest.mark.parametrize(
     ("header", "match"),
     [
