@@ -145,6 +145,10 @@ def _origin(stream: object) -> int | None:
     return None
 
 
+#: Streams that copy or write out what write() is given before it returns.
+_LENT = (io.BytesIO, io.BufferedWriter, io.BufferedRandom, io.FileIO)
+
+
 class Sink:
     """Download destination: a stream, or a path written atomically."""
 
@@ -152,14 +156,14 @@ class Sink:
         self._path: str | None = None
         self._stream: Writable | None = None
         #: Whether a view of the receive buffer may be handed to the stream:
-        #: io's streams use it only during write() (their documented contract);
-        #: any other object might keep it, so it gets bytes of its own.
+        #: the stdlib's own streams use it only during write(); anything else,
+        #: a subclass of theirs included, might keep it: it gets bytes of its own.
         self._lends = False
         if isinstance(dest, (str, os.PathLike)):
             self._path = os.path.abspath(os.fspath(dest))
         else:
             self._stream = dest
-            self._lends = isinstance(dest, io.IOBase)
+            self._lends = type(dest) in _LENT
         self._tmp_name: str | None = None
         self._tmp: IO[bytes] | None = None
         #: Bytes written to the destination in the current attempt.

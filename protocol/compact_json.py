@@ -10,7 +10,9 @@ otherwise hands the input to the stdlib call it replaces:
 - orjson refuses what the stdlib takes (lone surrogates, integers over 64
   bits, NaN, ``int`` dict keys; str/int subclasses, dataclasses and
   datetimes by option): the stdlib then runs, and succeeds or fails exactly
-  as it did;
+  as it did. orjson also writes plain ``enum.Enum`` members and ``uuid.UUID``,
+  which the stdlib refuses: no caller passes them (our enums are StrEnums,
+  which orjson hands back as a subclass);
 - orjson reads an integer literal past 64 bits as a float where the stdlib
   keeps the int: a text with 19 digits in a row goes to the stdlib;
 - floats: both write the shortest repr, identical from 1e-4 to 1e16 (epoch

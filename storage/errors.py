@@ -60,7 +60,7 @@ class ChecksumMismatch(StorageError):
 
 
 class Corrupt(StorageError):
-    """A chunk of a live file is missing or does not match its recorded SHA-1."""
+    """A chunk of a live file is missing or does not match its recorded checksum."""
 
     code = ErrorCode.CORRUPT
 

@@ -28,11 +28,7 @@ CHECK = XXH3
 DIGEST_SIZE = {SHA1: 20, XXH3: 16}
 
 
-def sha1_digest(data: memoryview) -> bytes:
-    return hashlib.sha1(data, usedforsecurity=False).digest()
-
-
-def chunk_digest(data: memoryview | bytes | bytearray, check: str = CHECK) -> bytes:
+def chunk_digest(data: memoryview | bytes | bytearray, check: str) -> bytes:
     """``data``'s checksum by ``check``; ValueError for a check this server does not know."""
     if check == XXH3:
         return xxhash.xxh3_128_digest(data)
@@ -49,7 +45,8 @@ def digest_size(check: str) -> int:
         raise ValueError(f"unknown chunk check {check!r}") from None
 
 
-#: Below this a thread hand-off costs more than a SHA-1 of the bytes.
+#: Below this a thread hand-off costs more than a SHA-1 of the bytes (writers
+#: hash each chunk with the whole file's SHA-1, so they use this one too).
 THREAD_HASH_MIN = 256 * 1024
 #: The same for xxh3, ~20x faster: about what SHA-1 takes at its threshold.
 THREAD_XXH3_MIN = 4 * 1024 * 1024
@@ -60,11 +57,6 @@ async def off_loop(size: int, work: Callable[..., T], *args: Any) -> T:
     if size < THREAD_HASH_MIN:
         return work(*args)
     return await asyncio.to_thread(work, *args)
-
-
-async def sha1_of(data: memoryview) -> bytes:
-    """SHA-1 of a chunk, in a worker thread when large (hashlib releases the GIL)."""
-    return await off_loop(len(data), sha1_digest, data)
 
 
 async def chunk_digest_of(data: memoryview | bytes | bytearray, check: str) -> bytes:

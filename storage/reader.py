@@ -5,7 +5,7 @@ chunks, so it never mixes two versions. Every chunk is checked against the
 checksum recorded at upload before any of its bytes are handed out.
 
 A download is a three-stage pipeline: one GET in flight, the chunk before it
-being verified in a worker thread, the one before that being sent. Memory is
+being verified (in a worker thread when large), the one before that being sent. Memory is
 three chunks in flight, whatever the file size; on one node their buffers are
 reused (storage/bulk.py), and one more is kept while the download runs.
 """
@@ -115,7 +115,7 @@ class Download:
         been checked: receiving and hashing overlap (measured: +20 %). The
         queue holds AHEAD chunks, so a slow reader stops the fetching.
         """
-        width = len(digests) // (last - first + 1)
+        width = len(digests) // (last - first + 1)  # _start checked the length
         for index in range(first, last + 1):
             at = (index - first) * width
             try:

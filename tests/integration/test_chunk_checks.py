@@ -99,6 +99,31 @@ async def test_a_check_this_server_does_not_know_is_a_clear_error(
     assert (await client.request(FrameType.PING, {})).ok
 
 
+async def test_an_upload_with_a_check_this_server_does_not_know_is_left_as_it_is(
+    server: Running, prefix: str, vk: Any
+) -> None:
+    data = os.urandom(2 * CHUNK + 10)
+    client = await server.client()
+    await client.send(upload_stream(prefix + "f", data[: CHUNK + 5], size=len(data)))
+    first = await client.reply()
+    await client.close()
+    await until(lambda: not server.server.connections)
+    state = NS.upload(first.body["upload_id"])
+    facts = json.loads(vk.hget(state, "meta"))
+    vk.hset(state, "meta", json.dumps({**facts, "check": "blake9"}, separators=(",", ":")))
+    client = await server.client()
+    refused = await resume(client, first.body["upload_id"])
+    assert refused.code == "corrupt" and "blake9" in refused.body["message"]
+    # Nothing was discarded: a server that knows the check goes on from every byte.
+    vk.hset(state, "meta", json.dumps(facts, separators=(",", ":")))
+    resumed = await resume(client, first.body["upload_id"])
+    assert resumed.ok and resumed.body["offset"] == CHUNK + 5, resumed.body
+    assert (await finish(client, data, CHUNK + 5)).ok
+    got = await client.get(prefix + "f")
+    assert (got.data, got.end) == (data, hashlib.sha1(data).digest())
+    await client.close()
+
+
 async def test_an_upload_an_older_server_began_resumes_with_its_sha1s(
     server: Running, prefix: str, vk: Any
 ) -> None:

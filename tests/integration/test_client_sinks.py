@@ -1,9 +1,10 @@
-"""Where a download's bytes go: a DATA payload is lent to io streams, copied for anything else.
+"""Where a download's bytes go: a DATA payload is lent to the stdlib's streams, copied for others.
 
-The client hands io's streams (and its own temporary file) a view of its
-receive buffer, valid only during ``write()``, as io's contract allows. A
-writable that is not an io stream may keep what it is given, so it gets
-bytes of its own: it must never see later frames overwrite earlier ones.
+The client hands io's own streams (and its own temporary file) a view of
+its receive buffer, valid only during ``write()``, as io's contract allows.
+Any other writable, a subclass of io's included, may keep what it is given,
+so it gets bytes of its own: it must never see later frames overwrite
+earlier ones.
 """
 
 from __future__ import annotations
@@ -32,17 +33,34 @@ class Keeper:
         return len(data)
 
 
+class RawKeeper(io.RawIOBase):
+    """The same, written as an io stream: io's contract says not to keep
+    ``data``, but a user's subclass may, and must not be corrupted for it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.parts: list[object] = []
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: object) -> int:
+        self.parts.append(data)
+        return len(data)  # type: ignore[arg-type]
+
+
 async def test_every_destination_gets_the_bytes_stored(
     server: Running, prefix: str, tmp_path: Path
 ) -> None:
     data = os.urandom(5 * CHUNK + 7)  # many DATA frames through one receive buffer
-    keeper, stream, path = Keeper(), io.BytesIO(), tmp_path / "scan.nii"
+    keeper, raw, stream, path = Keeper(), RawKeeper(), io.BytesIO(), tmp_path / "scan.nii"
     async with AsyncClient(server.host, server.port) as client:
         await client.put(prefix + "k", data)
-        for dest in (keeper, stream, path):
+        for dest in (keeper, raw, stream, path):
             info = await client.get(prefix + "k", dest)
             assert info["sha1"] == hashlib.sha1(data).hexdigest()
-    assert all(type(part) is bytes for part in keeper.parts)
-    assert b"".join(keeper.parts) == data  # type: ignore[arg-type]
+    for kept in (keeper.parts, raw.parts):
+        assert all(type(part) is bytes for part in kept)
+        assert b"".join(kept) == data  # type: ignore[arg-type]
     assert stream.getvalue() == data
     assert path.read_bytes() == data

@@ -518,14 +518,16 @@ def _control(kind: FrameType, obj: dict[str, Any]) -> bytes:
     return HEADER.pack(kind, len(payload)) + payload
 
 
-class _CountSink(io.RawIOBase):
-    """A write-only stream that counts (destination for client.aio's get).
+class _CountRaw(io.RawIOBase):
+    """A write-only raw stream that counts, under a stdlib ``io.BufferedWriter``
+    as a file opened 'wb' is: the client lends such a stream each payload
+    instead of copying it (client/files.py, Sink), and large writes go
+    straight through to the counter.
 
     It does not hash: the client already checks every byte against the END
     digest and the stored SHA-1 (IntegrityError otherwise), and a user's
     download hashes once, not twice. The bench compares that stored SHA-1
-    with the payload's. An io stream, as a file is: the client lends it each
-    payload instead of copying it (client/files.py, Sink).
+    with the payload's.
     """
 
     def __init__(self) -> None:
@@ -667,12 +669,14 @@ async def valise_up_down(
             with cpu[0]:
                 await c.put(key, payload.data if size == len(payload.data) else payload.view[:size])
             up = time.perf_counter() - started
-            sink = _CountSink()
+            counter = _CountRaw()
+            sink = io.BufferedWriter(counter)
             started = time.perf_counter()
             with cpu[1]:
                 info = await c.get(key, sink)
             down = time.perf_counter() - started
-            got, digest = sink.count, bytes.fromhex(info["sha1"])
+            sink.flush()
+            got, digest = counter.count, bytes.fromhex(info["sha1"])
             await c.delete(key)
     else:
         wire = await server.wire()

@@ -64,7 +64,7 @@ def test_the_digest_list_opens_entry_by_entry_in_order(sealer: Sealer | None, wi
     assert open_digests(sealer, "ns", VID, b"", width) == []
     if sealer is not None:
         assert not any(sha in recorded for sha in shas)
-    # Read with the other width, the list does not split into whole entries.
+    # Cut inside an entry, the list does not split into whole entries.
     with pytest.raises(Corrupt):
         open_digests(sealer, "ns", VID, recorded[: 3 * width + 1], width)
 
