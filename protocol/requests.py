@@ -8,6 +8,7 @@ optional field means the field is absent.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -154,6 +155,10 @@ def _is_utf8(text: str) -> bool:
     return True
 
 
+#: A control character (C0 or DEL), which keys and content types may not hold.
+_CONTROL = re.compile("[\x00-\x1f\x7f]")
+
+
 def check_key(key: str, *, fatal: bool) -> None:
     """docs/protocol.md section 3: 1..1024 UTF-8 bytes, no control characters."""
     try:
@@ -165,7 +170,7 @@ def check_key(key: str, *, fatal: bool) -> None:
         raise ProtocolError(
             ErrorCode.BAD_KEY, f"key must be 1 to {MAX_KEY_BYTES} bytes, not {size}", fatal=fatal
         )
-    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in key):
+    if _CONTROL.search(key):
         raise ProtocolError(ErrorCode.BAD_KEY, "key contains a control character", fatal=fatal)
 
 
@@ -179,7 +184,7 @@ def check_content_type(content_type: str | None, *, fatal: bool) -> None:
             f"content_type must be at most {MAX_CONTENT_TYPE_BYTES} bytes",
             fatal=fatal,
         )
-    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in content_type):
+    if _CONTROL.search(content_type):
         raise ProtocolError(
             ErrorCode.BAD_REQUEST, "content_type contains a control character", fatal=fatal
         )
