@@ -42,13 +42,25 @@ unit: $(VENV)/.dev
 integration: $(VENV)/.dev
 	$(BIN)/python -m pytest -q tests/integration $(ARGS)
 
-# Lint, types, then the suite on one valkey-server with asyncio's event loop,
-# then the integration tests on a local 3-primary cluster with uvloop's. Both
-# halves always run and report; the target fails at the end if either did.
+# Lint, types, then two halves at once: the suite on one valkey-server with
+# asyncio's event loop, and the integration tests on a local 3-primary cluster
+# with uvloop's. They mostly wait on sockets, timers and processes, so side by
+# side they keep make test well under ten minutes on two cores. They share no
+# port or path: every valkey-server, cluster node and server takes a free port
+# and its own temporary directory; the cluster half keeps no pytest cache (both
+# would write .pytest_cache, and test_phi wants no new file in the repo).
+# Each half's output is printed whole, one-node half first, once both end;
+# both always run, and the target fails if either did.
 test: lint types
-	@status=0; \
-	$(BIN)/python -m pytest -q tests $(ARGS) || status=1; \
-	$(BIN)/python -m pytest -q --valkey-cluster --loop uvloop tests/integration $(ARGS) || status=1; \
+	@one=$$(mktemp) && two=$$(mktemp) || exit 1; status=0; \
+	trap 'rm -f $$one $$two' EXIT; trap 'kill $$p1 $$p2 2>/dev/null; exit 130' INT TERM; \
+	echo "pytest tests (one valkey-server) and tests/integration (cluster, uvloop), side by side"; \
+	$(BIN)/python -m pytest -q tests $(ARGS) >$$one 2>&1 & p1=$$!; \
+	$(BIN)/python -m pytest -q -p no:cacheprovider --valkey-cluster --loop uvloop \
+		tests/integration $(ARGS) >$$two 2>&1 & p2=$$!; \
+	wait $$p1 || status=1; wait $$p2 || status=1; \
+	echo "== pytest -q tests (one valkey-server, asyncio)"; cat $$one; \
+	echo "== pytest -q --valkey-cluster --loop uvloop tests/integration"; cat $$two; \
 	exit $$status
 
 # The integration tests against a local 3-primary Valkey Cluster, under uvloop.

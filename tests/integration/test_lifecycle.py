@@ -436,12 +436,14 @@ async def test_shutdown_lets_uploads_finish_then_says_shutting_down(
     assert done.ok
     assert done.body["size"] == len(data)
     assert (await uploader.reply()).code == "shutting_down"
+    # Told, both clients hang up, as real ones do: else the server lingers for
+    # their input (service/peer.py) and shutdown waits out the whole grace.
+    await uploader.close()
+    await idle.close()
     await stopping
     with pytest.raises(ConnectionError):
         await WireClient.connect(running.host, running.port)
     await running.store.close()
-    await uploader.close()
-    await idle.close()
 
 
 @pytest.mark.asyncio

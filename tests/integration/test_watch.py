@@ -294,9 +294,11 @@ def test_slow_file_is_sent_once_after_it_settles_and_restart_does_not_resend(
     assert f"{len(whole)} bytes  sha1 {hashlib.sha1(whole).hexdigest()}" in log
     assert "SIGTERM: stopped" in log
 
-    # Restart: nothing already sent goes again; a changed file does.
+    # Restart: nothing already sent goes again; a changed file does. Nothing
+    # is written slowly now: a short settle, and slow.nii (long settled) would
+    # go again at once were the state forgotten.
     before = snapshot(scans)
-    agent = Agent(port, scans, prefix, tmp_path / "log2", *timing)
+    agent = Agent(port, scans, prefix, tmp_path / "log2", "--settle", "0.5", "--interval", "0.1")
     agents.append(agent)
     (scans / "marker").write_bytes(b"m2")
     wait_for("the changed marker", lambda: stored(port, prefix + "marker") == b"m2")
