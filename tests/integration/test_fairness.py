@@ -99,7 +99,9 @@ async def test_one_byte_frames_neither_lose_the_upload_nor_stall_others(
         stop = threading.Event()
         pinger = asyncio.create_task(asyncio.to_thread(_ping_until, running.port, stop))
         await asyncio.sleep(0.1)  # the pinger is connected and answered first
+        began = time.perf_counter()
         replies = await asyncio.to_thread(_upload, running.port, prefix + "tiny", data)
+        upload_seconds = time.perf_counter() - began
         stop.set()
         latencies = await pinger
         # The loop's own lateness was sampled meanwhile (every 0.25 s).
@@ -118,8 +120,15 @@ async def test_one_byte_frames_neither_lose_the_upload_nor_stall_others(
     assert len(latencies) >= 20
     latencies.sort()
     p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))]
-    print(f"PING p99 {p99 * 1000:.1f} ms over {len(latencies)} pings")
-    assert p99 < 0.1, f"PING p99 {p99 * 1000:.0f} ms while another client sent 1-byte frames"
+    print(
+        f"PING p99 {p99 * 1000:.1f} ms over {len(latencies)} pings, upload {upload_seconds:.1f} s"
+    )
+    # Not a speed target: a loop that did not yield to others while the 1-byte
+    # frames poured in would answer a PING only when the upload ended, whatever
+    # the machine's speed; one that yields answers within a small part of it.
+    assert p99 < upload_seconds / 5, (
+        f"PING p99 {p99 * 1000:.0f} ms of a {upload_seconds:.1f} s upload of 1-byte frames"
+    )
 
 
 async def test_an_upload_receiving_bytes_keeps_its_chunks_without_the_keeper(
