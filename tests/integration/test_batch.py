@@ -21,8 +21,9 @@ import pytest
 
 from client import Client
 from storage.embedded import EmbeddedValkey
-from tests.integration.test_cli import cli, free_port
+from tests.integration.test_cli import cli
 from tests.support.harness import reap, start_process
+from tests.support.ports import free_port
 
 STUDY_FILES = 300
 MAX_FILE = 4 * 1024 * 1024

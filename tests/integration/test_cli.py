@@ -21,6 +21,7 @@ import pytest
 from storage import keys
 from storage.embedded import EmbeddedValkey
 from tests.support.harness import ROOT, reap, start_process
+from tests.support.ports import free_port
 
 CHUNK = 64 * 1024
 
@@ -56,13 +57,6 @@ def cli(
         timeout=60,
         check=False,
     )
-
-
-def free_port() -> int:
-    """A port nothing listens on (bound, then released)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def sha1_file(path: Path) -> str:

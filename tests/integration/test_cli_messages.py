@@ -22,8 +22,9 @@ import pytest
 import trustme
 
 from storage.embedded import EmbeddedValkey
-from tests.integration.test_cli import cli, free_port
+from tests.integration.test_cli import cli
 from tests.support.harness import ROOT, reap, start_process
+from tests.support.ports import free_port
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,6 @@ import contextlib
 import hashlib
 import logging
 import random
-import socket
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 from urllib.parse import quote
@@ -26,16 +25,10 @@ from tests.support.harness import (
     stop_server,
     sync_valkey,
 )
+from tests.support.ports import free_port
 from tests.support.wire import control, frame, upload_frames
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.single_node]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 class Restartable:

@@ -12,7 +12,6 @@ import http.client
 import json
 import logging
 import signal
-import socket
 import ssl
 import subprocess
 import sys
@@ -39,6 +38,7 @@ from tests.support.harness import (
     stop_server,
 )
 from tests.support.http import Answer, Http, file_path, http_address, raw, read_response, sample
+from tests.support.ports import free_port
 from tests.support.wire import WireClient
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.config(http_port=0)]
@@ -261,12 +261,6 @@ def start(valkey_url: str, *args: str) -> tuple[subprocess.Popen[str], str]:
         )
     assert proc.stdout is not None
     return proc, proc.stdout.readline()
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.mark.parametrize("workers", [1, 2])

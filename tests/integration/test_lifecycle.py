@@ -29,6 +29,7 @@ from tests.support.harness import (
     start_server,
     sync_valkey,
 )
+from tests.support.ports import free_port
 from tests.support.wire import WireClient, control, frame
 
 
@@ -224,9 +225,7 @@ def test_start_errors_say_which_valkey_and_what_failed(own_valkey: EmbeddedValke
     missing = start_once(f"unix://{path}?db=0")
     assert missing.returncode == 2
     assert f"Valkey at {path} needs a password (NOAUTH)" in missing.stderr
-    with socket.socket() as probe:  # a port nothing listens on
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()  # nothing listens there
     gone = start_once(f"valkey://:secret-pw@127.0.0.1:{port}/0")
     assert gone.returncode == 2
     assert f"cannot reach Valkey at 127.0.0.1:{port}" in gone.stderr
@@ -326,11 +325,7 @@ async def test_small_put_refused_by_a_full_valkey_leaves_nothing(
 @pytest.mark.single_node
 @pytest.mark.asyncio
 async def test_valkey_down_is_unavailable_then_recovers() -> None:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()  # restarted on it below
     first = EmbeddedValkey(tcp_port=port, maxmemory=256 * 1024**2)
     first.start()
     running = await start_server(first.url, make_config(storage_timeout=2.0))

@@ -17,8 +17,8 @@ import pytest
 
 from client import Client, NotFound
 from storage.embedded import EmbeddedValkey
-from tests.integration.test_cli import free_port
 from tests.support.harness import ROOT, reap, start_process
+from tests.support.ports import free_port
 
 DEADLINE = 20.0
 

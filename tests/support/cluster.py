@@ -10,16 +10,15 @@ temporary directory and goes with it.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import secrets
-import socket
 import subprocess
 import time
 from pathlib import Path
 from urllib.parse import quote
 
 from storage.embedded import EmbeddedValkey, valkey_server_binary
+from tests.support.ports import free_port
 
 #: Milliseconds before a silent primary is failed over (Valkey's default is 15 s).
 NODE_TIMEOUT_MS = 1000
@@ -32,17 +31,7 @@ def valkey_cli_binary() -> str:
 def _free_port(taken: set[int] | None = None) -> int:
     """A TCP port free for the node and for its cluster bus (port + 10000), and
     neither of them one of ``taken``'s (this cluster's other nodes and buses)."""
-    taken = taken or set()
-    for _ in range(100):
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            port: int = sock.getsockname()[1]
-        if port + 10000 > 65535 or {port, port + 10000} & taken:
-            continue
-        with contextlib.suppress(OSError), socket.socket() as bus:
-            bus.bind(("127.0.0.1", port + 10000))
-            return port
-    raise RuntimeError("no free port pair for a cluster node")
+    return free_port(also=10000, taken=taken or set())
 
 
 class LocalCluster:
