@@ -33,6 +33,8 @@ log = logging.getLogger("valise.events")
 #: Seconds between attempts of a feed whose Valkey fails: from the first to the last.
 RETRY_FIRST = 0.05
 RETRY_LAST = 2.0
+#: Shutdown: seconds between closes of the event reader while feeds still run.
+CLOSE_AGAIN = 0.1
 
 
 class Feed:
@@ -241,7 +243,13 @@ class EventHub:
         for feed in feeds:
             feed.task.cancel()
         await self.log.close()
-        await asyncio.gather(*(feed.stop() for feed in feeds), *self._stopping)
+        stopped = asyncio.gather(*(feed.stop() for feed in feeds), *self._stopping)
+        # A cluster reader still connecting at the first close finishes
+        # connecting after it and blocks a feed in XREAD: close it again, until
+        # every feed has stopped, instead of waiting the block out.
+        while not (await asyncio.wait({stopped}, timeout=CLOSE_AGAIN))[0]:
+            await self.log.close()
+        await stopped
         await self.log.close()  # what a reader still connecting opened meanwhile
 
 
