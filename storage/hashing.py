@@ -18,6 +18,8 @@ from typing import Any, TypeVar
 
 import xxhash
 
+from storage.errors import Corrupt
+
 T = TypeVar("T")
 
 SHA1 = "sha1"
@@ -38,11 +40,12 @@ def chunk_digest(data: memoryview | bytes | bytearray, check: str) -> bytes:
 
 
 def digest_size(check: str) -> int:
-    """The size of one digest of ``check``; ValueError when it is unknown."""
+    """The size of one digest of ``check``: :class:`Corrupt` when this server does
+    not know it (a newer one wrote the file or began the upload)."""
     try:
         return DIGEST_SIZE[check]
     except KeyError:
-        raise ValueError(f"unknown chunk check {check!r}") from None
+        raise Corrupt(f"the chunks are checked by {check!r}, unknown to this server") from None
 
 
 #: Below this a thread hand-off costs more than a SHA-1 of the bytes (writers

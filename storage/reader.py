@@ -115,7 +115,7 @@ class Download:
         been checked: receiving and hashing overlap (measured: +20 %). The
         queue holds AHEAD chunks, so a slow reader stops the fetching.
         """
-        width = len(digests) // (last - first + 1)  # _start checked the length
+        width = digest_size(self.info.check)
         for index in range(first, last + 1):
             at = (index - first) * width
             try:
@@ -133,12 +133,7 @@ class Download:
 
     async def _start(self, first: int, last: int) -> tuple[bytes | bytearray, bytes | None]:
         """The range's chunk digests and its first chunk (None: fetch it), in one round trip."""
-        try:
-            width = digest_size(self.info.check)
-        except ValueError:
-            raise Corrupt(
-                f"the file's chunks are checked by {self.info.check!r}, unknown to this server"
-            ) from None
+        width = digest_size(self.info.check)
         start, stop = first * width, (last + 1) * width
         if self._digests is not None:
             # They came with the info (one node); chunk 0 too when it is small.

@@ -31,7 +31,6 @@ from storage import upload_seals as seals
 from storage.errors import Corrupt, FileNotFound, StorageError, Superseded, TooManyUploads
 from storage.hashing import (
     CHECK,
-    DIGEST_SIZE,
     chunk_digest,
     chunk_digest_of,
     digest_size,
@@ -175,14 +174,12 @@ class ResumableWriter(ChunkWriter):
         )
         if state is None:
             raise FileNotFound(NOT_FOUND)
-        if state.facts.check not in DIGEST_SIZE:
-            # Begun by a newer server: left as it is, for one that knows its check.
-            raise Corrupt(
-                f"the upload's chunks are checked by {state.facts.check!r}, unknown to this server"
-            )
+        # Begun by a newer server (a check unknown here): Corrupt, and the upload
+        # is left as it is, for a server that knows its check.
+        width = digest_size(state.facts.check)
         writer = cls(store, namespace, upload_id, owner, state.facts, deadline=state.deadline)
         try:
-            await writer._restore(state)
+            await writer._restore(state, width)
         except (FileNotFound, Corrupt):
             await writer.abort()
             raise FileNotFound(
@@ -196,8 +193,8 @@ class ResumableWriter(ChunkWriter):
         writer._start_keeper()
         return writer
 
-    async def _restore(self, state: UploadState) -> None:
-        width = digest_size(self.check)  # a known check: resume() made sure
+    async def _restore(self, state: UploadState, width: int) -> None:
+        """``width``: the size of one of its chunk checksums (``state.facts.check``)."""
         self._digests = seals.open_digests(
             self._sealer, self.namespace, self.vid, state.digests, width
         )
@@ -210,9 +207,9 @@ class ResumableWriter(ChunkWriter):
         if state.tail:
             names.append(keys.partial_key(self.vid, state.tail))
         await self.store.expire_many(names, self._staging_ms, "GT")
-        await self._rebuild(state)
+        await self._rebuild(state, width)
 
-    async def _rebuild(self, state: UploadState) -> None:
+    async def _rebuild(self, state: UploadState, width: int) -> None:
         """Feed the file's SHA-1 with every stored chunk, each checked against its digest;
         load the partial last chunk into the buffer (hashed when its chunk is full)."""
         fetching: asyncio.Future[bytes | bytearray | None] | None = None
@@ -236,7 +233,6 @@ class ResumableWriter(ChunkWriter):
                 await asyncio.gather(fetching, return_exceptions=True)
         if state.tail:
             stored = await self.store.get_chunk(keys.partial_key(self.vid, state.tail))
-            width = digest_size(self.check)
             tail, expected = seals.open_tail(
                 self._sealer, self.namespace, self.vid, state, stored, width
             )

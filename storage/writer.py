@@ -4,8 +4,8 @@ DATA frames of any size are copied into a chunk buffer; each full buffer is
 written as one ``SET valise:c:VID:I`` with the short staging TTL while the next
 buffer fills (two buffers, one SET in flight: memory per upload is bounded by
 two chunks whatever the file size). Each chunk's checksum (storage/hashing.py)
-and the whole file's running SHA-1 are computed in a worker thread alongside its SET, in chunk
-order, off the event loop. Nothing is visible until :meth:`ChunkWriter.commit`,
+and the whole file's running SHA-1 are computed in a worker thread alongside
+its SET, in chunk order, off the event loop. Nothing is visible until :meth:`ChunkWriter.commit`,
 and only when the whole file's SHA-1 matches END's.
 
 While the upload lives, a keeper task pushes the staging TTL forward (``GT``:

@@ -11,6 +11,7 @@ import pytest
 import xxhash
 
 from storage import hashing
+from storage.errors import Corrupt
 from storage.hashing import SHA1, XXH3, chunk_digest, chunk_digest_of, digest_size
 
 
@@ -25,7 +26,7 @@ def test_each_check_is_its_algorithm_and_its_size() -> None:
 def test_a_check_nobody_knows_is_refused_not_guessed() -> None:
     with pytest.raises(ValueError, match="md6"):
         chunk_digest(b"x", "md6")
-    with pytest.raises(ValueError, match="md6"):
+    with pytest.raises(Corrupt, match="md6"):
         digest_size("md6")
 
 
