@@ -39,6 +39,7 @@ from prometheus_client import (
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
 
+from service.tally import Tally
 from storage import StorageError, Store, observe
 
 log = logging.getLogger("valise.metrics")
@@ -73,6 +74,9 @@ class Metrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
         r = self.registry
+        # In-process values (not a worker's shared files): the request path's
+        # updates wait as numbers until the registry collects (service/tally.py).
+        self.tally = Tally(r, behind=values.ValueClass is values.MutexValue)
         self.requests = Counter(
             "valise_requests",
             "Requests by operation and outcome (ok, aborted, disconnected or the error code).",
@@ -169,17 +173,18 @@ class Metrics:
     def request_started(self, op: str) -> None:
         direction = _DIRECTION.get(op)
         if direction is not None:
-            self._child(self.transfers, direction).inc()
+            self.tally.inc(self._child(self.transfers, direction))
 
     def request_ended(self, op: str, outcome: str, seconds: float, nbytes: int) -> None:
         """Called where the access-log record is written, once per request."""
-        self._child(self.requests, op, outcome).inc()
-        self._child(self.request_seconds, op).observe(seconds)
+        tally = self.tally
+        tally.inc(self._child(self.requests, op, outcome))
+        tally.observe(self._child(self.request_seconds, op), seconds)
         direction = _DIRECTION.get(op)
         if direction is None:
             return
-        self._child(self.transfers, direction).dec()
-        (self.received if direction == "upload" else self.sent).inc(nbytes)
+        tally.inc(self._child(self.transfers, direction), -1)
+        tally.inc(self.received if direction == "upload" else self.sent, nbytes)
 
     def resumable_event(self, event: str, count: int = 1) -> None:
         if count:
@@ -187,7 +192,7 @@ class Metrics:
 
     def valkey_call(self, kind: str, seconds: float, outcome: str) -> None:
         """A :mod:`storage.observe` observer."""
-        self._child(self.valkey_seconds, kind, outcome).observe(seconds)
+        self.tally.observe(self._child(self.valkey_seconds, kind, outcome), seconds)
         if outcome != "ok":
             self._child(self.valkey_errors, outcome).inc()
 
