@@ -14,7 +14,10 @@ otherwise hands the input to the stdlib call it replaces:
   which the stdlib refuses: no caller passes them (our enums are StrEnums,
   which orjson hands back as a subclass);
 - orjson reads an integer literal past 64 bits as a float where the stdlib
-  keeps the int: a text with 19 digits in a row goes to the stdlib;
+  keeps the int; integers within 64 bits it reads as ints, and every float
+  literal to the same float. So a value holding a float of magnitude 2**63
+  or more, where such a literal may have gone, is read again by the stdlib
+  (a scan of the text for 19 digits in a row cost 4 x the parse itself);
 - floats: both write the shortest repr, identical from 1e-4 to 1e16 (epoch
   seconds, what file info carries), but not below 1e-4 (``1e-05`` against
   ``0.00001``) nor NaN/Infinity (``null``). Callers pass no such floats.
@@ -26,7 +29,6 @@ constants, not code).
 from __future__ import annotations
 
 import json
-import re
 from typing import Any
 
 import orjson
@@ -35,9 +37,8 @@ import orjson
 _PASSTHROUGH = orjson.OPT_PASSTHROUGH_DATACLASS | orjson.OPT_PASSTHROUGH_DATETIME
 _PASSTHROUGH |= orjson.OPT_PASSTHROUGH_SUBCLASS
 
-#: An integer literal orjson may read as a float (2**63 has 19 digits).
-_LONG_DIGITS = re.compile(r"[0-9]{19}")
-_LONG_DIGITS_BYTES = re.compile(rb"[0-9]{19}")
+#: orjson reads integer literals beyond 64 bits as floats no smaller than this.
+_WIDE = float(2**63)
 
 
 def dumps(obj: Any) -> bytes:
@@ -59,13 +60,28 @@ def dumps_str(obj: Any) -> str:
 
 def loads(text: str | bytes) -> Any:
     """``json.loads(text)``: the same value, or the same error."""
-    if isinstance(text, str):
-        long_digits = _LONG_DIGITS.search(text) is not None
-    else:
-        long_digits = _LONG_DIGITS_BYTES.search(text) is not None
-    if not long_digits:
-        try:
-            return orjson.loads(text)
-        except orjson.JSONDecodeError:
-            pass
-    return json.loads(text)
+    try:
+        obj = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return json.loads(text)
+    if _wide(obj):
+        return json.loads(text)
+    return obj
+
+
+def _wide(obj: Any) -> bool:
+    """A float orjson may have read from an integer literal (no recursion: orjson
+    reads deeper nesting than Python's recursion limit)."""
+    stack = [obj]
+    while stack:
+        node = stack.pop()
+        kind = type(node)
+        values = node.values() if kind is dict else node if kind is list else (node,)
+        for value in values:
+            kind = type(value)
+            if kind is float:
+                if not -_WIDE < value < _WIDE:
+                    return True
+            elif kind is dict or kind is list:
+                stack.append(value)
+    return False

@@ -97,3 +97,22 @@ def test_a_lone_surrogate_in_a_reply_goes_out_as_an_escape() -> None:
 def test_decode_control_reads_what_the_stdlib_reads(payload: bytes, expected: Any) -> None:
     got = decode_control(Frame(FrameType.PUT, payload))
     assert repr(got) == repr(expected)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "9223372036854775807",
+        "9223372036854775808",  # within u64: orjson keeps the int
+        "18446744073709551616",  # past 64 bits: orjson's float is not taken
+        "-9223372036854775809",
+        '{"a":[1,{"b":[123456789012345678901234]}]}',  # found however deep it sits
+        "[" * 200 + "-18446744073709551617" + "]" * 200,
+        '{"key":"12345678901234567890123","n":1.2345678901234567890123e5}',
+        "1e300",
+        "-1e300",
+    ],
+)
+def test_integers_past_64_bits_anywhere_stay_ints(text: str) -> None:
+    assert repr(compact_json.loads(text)) == repr(json.loads(text))
+    assert repr(compact_json.loads(text.encode())) == repr(json.loads(text))
