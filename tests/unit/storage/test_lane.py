@@ -18,7 +18,7 @@ from valkey.asyncio.connection import DefaultParser
 
 from storage.clients import single_client
 from storage.config import StorageConfig
-from storage.lane import LeanScript, LeanValkey
+from storage.lane import BATCH_BYTES, LeanScript, LeanValkey, _Batch, _size
 
 
 def test_the_pool_hands_out_connections_without_waiting() -> None:
@@ -47,3 +47,15 @@ def test_a_single_node_store_registers_lean_scripts() -> None:
     script = client.register_script("return 1")
     assert isinstance(script, LeanScript)
     assert client.lane.timeout == config.timeout
+
+
+def test_a_batch_closes_at_its_byte_bound_counting_buffers_and_strings() -> None:
+    half = memoryview(bytes(BATCH_BYTES // 2 + 1))
+    batch = _Batch()
+    first = ("EVALSHA", "sha", 2, "meta", "index", half, b"digest", 900, 1.5)
+    assert not batch.full(_size(first))
+    waiter: Any = object()  # a caller's future: only kept
+    batch.add(first, waiter, _size(first))
+    assert batch.full(_size(("EVALSHA", "sha", 0, half)))  # a second half does not fit
+    assert not batch.full(_size(("EVALSHA", "sha", 0, "x" * 1000)))
+    assert _size(("SET", "k", bytearray(10), 7, 0.5)) == len("SET") + 1 + 10
