@@ -39,6 +39,7 @@ server has not accepted yet is ``bad_frame`` like any DATA outside an upload.
 from __future__ import annotations
 
 import enum
+import functools
 import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -54,7 +55,7 @@ from protocol.decoder import (
     decode_digest,
 )
 from protocol.errors import ErrorCode, ProtocolError, bad_frame, checksum_mismatch
-from protocol.frames import Frame, FrameType
+from protocol.frames import CLIENT_TYPES, Frame, FrameType
 
 
 class State(enum.Enum):
@@ -130,6 +131,39 @@ FEATURES = frozenset({"resume", "versions", "subscribe", "if_absent"})
 _FEATURE_OF = {FrameType.RESUME: "resume", FrameType.SUBSCRIBE: "subscribe"}
 
 
+def _refusal(state: State, features: frozenset[str], frame_type: FrameType) -> ProtocolError | None:
+    """Why a connection in ``state`` refuses a ``frame_type`` frame from its header
+    alone (the table at the top), or None when it does not."""
+    if state is State.HANDSHAKE and frame_type is not FrameType.HELLO:
+        return ProtocolError(
+            ErrorCode.UNAUTHORIZED, "this server requires HELLO with a token first", fatal=True
+        )
+    needs = _FEATURE_OF.get(frame_type)
+    if needs is not None and needs not in features:
+        return bad_frame(f"{frame_type.name} is not offered by this server")
+    if state is State.SUBSCRIBED and frame_type is not FrameType.PING:
+        return bad_frame(f"{frame_type.name} on a subscribed connection; only PING may come")
+    upload_frame = frame_type in (FrameType.DATA, FrameType.END, FrameType.ABORT)
+    if state is State.UPLOADING and not upload_frame:
+        return bad_frame(
+            f"{frame_type.name} inside an upload; only DATA, END or ABORT may follow PUT"
+        )
+    if state is not State.UPLOADING and upload_frame:
+        return bad_frame(f"{frame_type.name} outside an upload")
+    return None
+
+
+@functools.cache
+def _passes(features: frozenset[str]) -> dict[State, frozenset[FrameType]]:
+    """Per state, the client frame types :func:`_refusal` lets through: worked out
+    once per set of features, so a frame's check is one set lookup (the enum
+    lookups of the checks themselves were ~1 us a frame on CPython 3.11)."""
+    return {
+        state: frozenset(t for t in CLIENT_TYPES if _refusal(state, features, t) is None)
+        for state in State
+    }
+
+
 class ServerConnection:
     """Bytes from a client in, validated events out.
 
@@ -152,6 +186,7 @@ class ServerConnection:
         self.features = features
         self.hash_uploads = hash_uploads
         self.state = State.HANDSHAKE if hello_required else State.IDLE
+        self._passes = _passes(features)
         self._decoder = FrameDecoder(max_data=limits.max_frame, check=self._check_type)
         self._upload: _Upload | None = None
         #: The upload a fatal error cut short, for :meth:`unfinished_data`.
@@ -231,22 +266,11 @@ class ServerConnection:
 
     def _check_type(self, frame_type: FrameType) -> None:
         """Refuse, from the header alone, a frame type the current state forbids."""
-        if self.state is State.HANDSHAKE and frame_type is not FrameType.HELLO:
-            raise ProtocolError(
-                ErrorCode.UNAUTHORIZED, "this server requires HELLO with a token first", fatal=True
-            )
-        needs = _FEATURE_OF.get(frame_type)
-        if needs is not None and needs not in self.features:
-            raise bad_frame(f"{frame_type.name} is not offered by this server")
-        if self.state is State.SUBSCRIBED and frame_type is not FrameType.PING:
-            raise bad_frame(f"{frame_type.name} on a subscribed connection; only PING may come")
-        upload_frame = frame_type in (FrameType.DATA, FrameType.END, FrameType.ABORT)
-        if self.state is State.UPLOADING and not upload_frame:
-            raise bad_frame(
-                f"{frame_type.name} inside an upload; only DATA, END or ABORT may follow PUT"
-            )
-        if self.state is not State.UPLOADING and upload_frame:
-            raise bad_frame(f"{frame_type.name} outside an upload")
+        if frame_type in self._passes[self.state]:
+            return  # every frame of a well-behaved client: one lookup
+        error = _refusal(self.state, self.features, frame_type)
+        if error is not None:
+            raise error
 
     def _handle(self, frame: Frame) -> Event:
         if self.state is State.UPLOADING:
