@@ -126,6 +126,7 @@ class Connection:
             log.exception("internal error")
             return fatal(ErrorCode.INTERNAL, "internal server error")
         finally:
+            self.intake.close()
             self._end("disconnected")
             await self._drop_upload()
             if self.subscription is not None:
