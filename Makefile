@@ -4,8 +4,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 ARGS ?=
 
-.PHONY: run test test-cluster lint types unit integration bench loadtest fuzz soak clean client-pyz \
-	wheelhouse test-install
+.PHONY: run test test-cluster lint types unit integration bench bench-instructions loadtest fuzz \
+	soak clean client-pyz wheelhouse test-install
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -69,6 +69,11 @@ test-cluster: $(VENV)/.dev
 
 bench: $(VENV)/.dev
 	$(BIN)/python -m tests.tools.bench $(ARGS)
+
+# Server instructions per small PUT+GET pair under valgrind's callgrind: an A/B
+# (ARGS="--compare REF") that the machine's load does not move. Needs valgrind.
+bench-instructions: $(VENV)/.dev
+	$(BIN)/python -m tests.tools.bench_instructions $(ARGS)
 
 loadtest: $(VENV)/.runtime
 	$(BIN)/python -m client.loadtest --spawn --duration 30 $(ARGS)
