@@ -284,6 +284,18 @@ def valise_server(
             tokens = workdir / f"tokens-{uuid.uuid4().hex[:6]}"
             tokens.write_text(f"{token} bench rw\n")
             command += ["--tokens", str(tokens)]
+    # TMPDIR: nothing of the run outside workdir.
+    proc = spawn(command, cwd, log, {**os.environ, "TMPDIR": str(workdir)})
+    try:
+        host, port, http = _listening(proc, log)
+        yield ValiseProcess(proc, host, port, log, token, tls, http)
+    finally:
+        _end(proc)
+
+
+def spawn(command: list[str], cwd: Path, log: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    """A server process in a session of its own (Ctrl-C reaches only us; we stop
+    it), its stderr in ``log``, dying with us; main() ends it if it is still alive."""
     with log.open("wb") as err:
         proc = subprocess.Popen(
             command,
@@ -292,14 +304,10 @@ def valise_server(
             stderr=err,
             start_new_session=True,
             preexec_fn=die_with_parent,
-            env={**os.environ, "TMPDIR": str(workdir)},  # nothing of the run outside workdir
+            env=env,
         )
     _children.append(proc)
-    try:
-        host, port, http = _listening(proc, log)
-        yield ValiseProcess(proc, host, port, log, token, tls, http)
-    finally:
-        _end(proc)
+    return proc
 
 
 def _listening(

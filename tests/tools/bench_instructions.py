@@ -46,7 +46,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from storage.embedded import EmbeddedValkey, die_with_parent
+from storage.embedded import EmbeddedValkey
 from tests.tools import bench, compare
 
 #: valgrind starts Python 20-50x slower than usual: bench's 20 s would not do.
@@ -148,16 +148,7 @@ def callgrind_server(
     ]
     # One hash seed for every run: dict and set layouts, hence their probes, stay the same.
     env = {**os.environ, "TMPDIR": str(workdir), "PYTHONHASHSEED": "0"}
-    with log.open("wb") as err:
-        proc = subprocess.Popen(
-            command,
-            cwd=tree,
-            stdout=subprocess.PIPE,
-            stderr=err,
-            start_new_session=True,  # Ctrl-C reaches only us; we stop it
-            preexec_fn=die_with_parent,
-            env=env,
-        )
+    proc = bench.spawn(command, tree, log, env)
     try:
         host, port, http = bench._listening(proc, log, timeout=START_TIMEOUT)
         yield bench.ValiseProcess(proc, host, port, log, http=http), out
