@@ -28,6 +28,8 @@ import valkey.exceptions as valkey_exc
 
 #: Bytes received before the header is known: the header, maybe a little of the value.
 HEAD = 64
+#: Bytes a read may bring after the reply under uvloop (see _Reply.get_buffer).
+SPILL = 64 * 1024
 _CRLF = b"\r\n"
 
 
@@ -86,10 +88,20 @@ class _Reply(asyncio.BufferedProtocol):
         self.filled = 0
         self.tail = bytearray(2)
         self.tail_got = 0
+        #: Bytes read after the reply ended (uvloop reads on before we stand aside).
+        self.spill: bytearray | None = None
+        self.after = bytearray()
 
     # -- the reply ------------------------------------------------------
 
     def get_buffer(self, sizehint: int) -> memoryview:
+        if self.done.done():
+            # uvloop (libuv) asks for a buffer again before it knows whether more
+            # came; an empty one is a fatal error there. What does come belongs
+            # to the connection's own reader, handed over with ``leftover``.
+            if self.spill is None:
+                self.spill = bytearray(SPILL)
+            return memoryview(self.spill)
         if self.body is None:
             if self.got == len(self.head):  # not a bulk string, still arriving: keep it all
                 self.head.extend(bytes(HEAD))
@@ -100,6 +112,8 @@ class _Reply(asyncio.BufferedProtocol):
 
     def buffer_updated(self, nbytes: int) -> None:
         if self.done.done():
+            if self.spill is not None:
+                self.after += self.spill[:nbytes]
             return
         if self.body is None:
             self.got += nbytes
@@ -149,8 +163,8 @@ class _Reply(asyncio.BufferedProtocol):
 
     @property
     def leftover(self) -> bytes:
-        """The bytes read of a reply that is not a bulk string."""
-        return bytes(self.head[: self.got])
+        """The bytes read of a reply that is not a bulk string, and any after it."""
+        return bytes(self.head[: self.got]) + self.after
 
     # -- the connection ---------------------------------------------------
 
@@ -200,6 +214,8 @@ async def read_bulk(conn: Any, command: tuple[Any, ...], buffers: Buffers | None
     finally:
         transport.set_protocol(original)
     if value is not None:
+        if reply.after:  # not ours: the connection's reader sees it (and _ready() then)
+            conn._reader.feed_data(bytes(reply.after))
         return value
     conn._reader.feed_data(reply.leftover)
     return await conn._parser.read_response()

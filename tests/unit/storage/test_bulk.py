@@ -112,3 +112,34 @@ def test_the_valkey_py_internals_read_bulk_relies_on() -> None:
     for name in ("_writer", "_reader", "_parser"):
         assert hasattr(connection, name), name
     assert hasattr(asyncio.StreamReader, "feed_data")
+
+
+def _receive_all(reply: _Reply, data: bytes, step: int) -> None:
+    """Hand over all of ``data`` as uvloop (libuv) does: it asks for a buffer and
+    reads again until the socket is empty, whether or not the reply has ended."""
+    at = 0
+    while at < len(data):
+        target = reply.get_buffer(-1)
+        assert len(target) > 0  # an empty buffer is a fatal error under uvloop
+        n = min(step, len(target), len(data) - at)
+        target[:n] = data[at : at + n]
+        reply.buffer_updated(n)
+        at += n
+    assert len(reply.get_buffer(-1)) > 0  # and once more, finding nothing
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("step", [1, 7, 1 << 20])
+async def test_reads_past_the_end_of_a_reply_are_kept_for_the_connection(step: int) -> None:
+    loop = asyncio.get_running_loop()
+    value = bytes(range(256)) * 40
+    bulk = _Reply(_Original(), loop.create_future(), None)
+    _receive_all(bulk, b"$%d\r\n" % len(value) + value + b"\r\n" + b"+NEXT\r\n", step)
+    result = bulk.done.result()
+    assert result is not None and bytes(result) == value
+    assert bulk.after == b"+NEXT\r\n"
+    error = b"-WRONGTYPE Operation against a key holding the wrong kind\r\n"
+    other = _Reply(_Original(), loop.create_future(), None)
+    _receive_all(other, error, step)
+    assert other.done.result() is None
+    assert other.leftover == error  # valkey-py's parser reads all of it
