@@ -27,8 +27,9 @@ from service.subscription import Subscription
 
 TIMEOUT = ErrorCode.TIMEOUT
 T = TypeVar("T")
-#: asyncio runs a timer this early at most (its clock's resolution).
-_EARLY = time.get_clock_info("monotonic").resolution
+#: A timer may run this early: asyncio by its clock's resolution, uvloop by
+#: rounding delays to whole milliseconds.
+_EARLY = max(time.get_clock_info("monotonic").resolution, 0.001)
 
 
 def _now() -> float:
@@ -59,7 +60,10 @@ class Watchdog:
     """
 
     def __init__(self) -> None:
-        self._timer: asyncio.TimerHandle | None = None
+        # uvloop hands back a plain Handle for a timer due within the millisecond,
+        # so when the timer is due is kept here, not asked of it.
+        self._timer: asyncio.Handle | None = None
+        self._armed = math.inf  # when the timer is due
         self._deadline = math.inf  # of the read in progress
         self._task: asyncio.Task[Any] | None = None  # the task reading, if one is
         self._expired = False
@@ -70,11 +74,8 @@ class Watchdog:
         task = asyncio.current_task()
         assert task is not None
         deadline = loop.time() + seconds
-        timer = self._timer
-        if timer is None or timer.when() > deadline:
-            if timer is not None:
-                timer.cancel()
-            self._timer = loop.call_at(deadline, self._fire, loop)
+        if self._timer is None or self._armed > deadline:
+            self._arm(loop, deadline)
         self._deadline = deadline
         self._task = task
         cancelling = task.cancelling()
@@ -97,13 +98,20 @@ class Watchdog:
         task.uncancel()
         return True
 
+    def _arm(self, loop: asyncio.AbstractEventLoop, when: float) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = loop.call_at(when, self._fire, loop)
+        self._armed = when
+
     def _fire(self, loop: asyncio.AbstractEventLoop) -> None:
         self._timer = None
+        self._armed = math.inf
         task = self._task
         if task is None:  # between reads: the next one arms it again
             return
         if self._deadline > loop.time() + _EARLY:  # a later read moved the deadline
-            self._timer = loop.call_at(self._deadline, self._fire, loop)
+            self._arm(loop, self._deadline)
             return
         self._expired = True
         task.cancel()
@@ -112,6 +120,7 @@ class Watchdog:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+            self._armed = math.inf
 
 
 class Intake:

@@ -5,7 +5,9 @@ prometheus_client takes a lock and checks the metric on every ``inc()`` and
 server CPU (issue 21). In a one-process server the figures are only ever read
 through that process's registry, so they wait here as numbers and are folded
 into the metrics by a collector registered ahead of them: a scrape, or a
-``get_sample_value``, sees every update made before it, exactly as before.
+``get_sample_value``, sees every update made before it. Counts are exact; a
+histogram's sum adds the held observations together first, so it may differ
+from adding them one at a time in the last bit of the float.
 
 Under ``--workers`` a worker's figures live in shared files the parent reads
 without asking the worker, so there every update goes through at once
