@@ -23,16 +23,10 @@ from service.workers import reserve_port
 from storage.embedded import EmbeddedValkey
 from tests.integration.test_metrics import Samples, scrape
 from tests.support.harness import reap, start_process
+from tests.support.ports import free_port
 from tests.support.wire import WireClient
 
 HOST = "127.0.0.1"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def children(pid: int) -> set[int]:
