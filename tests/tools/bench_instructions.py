@@ -108,18 +108,6 @@ def _control(pid: int, workdir: Path, *args: str) -> None:
         raise bench.BenchError(f"callgrind_control {' '.join(args)} failed: {said}")
 
 
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    """SIGTERM, then wait for valgrind to write its file; SIGKILL only if it is stuck."""
-    if proc.poll() is not None:
-        return
-    proc.terminate()
-    try:
-        proc.wait(STOP_TIMEOUT)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-
-
 @contextlib.contextmanager
 def callgrind_server(
     url: str, tree: Path, workdir: Path, load: Load
@@ -153,7 +141,8 @@ def callgrind_server(
         host, port, http = bench._listening(proc, log, timeout=START_TIMEOUT)
         yield bench.ValiseProcess(proc, host, port, log, http=http), out
     finally:
-        _stop(proc)
+        # SIGTERM, then time for valgrind to write its file; SIGKILL only if stuck.
+        bench._end(proc, STOP_TIMEOUT)
 
 
 async def _pairs(
@@ -176,8 +165,10 @@ async def _pairs(
 async def measure(url: str, tree: Path, workdir: Path, load: Load) -> float:
     """One fresh server, one counted load: millions of instructions per pair."""
     with callgrind_server(url, tree, workdir, load) as (server, out):
-        wires = [await server.wire() for _ in range(load.connections)]
+        wires: list[bench.Wire] = []
         try:
+            for _ in range(load.connections):
+                wires.append(await server.wire())
             run = uuid.uuid4().hex[:8]
             await _pairs(server, wires, WARMUP_PAIRS, f"{run}/warm")
             _control(server.pid, workdir, "-i", "on")
