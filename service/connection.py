@@ -45,6 +45,18 @@ def _wire(exc: StorageError, *, fatal: bool) -> ProtocolError:
     return ProtocolError(exc.code, exc.message, fatal=fatal, **exc.extra)
 
 
+#: A request's name in the access log and metrics (``put`` for requests.Put), by type.
+_OPS: dict[type, str] = {}
+
+
+def _op(event: Event) -> str:
+    kind = type(event)
+    op = _OPS.get(kind)
+    if op is None:
+        op = _OPS[kind] = kind.__name__.lower()
+    return op
+
+
 def _now() -> float:
     return time.monotonic()
 
@@ -62,6 +74,7 @@ class Connection:
         self.ops = Operations(state)
         #: The client's address (behind a balancer, from its PROXY header).
         self.peer = peer
+        self._peer_text = str(peer)  # every access record names it
         self.reader = reader
         self.writer = writer
         self.proto = ServerConnection(
@@ -184,7 +197,7 @@ class Connection:
         if isinstance(event, Data | UploadEnd | Abort):
             return
         key = getattr(event, "key", None)
-        op = type(event).__name__.lower()
+        op = _op(event)
         self._request = (op, key, _now())
         self._nbytes = 0
         self.state.metrics.request_started(op)
@@ -196,7 +209,7 @@ class Connection:
         op, key, started = self._request
         self._request = None
         self.state.access.record(
-            peer=str(self.peer),
+            peer=self._peer_text,
             namespace=self.grant.namespace,
             op=op,
             key=key,

@@ -206,8 +206,8 @@ class Metrics:
         return child
 
     def event_published(self, event: str) -> None:
-        """A :mod:`storage.observe` event observer."""
-        self.events_published.labels(event).inc()
+        """A :mod:`storage.observe` event observer: one per stored file."""
+        self.tally.inc(self._child(self.events_published, event))
 
     def observe_storage(self) -> None:
         observe.subscribe(self.valkey_call)
