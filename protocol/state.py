@@ -51,11 +51,11 @@ from protocol.decoder import (
     NEED_DATA,
     FrameDecoder,
     Sentinel,
-    decode_control,
+    control_object,
     decode_digest,
 )
 from protocol.errors import ErrorCode, ProtocolError, bad_frame, checksum_mismatch
-from protocol.frames import CLIENT_TYPES, Frame, FrameType
+from protocol.frames import CLIENT_TYPES, FrameType
 
 
 class State(enum.Enum):
@@ -216,10 +216,11 @@ class ServerConnection:
         if self.state is State.FAILED:
             return NEED_DATA
         try:
-            frame = self._decoder.next_frame()
-            if isinstance(frame, Sentinel):
-                return frame
-            return self._handle(frame)
+            raw = self._decoder.next_raw()
+            if isinstance(raw, Sentinel):
+                return raw
+            frame_type, payload = raw
+            return self._handle(frame_type, payload)
         except ProtocolError as exc:
             if exc.fatal:
                 self.fail()
@@ -272,20 +273,20 @@ class ServerConnection:
         if error is not None:
             raise error
 
-    def _handle(self, frame: Frame) -> Event:
+    def _handle(self, frame_type: FrameType, payload: bytes) -> Event:
         if self.state is State.UPLOADING:
-            return self._handle_upload(frame)
-        obj = decode_control(frame)
-        if frame.type is FrameType.PING:
-            return requests.Ping(frame.payload or b"{}")
-        if frame.type is FrameType.PUT:
+            return self._handle_upload(frame_type, payload)
+        obj = control_object(frame_type, payload)
+        if frame_type is FrameType.PING:
+            return requests.Ping(payload or b"{}")
+        if frame_type is FrameType.PUT:
             put = requests.parse_put(
                 obj, max_file_size=self.limits.max_file_size, max_ttl=self.limits.max_ttl
             )
             self._upload = _Upload(put.size, hashed=self.hash_uploads)
             self.state = State.UPLOADING
             return put
-        request = _PARSERS[frame.type](obj)
+        request = _PARSERS[frame_type](obj)
         if isinstance(request, requests.Hello):
             if request.version != 1:
                 raise ProtocolError(
@@ -297,11 +298,11 @@ class ServerConnection:
                 self.state = State.IDLE
         return request
 
-    def _handle_upload(self, frame: Frame) -> Event:
+    def _handle_upload(self, frame_type: FrameType, payload: bytes) -> Event:
         upload = self._upload
         assert upload is not None
-        if frame.type is FrameType.DATA:
-            upload.received += len(frame.payload)
+        if frame_type is FrameType.DATA:
+            upload.received += len(payload)
             limit = self.limits.max_file_size if upload.declared is None else upload.declared
             if upload.received > limit:
                 what = "declared size" if upload.declared is not None else "max_file_size"
@@ -309,14 +310,14 @@ class ServerConnection:
                     ErrorCode.TOO_LARGE, f"upload exceeds its {what} of {limit} bytes", fatal=True
                 )
             if upload.hasher is not None:
-                upload.hasher.update(frame.payload)
-            return Data(frame.payload)
-        if frame.type is FrameType.ABORT:
-            decode_control(frame)
+                upload.hasher.update(payload)
+            return Data(payload)
+        if frame_type is FrameType.ABORT:
+            control_object(frame_type, payload)
             self._finish_upload()
             return Abort()
-        if frame.type is FrameType.END:
-            digest = decode_digest(frame.payload)
+        if frame_type is FrameType.END:
+            digest = decode_digest(payload)
             self._finish_upload()
             if upload.declared is not None and upload.declared != upload.received:
                 raise ProtocolError(
@@ -330,7 +331,7 @@ class ServerConnection:
             if digest.hex() != actual:
                 raise checksum_mismatch(digest.hex(), actual)
             return UploadEnd(upload.received, actual)
-        raise AssertionError(f"{frame.type.name} passed the header check inside an upload")
+        raise AssertionError(f"{frame_type.name} passed the header check inside an upload")
 
     def _finish_upload(self) -> None:
         self.state = State.IDLE

@@ -29,7 +29,7 @@ from valkey.asyncio.retry import Retry
 from valkey.backoff import NoBackoff
 
 from storage.config import StorageConfig
-from storage.lane import LeanValkey
+from storage.lane import PACK_IN_C_MAX, LeanValkey
 
 #: Bytes of a command handed to the Valkey socket at a time.
 SEND_PIECE = 1024 * 1024
@@ -41,7 +41,6 @@ READ_SIZE = 1024 * 1024
 #: Commands whose arguments are all of these types, none longer than
 #: PACK_IN_C_MAX, are packed by libvalkey (bool is not int here).
 _PACKED_IN_C = frozenset({str, int, bytes, memoryview})
-PACK_IN_C_MAX = 64 * 1024
 
 
 class _PieceWriter:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import secrets
+import os
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -70,4 +70,6 @@ async def chunk_digest_of(data: memoryview | bytes | bytearray, check: str) -> b
 
 
 def new_vid() -> str:
-    return secrets.token_hex(16)
+    """A fresh version id: 32 hex digits of the OS's CSPRNG (what
+    ``secrets.token_hex(16)`` returns, without its two Python calls on the way)."""
+    return os.urandom(16).hex()

@@ -46,6 +46,7 @@ import functools
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any
 
+import libvalkey
 import valkey.asyncio as valkey_async
 import valkey.exceptions as valkey_exc
 from valkey.commands.core import AsyncScript
@@ -89,7 +90,7 @@ class Lane:
         """The command's reply; an error reply is returned (the connection is fine), a
         failed connection raised as valkey-py raises it (the connection is closed)."""
         loop = asyncio.get_running_loop()
-        size = _size(command)
+        packed, size = _prepare(command)
         batch = self._open
         if batch is None or batch.full(size):
             batch = self._open = _Batch()
@@ -97,7 +98,7 @@ class Lane:
             self._running.add(task)
             task.add_done_callback(self._running.discard)
         future = loop.create_future()
-        batch.add(command, future, size)
+        batch.add(packed, future, size)
         return await future
 
     async def _run(self, batch: _Batch) -> None:
@@ -198,7 +199,8 @@ class _Batch:
     __slots__ = ("commands", "futures", "size")
 
     def __init__(self) -> None:
-        self.commands: list[tuple[Any, ...]] = []
+        #: Each command packed already, or its arguments (see _prepare).
+        self.commands: list[bytes | tuple[Any, ...]] = []
         self.futures: list[asyncio.Future[Any]] = []
         self.size = 0
 
@@ -207,7 +209,7 @@ class _Batch:
             self.size + size > BATCH_BYTES and bool(self.commands)
         )
 
-    def add(self, command: tuple[Any, ...], future: asyncio.Future[Any], size: int) -> None:
+    def add(self, command: bytes | tuple[Any, ...], future: asyncio.Future[Any], size: int) -> None:
         self.commands.append(command)
         self.futures.append(future)
         self.size += size
@@ -234,15 +236,24 @@ class _Batch:
                 future.set_exception(error)
 
 
-def _packed(conn: Any, commands: list[tuple[Any, ...]]) -> list[bytes]:
+def _packed(conn: Any, commands: list[bytes | tuple[Any, ...]]) -> list[bytes]:
     """The batch as one piece, so it goes out in one write (valkey-py's
     ``pack_commands`` cuts it every 6000 bytes: a write each). At most about
-    BATCH_BYTES is copied; a lone command keeps its pieces (no copy)."""
+    BATCH_BYTES is copied; a lone command keeps its pieces (no copy). A
+    command _prepare left unpacked is packed here by the connection."""
     if len(commands) == 1:
-        pieces: list[bytes] = conn.pack_command(*commands[0])
+        command = commands[0]
+        if type(command) is bytes:
+            return [command]
+        pieces: list[bytes] = conn.pack_command(*command)
         return pieces
-    pack = conn.pack_command
-    return [b"".join([piece for command in commands for piece in pack(*command)])]
+    pieces = []
+    for command in commands:
+        if type(command) is bytes:
+            pieces.append(command)
+        else:
+            pieces += conn.pack_command(*command)
+    return [b"".join(pieces)]
 
 
 def _as_valkey(exc: BaseException) -> BaseException:
@@ -261,17 +272,40 @@ def _cut() -> Exception:
     return valkey_exc.ConnectionError("Valkey connection closed before this reply")
 
 
-def _size(command: tuple[Any, ...]) -> int:
-    """About the bytes ``command`` carries, for a batch's bound: its strings and
-    buffers (a loop, not sum() of a generator: 1 us less per command)."""
+def _prepare(command: tuple[Any, ...]) -> tuple[bytes | tuple[Any, ...], int]:
+    """``command`` packed now, when libvalkey packs it as valkey-py would, and
+    about the bytes it carries (its strings and buffers), for a batch's bound.
+
+    Packed in C when every argument is a str, an int, bytes or a memoryview
+    of at most PACK_IN_C_MAX (bool is not int here) and the name has no space
+    (valkey-py splits "CONFIG GET"): the bytes valkey-py's packer gives
+    (tests/unit/storage/test_lane.py checks). One pass over the arguments
+    does both, where the size and the connection's packer each took one.
+    Anything else stays as it is, for the connection's packer at send time.
+    """
     size = 0
+    in_c = type(command[0]) is str and " " not in command[0]
     for arg in command:
-        if type(arg) in _SIZED:
-            size += len(arg)
-    return size
+        kind = type(arg)
+        if kind is int:
+            continue
+        if kind in _SIZED:
+            length = len(arg)
+            size += length
+            if length > PACK_IN_C_MAX or kind is bytearray:
+                in_c = False
+        else:
+            in_c = False
+    if in_c:
+        return libvalkey.pack_command(command), size
+    return command, size
 
 
 _SIZED = frozenset({bytes, str, bytearray, memoryview})
+#: Commands whose arguments are all str, int, bytes or memoryviews no longer than
+#: this are packed by libvalkey: a larger value keeps valkey-py's packer, which
+#: sends it without a copy (storage/clients.py).
+PACK_IN_C_MAX = 64 * 1024
 
 
 async def _checkout(pool: Any, command_name: str) -> Any:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import io
 import json
 import logging
@@ -11,6 +13,8 @@ from contextlib import contextmanager
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from service.access import AccessLog, log
 from service.logs import BatchingHandler, JsonFormatter, TextFormatter, sole_handler
@@ -121,3 +125,13 @@ def test_above_info_nothing_is_written() -> None:
             peer="p", namespace="n", op="put", key="k", nbytes=1, started=0, outcome="ok"
         )
     assert stream.getvalue() == ""
+
+
+@given(st.lists(st.text(), min_size=1, max_size=20))
+def test_key_refs_are_hmac_sha256_with_the_processs_secret(keys: list[str]) -> None:
+    access = AccessLog()
+    for key in keys + ODD:
+        digest = hmac.new(access._secret, key.encode("utf-8", "replace"), hashlib.sha256)
+        assert access.key_ref(key) == "h:" + digest.hexdigest()[:16]
+    other = AccessLog()
+    assert other.key_ref(keys[0]) != access.key_ref(keys[0])  # a secret of its own

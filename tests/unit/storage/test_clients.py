@@ -16,7 +16,8 @@ import valkey.asyncio.cluster as valkey_cluster
 from valkey.asyncio.connection import Connection
 
 from storage import clients
-from storage.clients import PACK_IN_C_MAX, _writing_pieces
+from storage.clients import _writing_pieces
+from storage.lane import PACK_IN_C_MAX
 
 Ours = _writing_pieces(Connection)
 

@@ -53,3 +53,11 @@ def test_large_chunks_are_checked_in_a_worker_thread(
     data = os.urandom(size)
     assert asyncio.run(chunk_digest_of(data, check)) == real(data, check)
     assert seen == [not threaded]
+
+
+def test_a_version_id_is_32_lowercase_hex_digits_new_every_time() -> None:
+    vids = {hashing.new_vid() for _ in range(1000)}
+    assert len(vids) == 1000
+    for vid in vids:
+        assert len(vid) == 32
+        assert set(vid) <= set("0123456789abcdef")

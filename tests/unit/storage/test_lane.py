@@ -13,12 +13,26 @@ from typing import Any
 
 import pytest
 import valkey.asyncio as valkey_async
+from hypothesis import given
+from hypothesis import strategies as st
 from valkey._parsers import _AsyncLibvalkeyParser
-from valkey.asyncio.connection import DefaultParser
+from valkey.asyncio.connection import Connection, DefaultParser
 
-from storage.clients import single_client
+from storage.clients import _writing_pieces, single_client
 from storage.config import StorageConfig
-from storage.lane import BATCH_BYTES, LeanScript, LeanValkey, _Batch, _size
+from storage.lane import (
+    BATCH_BYTES,
+    PACK_IN_C_MAX,
+    LeanScript,
+    LeanValkey,
+    _Batch,
+    _packed,
+    _prepare,
+)
+
+
+def _size(command: tuple[Any, ...]) -> int:
+    return _prepare(command)[1]
 
 
 def test_the_pool_hands_out_connections_without_waiting() -> None:
@@ -59,3 +73,39 @@ def test_a_batch_closes_at_its_byte_bound_counting_buffers_and_strings() -> None
     assert batch.full(_size(("EVALSHA", "sha", 0, half)))  # a second half does not fit
     assert not batch.full(_size(("EVALSHA", "sha", 0, "x" * 1000)))
     assert _size(("SET", "k", bytearray(10), 7, 0.5)) == len("SET") + 1 + 10
+
+
+#: Arguments of every type a lane command may carry: those packed in C, and
+#: those left to the connection's packer (a float, a large value).
+_ARGS = st.one_of(
+    st.text(),
+    st.binary(max_size=300),
+    st.integers(min_value=-(2**70), max_value=2**70),
+    st.binary(max_size=300).map(lambda b: memoryview(b)),
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.just(memoryview(bytes(PACK_IN_C_MAX + 1))),
+    st.just(memoryview(bytes(PACK_IN_C_MAX))),
+)
+_NAMES = st.sampled_from(["EVALSHA", "GET", "CONFIG GET", b"SCRIPT LOAD", b"SET"])
+
+
+@given(st.lists(st.tuples(_NAMES, st.lists(_ARGS, max_size=20)), min_size=1, max_size=5))
+def test_a_batch_goes_out_as_the_bytes_valkey_py_would_send(
+    commands: list[tuple[Any, list[Any]]],
+) -> None:
+    """Packed by _prepare or by the connection, a batch's bytes are valkey-py's
+    own packer's, command after command."""
+    ours, theirs = _writing_pieces(Connection)(), Connection()
+    full = [(name, *args) for name, args in commands]
+    prepared = [_prepare(command)[0] for command in full]
+    expected = b"".join(piece for command in full for piece in theirs.pack_command(*command))
+    assert b"".join(_packed(ours, prepared)) == expected
+
+
+def test_a_small_command_is_packed_at_once_a_large_value_is_not_copied() -> None:
+    packed, size = _prepare(("EVALSHA", "ab" * 20, 1, "m", b"v" * 4096, 900))
+    assert type(packed) is bytes and size == len("EVALSHA") + 40 + 1 + 4096
+    value = memoryview(bytes(PACK_IN_C_MAX + 1))
+    command = ("EVALSHA", "ab" * 20, 1, "m", value, 900)
+    assert _prepare(command)[0] is command
+    assert any(piece is value for piece in _packed(Connection(), [command]))
