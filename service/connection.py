@@ -45,6 +45,11 @@ def _wire(exc: StorageError, *, fatal: bool) -> ProtocolError:
     return ProtocolError(exc.code, exc.message, fatal=fatal, **exc.extra)
 
 
+#: Events whose access record waits for the upload's end, and the frames of an
+#: upload (part of its request). Tuples built once: ``A | B`` in isinstance()
+#: builds a union type on every call.
+_UPLOADS = (requests.Put, requests.Resume, Data)
+_UPLOAD_PARTS = (Data, UploadEnd, Abort)
 #: A request's name in the access log and metrics (``put`` for requests.Put), by type.
 _OPS: dict[type, str] = {}
 
@@ -167,7 +172,7 @@ class Connection:
                 self.busy = True
                 self._begin(event)
                 await self._handle(event)
-                if not isinstance(event, requests.Put | requests.Resume | Data):
+                if not isinstance(event, _UPLOADS):
                     self._end("aborted" if isinstance(event, Abort) else "ok")
                 self.intake.frame_done()
             except ProtocolError as exc:
@@ -194,7 +199,7 @@ class Connection:
 
     def _begin(self, event: Event) -> None:
         """Note the request an access-log record will describe (an upload: from PUT on)."""
-        if isinstance(event, Data | UploadEnd | Abort):
+        if isinstance(event, _UPLOAD_PARTS):
             return
         key = getattr(event, "key", None)
         op = _op(event)

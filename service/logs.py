@@ -30,6 +30,10 @@ ACCESS = "valise.access"
 _MILLIS = tuple(f"{n:03d}" for n in range(1000))
 
 
+#: printf spellings of rounded()'s digits: no format spec built per call.
+_FIXED = {digits: f"%.{digits}f" for digits in range(10)}
+
+
 def rounded(value: float, digits: int) -> str:
     """``repr(round(value, digits))``, as json.dumps spells it, in one float conversion.
 
@@ -38,7 +42,7 @@ def rounded(value: float, digits: int) -> str:
     """
     if not 0 <= value < 1e12:
         return repr(round(value, digits))
-    text = format(value, f".{digits}f").rstrip("0")
+    text = (_FIXED[digits] % value).rstrip("0")
     return text + "0" if text[-1] == "." else text
 
 
