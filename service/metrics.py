@@ -131,6 +131,9 @@ class Metrics:
         )
         #: Label children by (metric, labels): see _child.
         self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
+        #: The same for the two hottest callers: one lookup, not one per child.
+        self._ended: dict[tuple[str, str], tuple[Any, Any, Any, Any]] = {}
+        self._calls: dict[tuple[str, str], Any] = {}
         self.resumable = Counter(
             "valise_resumable_uploads",
             "Resumable uploads by event: started (PUT), resumed (RESUME), completed "
@@ -177,14 +180,26 @@ class Metrics:
 
     def request_ended(self, op: str, outcome: str, seconds: float, nbytes: int) -> None:
         """Called where the access-log record is written, once per request."""
+        cells = self._ended.get((op, outcome))
+        if cells is None:
+            cells = self._ended[(op, outcome)] = self._ended_cells(op, outcome)
+        requests, duration, transfers, moved = cells
         tally = self.tally
-        tally.inc(self._child(self.requests, op, outcome))
-        tally.observe(self._child(self.request_seconds, op), seconds)
+        tally.inc(requests)
+        tally.observe(duration, seconds)
+        if transfers is not None:
+            tally.inc(transfers, -1)
+            tally.inc(moved, nbytes)
+
+    def _ended_cells(self, op: str, outcome: str) -> tuple[Any, Any, Any, Any]:
+        """request_ended()'s four children for ``op`` and ``outcome``, found once."""
         direction = _DIRECTION.get(op)
-        if direction is None:
-            return
-        tally.inc(self._child(self.transfers, direction), -1)
-        tally.inc(self.received if direction == "upload" else self.sent, nbytes)
+        return (
+            self._child(self.requests, op, outcome),
+            self._child(self.request_seconds, op),
+            None if direction is None else self._child(self.transfers, direction),
+            self.received if direction == "upload" else self.sent,
+        )
 
     def resumable_event(self, event: str, count: int = 1) -> None:
         if count:
@@ -192,7 +207,10 @@ class Metrics:
 
     def valkey_call(self, kind: str, seconds: float, outcome: str) -> None:
         """A :mod:`storage.observe` observer."""
-        self.tally.observe(self._child(self.valkey_seconds, kind, outcome), seconds)
+        child = self._calls.get((kind, outcome))
+        if child is None:
+            child = self._calls[(kind, outcome)] = self._child(self.valkey_seconds, kind, outcome)
+        self.tally.observe(child, seconds)
         if outcome != "ok":
             self._child(self.valkey_errors, outcome).inc()
 
