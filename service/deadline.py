@@ -166,7 +166,9 @@ class Intake:
                 limit = max(timeout, 0.0) if in_frame else None
                 data = await subscription.guard(self.reader, READ_SIZE, limit)
             else:
-                data = await self._watchdog.within(self._read(wanted), max(timeout, 0.0))
+                # No coroutine of our own around the usual read: one frame less per wakeup.
+                read = self.reader.read(READ_SIZE) if wanted is None else self._read(wanted)
+                data = await self._watchdog.within(read, max(timeout, 0.0))
         except TimeoutError:
             if in_frame:
                 raise Closing(fatal(TIMEOUT, "frame not completed in time")) from None
@@ -179,9 +181,7 @@ class Intake:
             self.frame_deadline = _now() + self.frame
         return data
 
-    async def _read(self, wanted: asyncio.Future[Any] | None) -> bytes | None:
-        if wanted is None:
-            return await self.reader.read(READ_SIZE)
+    async def _read(self, wanted: asyncio.Future[Any]) -> bytes | None:
         if wanted.done():
             return None
         # Bytes that came first are still this upload's; else nothing is lost:
