@@ -26,10 +26,11 @@ from service.auth import TokenFileError, Tokens
 from service.config import Config, parse_args
 from service.connection import Connection
 from service.deadline import fatal
+from service.exporter import Exporter
 from service.http import HttpConnection
 from service.listener import Certificates, Listener, Peer
 from service.looplag import LoopLag
-from service.metrics import Exporter, Metrics
+from service.metrics import Metrics
 from service.state import LINGER_TOTAL, READ_SIZE, Served, ServerState
 from storage import (
     EmbeddedValkey,

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import NoReturn
 
-from service import metrics
+from service import exporter, metrics
 from service.config import Config
 from service.state import LINGER_TOTAL
 from storage import StorageConfig, Store, die_with_parent
@@ -122,7 +122,7 @@ class Supervisor:
         self._gone = asyncio.Event()
         self._reserved: list[socket.socket] = []
         self._metrics_dir: Path | None = None
-        self._exporter: metrics.Exporter | None = None
+        self._exporter: exporter.Exporter | None = None
         self._store: Store | None = None
         self._stats: metrics.SupervisorMetrics | None = None
         self._parent = os.getpid()
@@ -182,7 +182,7 @@ class Supervisor:
         self._store = Store(
             dataclasses.replace(self.storage, max_connections=PARENT_VALKEY_CONNECTIONS)
         )
-        self._exporter = metrics.Exporter(
+        self._exporter = exporter.Exporter(
             self._stats.registry,
             self._store,
             sample_every=self.config.metrics_sample,
