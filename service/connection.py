@@ -27,14 +27,13 @@ from service.state import FLUSH_AFTER_ERROR, ServerState
 from service.subscription import Subscription
 from storage import ChunkWriter, ResumableWriter, StorageError
 
-#: DATA frames up to GATHER bytes are sent together with the frames around
-#: them, GATHER_FRAMES parts (headers and payloads) at most: one send, not three.
+#: DATA frames up to GATHER bytes go with the frames around them, GATHER_FRAMES
+#: parts (headers and payloads) at most: one send, not three.
 GATHER = 64 * 1024
 GATHER_FRAMES = 32
-#: Frames one connection handles before it yields to the event loop. A DATA
-#: frame costs a few microseconds, so one client's tiny frames delay the
-#: others by a millisecond or two at most; 1 MiB frames never reach it
-#: (the chunk writer awaits Valkey every few frames anyway).
+#: Frames one connection handles before it yields to the event loop: a DATA frame
+#: costs microseconds, so one client's tiny frames delay the others by a few ms at
+#: most (1 MiB frames never reach it: the writer awaits Valkey every few frames).
 MAX_BURST = 256
 
 log = logging.getLogger("valise")
@@ -45,25 +44,15 @@ def _wire(exc: StorageError, *, fatal: bool) -> ProtocolError:
     return ProtocolError(exc.code, exc.message, fatal=fatal, **exc.extra)
 
 
-#: Events whose access record waits for the upload's end, and the frames of an
-#: upload (part of its request). Tuples built once: ``A | B`` in isinstance()
-#: builds a union type on every call.
+#: Requests whose record waits for the upload's end; an upload's own frames.
+#: Tuples, built once: ``A | B`` in isinstance() builds a union at every call.
 _UPLOADS = (requests.Put, requests.Resume, Data)
 _UPLOAD_PARTS = (Data, UploadEnd, Abort)
 #: A request's name in the access log and metrics (``put`` for requests.Put), by type.
-_OPS: dict[type, str] = {}
+_OPS = {kind: kind.__name__.lower() for kind in requests.Request.__args__}
 
 
-def _op(event: Event) -> str:
-    kind = type(event)
-    op = _OPS.get(kind)
-    if op is None:
-        op = _OPS[kind] = kind.__name__.lower()
-    return op
-
-
-def _now() -> float:
-    return time.monotonic()
+_now = time.monotonic
 
 
 class Connection:
@@ -202,7 +191,7 @@ class Connection:
         if isinstance(event, _UPLOAD_PARTS):
             return
         key = getattr(event, "key", None)
-        op = _op(event)
+        op = _OPS[type(event)]
         self._request = (op, key, _now())
         self._nbytes = 0
         self.state.metrics.request_started(op)
