@@ -26,7 +26,7 @@ different file keys never share a storage key whatever characters they hold.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 PREFIX = "valise"
 
@@ -52,10 +52,12 @@ def namespace_of_index(name: bytes) -> str:
 @dataclass(frozen=True, slots=True)
 class NamespaceKeys:
     namespace: str
+    #: ``valise:{ns=<escaped namespace>}``, the hash tag of every name below:
+    #: escaped once, not at each name (a small PUT+GET asks for six).
+    tag: str = field(init=False, repr=False, compare=False)
 
-    @property
-    def tag(self) -> str:
-        return f"{PREFIX}:{{ns={_escape_namespace(self.namespace)}}}"
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "tag", f"{PREFIX}:{{ns={_escape_namespace(self.namespace)}}}")
 
     @property
     def meta_prefix(self) -> bytes:
