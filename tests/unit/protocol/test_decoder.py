@@ -562,3 +562,21 @@ def test_arbitrary_bytes_give_frames_or_protocol_error(
         assert len(frame.payload) <= limit
         if frame.type is FrameType.END:
             assert len(frame.payload) in (20, 40)
+
+
+@FAST
+@given(frames=st.lists(client_frames(), max_size=8), data=st.data())
+def test_next_raw_gives_what_next_frame_gives(frames: list[Frame], data: st.DataObject) -> None:
+    """The server's tuple path: the same types and payloads, in order, under any split."""
+    encoded = b"".join(b"".join(encode_frame(f.type, f.payload)) for f in frames)
+    cuts = data.draw(st.lists(st.integers(0, len(encoded)), max_size=12))
+    decoder = FrameDecoder(max_data=MAX_DATA)
+    raws: list[tuple[FrameType, bytes]] = []
+    for piece in [*split_at(encoded, cuts), b""]:
+        decoder.receive_data(piece)
+        while not isinstance(raw := decoder.next_raw(), Sentinel):
+            assert type(raw[0]) is FrameType
+            assert type(raw[1]) is bytes
+            raws.append(raw)
+    assert raw is CLOSED
+    assert raws == [(f.type, f.payload) for f in frames]
